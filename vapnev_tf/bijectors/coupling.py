@@ -1,0 +1,118 @@
+"""`ConditionalAffineCoupling`: the conditional coupling layer of Sec. 3.2 (Eq. 12-16).
+
+Forward is the paper's data -> latent direction f_z:
+    y_{1:d}   = x_{1:d}                                         (Eq. 12)
+    y_{d+1:D} = x_{d+1:D} * exp(l_z(x_{1:d})) + m_z(x_{1:d})    (Eq. 13)
+inverse:
+    x_{d+1:D} = (y_{d+1:D} - m_z(y_{1:d})) * exp(-l_z(y_{1:d}))  (Eq. 15)
+log|det J| = sum(l_z(x_{1:d}))                                  (Eq. 8)
+
+The split {1:d} / {d+1:D} is a checkerboard or channel-wise mask (Real NVP [3]), each with a
+complement (`parity`). l_z and m_z (Eq. 16) are computed by a Keras `CouplingNetwork` that owns all
+weights; this bijector is a stateless view built per call, closing over the conditioning z.
+"""
+import tensorflow as tf
+
+from vapnev_tf.bijectors import _greedy
+
+MASK_TYPES = ("checkerboard", "channel")
+
+
+def checkerboard_mask(height: int, width: int, parity: int, dtype):
+  """`(height, width, 1)`: 1 where (h + w + parity) is even (kept, conditions the rest), else 0."""
+  rows = tf.range(height)[:, None]
+  cols = tf.range(width)[None, :]
+  mask = tf.cast(tf.equal((rows + cols + parity) % 2, 0), dtype)
+  return mask[:, :, None]
+
+
+class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
+  """Affine coupling whose l_z, m_z depend on the kept part of x and on z (Eq. 13, 16).
+
+  Event shape `(H, W, C)`; any batch shape. The kept part conditions the network:
+  - `"checkerboard"`: kept = pixels with (h + w + parity) even, all channels; the network sees the
+    masked image and the mask as an extra channel; l, m have shape `(H, W, C)` and act on the rest.
+  - `"channel"`: C must be even; kept = first half of the channels when `parity == 0`, else the
+    second half; l, m have shape `(H, W, C/2)`.
+
+  Args:
+    network: a `vapnev_tf.layers.CouplingNetwork` built for this mask.
+    mask_type: one of `MASK_TYPES`.
+    parity: 0 or 1; 1 selects the complement mask.
+    conditioning: z, `(*batch, latent_dim)` broadcastable to x's batch shape, or None when the
+      network is unconditional.
+  """
+
+  def __init__(self, network, mask_type: str, parity: int, conditioning=None,
+               validate_args: bool = False, name: str | None = None):
+    parameters = dict(locals())
+    if mask_type not in MASK_TYPES:
+      raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
+    if parity not in (0, 1):
+      raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
+    name = name or f"{mask_type}_coupling_{parity}"
+    with tf.name_scope(name) as name:
+      self._network = network
+      self._mask_type = mask_type
+      self._parity = parity
+      self._conditioning = conditioning
+      super().__init__(forward_min_event_ndims=3, validate_args=validate_args,
+                       parameters=parameters, name=name)
+
+  @property
+  def network(self):
+    return self._network
+
+  def _check_event(self, x):
+    if x.shape.rank is not None and x.shape.rank < 3:
+      raise ValueError(f"{self.name}: expected x of shape (*batch, H, W, C), got {x.shape}.")
+    channels = x.shape[-1]
+    if self._mask_type == "channel" and channels is not None and channels % 2:
+      raise ValueError(f"{self.name}: channel-wise masking needs an even channel count, "
+                       f"got C={channels}.")
+
+  def _couple(self, x, direction: str):
+    """Applies Eq. 13 (`direction="forward"`) or Eq. 15 (`"inverse"`) and returns the log-det.
+
+    Both directions share one definition: the kept part is identical in x and y, so l and m are
+    computed from it the same way.
+    """
+    self._check_event(x)
+    flat, batch_shape = _greedy.flatten_batch(x)  # (N, H, W, C)
+    z = None
+    if self._conditioning is not None:
+      z = tf.convert_to_tensor(self._conditioning, dtype=x.dtype)
+      z = tf.broadcast_to(z, tf.concat([batch_shape, tf.shape(z)[-1:]], axis=0))
+      z = tf.reshape(z, [-1, z.shape[-1]])  # (N, latent)
+
+    if self._mask_type == "checkerboard":
+      mask = checkerboard_mask(flat.shape[1], flat.shape[2], self._parity, flat.dtype)
+      kept = flat * mask
+      net_in = tf.concat([kept, tf.broadcast_to(mask, tf.shape(kept[..., :1]))], axis=-1)
+      shift, log_scale = self._network(net_in, z)
+      shift, log_scale = shift * (1. - mask), log_scale * (1. - mask)
+      changed = flat
+    else:
+      half = flat.shape[-1] // 2
+      first, second = flat[..., :half], flat[..., half:]
+      kept, changed = (first, second) if self._parity == 0 else (second, first)
+      shift, log_scale = self._network(kept, z)
+
+    if direction == "forward":
+      out = changed * tf.exp(log_scale) + shift
+      log_det = tf.reduce_sum(log_scale, axis=[1, 2, 3])
+    else:
+      out = (changed - shift) * tf.exp(-log_scale)
+      log_det = -tf.reduce_sum(log_scale, axis=[1, 2, 3])
+
+    if self._mask_type == "channel":
+      out = tf.concat([kept, out] if self._parity == 0 else [out, kept], axis=-1)
+    # For the checkerboard, kept positions have log_scale = shift = 0, so `out` already equals x there.
+    out = tf.reshape(out, tf.shape(x))
+    return out, tf.reshape(log_det, batch_shape)
+
+  def _augmented_forward(self, x):
+    return self._couple(x, "forward")
+
+  def _augmented_inverse(self, y):
+    return self._couple(y, "inverse")

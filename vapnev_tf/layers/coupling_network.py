@@ -1,0 +1,139 @@
+"""The networks of a conditional coupling layer: l_z and m_z of Eq. 16 (Sec. 3.2, 4.2).
+
+    l_z(x) = alpha * l1(x) * l2(z) + beta1 * l1(x) + beta2 * l2(z) + b          (Eq. 16)
+
+and the same form, with its own networks and multipliers, for m_z. l1/m1 are residual networks of
+`num_res_blocks` blocks on the unchanged part of x; l2/m2 are deconvolution networks that grow z from
+a 2x2xc map to the spatial size of the transformed part (the rule of `vapnev_tf.sizing`).
+
+Every sub-layer is a separate attribute so that both Keras and `tf.train.Checkpoint` track it.
+"""
+import keras
+import tensorflow as tf
+
+from vapnev_tf import sizing
+
+
+class ResidualNet(keras.layers.Layer):
+  """l1 / m1: conv in, `num_blocks` residual blocks, conv out. Shape-preserving in space.
+
+  Input `(B, h, w, c_in)` -> output `(B, h, w, out_channels)`. No batch statistics are used, so the
+  flow's log-density is identical in training and evaluation (NOTES 7).
+  """
+
+  def __init__(self, filters: int, out_channels: int, num_blocks: int = 2, **kwargs):
+    super().__init__(**kwargs)
+    self.num_blocks = num_blocks
+    self.conv_in = keras.layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy,
+                                       name="conv_in")
+    for i in range(num_blocks):
+      setattr(self, f"block{i}_conv_a", keras.layers.Conv2D(
+          filters, 3, padding="same", dtype=self.dtype_policy, name=f"block{i}_conv_a"))
+      setattr(self, f"block{i}_conv_b", keras.layers.Conv2D(
+          filters, 3, padding="same", dtype=self.dtype_policy, name=f"block{i}_conv_b"))
+    self.conv_out = keras.layers.Conv2D(out_channels, 3, padding="same", dtype=self.dtype_policy,
+                                        name="conv_out")
+
+  def call(self, x):
+    h = self.conv_in(x)
+    for i in range(self.num_blocks):
+      r = getattr(self, f"block{i}_conv_a")(tf.nn.relu(h))
+      r = getattr(self, f"block{i}_conv_b")(tf.nn.relu(r))
+      h = h + r
+    return self.conv_out(tf.nn.relu(h))
+
+
+class LatentDeconvNet(keras.layers.Layer):
+  """l2 / m2: z `(B, latent_dim)` -> `(B, height, width, out_channels)`.
+
+  A dense projection to a `start x start x filters` map (2x2 for square images), then one stride-2
+  transposed convolution per doubling, each centre-cropped to the size the ceil-halving walk
+  prescribes (NOTES 5), then a linear 1x1 convolution to `out_channels`.
+  """
+
+  def __init__(self, filters: int, out_channels: int, height: int, width: int, **kwargs):
+    super().__init__(**kwargs)
+    num_up = sizing.halvings_to_reach(max(height, width))
+    self.start, self.targets = sizing.upsampling_plan(height, width, num_up)
+    self.filters = filters
+    self.project = keras.layers.Dense(self.start[0] * self.start[1] * filters,
+                                      dtype=self.dtype_policy, name="project")
+    for i in range(len(self.targets)):
+      setattr(self, f"up{i}", keras.layers.Conv2DTranspose(
+          filters, 3, strides=2, padding="same", dtype=self.dtype_policy, name=f"up{i}"))
+    self.conv_out = keras.layers.Conv2D(out_channels, 1, dtype=self.dtype_policy, name="conv_out")
+
+  def call(self, z):
+    h = tf.nn.relu(self.project(z))
+    h = tf.reshape(h, [-1, self.start[0], self.start[1], self.filters])
+    for i, (th, tw) in enumerate(self.targets):
+      h = tf.nn.relu(getattr(self, f"up{i}")(h))
+      h = centre_crop(h, th, tw)
+    return self.conv_out(h)
+
+
+def centre_crop(x, height: int, width: int):
+  """Crops `(B, H, W, C)` to `(B, height, width, C)` around the centre (no-op when equal)."""
+  dh = (x.shape[1] - height) // 2
+  dw = (x.shape[2] - width) // 2
+  return x[:, dh:dh + height, dw:dw + width, :]
+
+
+class CouplingNetwork(keras.layers.Layer):
+  """Computes (shift m_z, bounded log-scale l_z) of one conditional coupling (Eq. 13, 16).
+
+  Args:
+    out_channels: channels C of the transformed part (Eq. 16's multipliers live in R^C).
+    height, width: spatial size of the transformed part.
+    filters: c, the filters of the residual blocks and of the l2/m2 deconvolution nets (Sec. 4.2).
+    num_res_blocks: residual blocks in l1 and m1 (2 in the paper).
+    conditional: False drops l2/m2 (Fig. 1's dotted line): l = beta1 * l1(x) + b.
+    log_scale_bound: l_z is passed through `bound * tanh(l / bound)` so exp(l) cannot overflow
+      (NOTES 6); the map is the identity to first order near 0.
+
+  alpha, beta1, beta2 and b start at zero, so every coupling starts as the identity (the
+  zero-initialised last layer of Glow/Real NVP, here the last operation is Eq. 16 itself).
+  """
+
+  def __init__(self, out_channels: int, height: int, width: int, filters: int,
+               num_res_blocks: int = 2, conditional: bool = True, log_scale_bound: float = 3.0,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.out_channels = out_channels
+    self.conditional = conditional
+    self.log_scale_bound = float(log_scale_bound)
+    self.l1 = ResidualNet(filters, out_channels, num_res_blocks, dtype=self.dtype_policy, name="l1")
+    self.m1 = ResidualNet(filters, out_channels, num_res_blocks, dtype=self.dtype_policy, name="m1")
+    if conditional:
+      self.l2 = LatentDeconvNet(filters, out_channels, height, width, dtype=self.dtype_policy,
+                                name="l2")
+      self.m2 = LatentDeconvNet(filters, out_channels, height, width, dtype=self.dtype_policy,
+                                name="m2")
+
+  def build(self, input_shape=None):
+    for fn in ("l", "m"):
+      names = ("alpha", "beta1", "beta2", "b") if self.conditional else ("beta1", "b")
+      for name in names:
+        setattr(self, f"{name}_{fn}", self.add_weight(
+            shape=(self.out_channels,), initializer="zeros", name=f"{name}_{fn}"))
+    self.built = True
+
+  def _combine(self, fn: str, net1_out, net2_out):
+    """Eq. 16 with per-channel multipliers broadcast over (B, h, w)."""
+    beta1, b = getattr(self, f"beta1_{fn}"), getattr(self, f"b_{fn}")
+    out = beta1 * net1_out + b
+    if self.conditional:
+      alpha, beta2 = getattr(self, f"alpha_{fn}"), getattr(self, f"beta2_{fn}")
+      out = out + alpha * net1_out * net2_out + beta2 * net2_out
+    return out
+
+  def call(self, x_unchanged, z=None):
+    """x_unchanged `(B, h, w, c_in)`, z `(B, latent)` -> shift, log_scale `(B, h, w, out_channels)`."""
+    if self.conditional and z is None:
+      raise ValueError(f"{self.name}: a conditional coupling needs z, got None.")
+    l2 = self.l2(z) if self.conditional else None
+    m2 = self.m2(z) if self.conditional else None
+    log_scale = self._combine("l", self.l1(x_unchanged), l2)
+    shift = self._combine("m", self.m1(x_unchanged), m2)
+    bound = self.log_scale_bound
+    return shift, bound * tf.tanh(log_scale / bound)
