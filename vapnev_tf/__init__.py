@@ -1,6 +1,10 @@
 """vapnev_tf: VAPNEV (Agrawal & Dukkipati), a VAE whose p(x|z) is an exact conditional real-NVP flow."""
+from vapnev_tf.config import LIKELIHOODS
+from vapnev_tf.config import ModelConfig
 from vapnev_tf.flow import ConditionalRealNVP
 from vapnev_tf.metrics import bits_per_dim
+from vapnev_tf.model import VAPNEV
+from vapnev_tf.model import to_uint8
 
 __version__ = "0.1.0"
-__all__ = ["ConditionalRealNVP", "bits_per_dim"]
+__all__ = ["LIKELIHOODS", "ConditionalRealNVP", "ModelConfig", "VAPNEV", "bits_per_dim", "to_uint8"]

@@ -1,0 +1,96 @@
+"""The run directory: where a run's resolved config, checkpoints, summaries and exports live.
+
+    WORKDIR/config.json        resolved configs {"model": ..., "data": ..., "train": ...}
+    WORKDIR/flags.txt          the flags the run was started with
+    WORKDIR/checkpoints/       tf.train.CheckpointManager (latest N, atomic)
+    WORKDIR/best/              checkpoint with the best test bits/dim
+    WORKDIR/tensorboard/       tf.summary event files (train/, eval/)
+    WORKDIR/eval.json          latest evaluation
+    WORKDIR/export/            SavedModel (tensor signatures)
+    WORKDIR/figures/           PNG panels
+
+Every reader/writer of that layout goes through this module.
+"""
+import json
+import os
+
+import tensorflow as tf
+
+from vapnev_tf.config import ModelConfig
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+TENSORBOARD_DIR = "tensorboard"
+EVAL_FILE = "eval.json"
+EXPORT_DIR = "export"
+FIGURES_DIR = "figures"
+
+
+def path(workdir: str, *parts: str) -> str:
+  return os.path.join(workdir, *parts)
+
+
+def write_json_atomic(filename: str, payload: dict) -> None:
+  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+  tmp = filename + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
+  tf.io.gfile.rename(tmp, filename, overwrite=True)
+
+
+def read_json(filename: str) -> dict:
+  if not tf.io.gfile.exists(filename):
+    raise FileNotFoundError(f"{filename} does not exist.")
+  with tf.io.gfile.GFile(filename) as f:
+    try:
+      return json.loads(f.read())
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{filename} is not valid JSON ({e}); the run directory is damaged.") from e
+
+
+def read_config(workdir: str) -> dict:
+  """The resolved config of the run in `workdir`; ValueError if the run directory has none."""
+  filename = path(workdir, CONFIG_FILE)
+  if not tf.io.gfile.exists(filename):
+    raise ValueError(f"workdir {workdir!r} has no {CONFIG_FILE}: it is not a vapnev_tf run "
+                     "directory (train into it first with python -m vapnev_tf.train).")
+  return read_json(filename)
+
+
+def model_config(workdir: str) -> ModelConfig:
+  cfg = read_config(workdir)
+  if "model" not in cfg:
+    raise ValueError(f"{path(workdir, CONFIG_FILE)} has no 'model' section.")
+  return ModelConfig.from_dict(cfg["model"])
+
+
+def latest_checkpoint(workdir: str, subdir: str = CHECKPOINT_DIR) -> str:
+  """Path prefix of the newest checkpoint in `workdir/subdir`; ValueError if there is none."""
+  ckpt = tf.train.latest_checkpoint(path(workdir, subdir))
+  if ckpt is None:
+    raise ValueError(f"no checkpoint found in {path(workdir, subdir)!r}.")
+  return ckpt
+
+
+def restore_model(workdir: str, checkpoint: str | None = None):
+  """Rebuilds the model from `workdir/config.json` and restores its weights.
+
+  Args:
+    workdir: a run directory written by `vapnev_tf.train`.
+    checkpoint: a checkpoint path prefix (e.g. `.../checkpoints/ckpt-100`); default the latest.
+
+  Returns:
+    `(model, step)`; step is -1 when the checkpoint holds no step counter.
+  """
+  from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
+  model = VAPNEV(model_config(workdir))
+  checkpoint = checkpoint or latest_checkpoint(workdir)
+  if not tf.io.gfile.exists(checkpoint + ".index"):
+    raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
+  step = tf.Variable(-1, dtype=tf.int64)
+  try:
+    tf.train.Checkpoint(model=model, step=step).restore(checkpoint).expect_partial()
+  except (tf.errors.OpError, ValueError) as e:
+    raise ValueError(f"checkpoint {checkpoint!r} could not be read: {e}") from e
+  return model, int(step.numpy())
