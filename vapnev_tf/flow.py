@@ -102,15 +102,17 @@ class ConditionalRealNVP(keras.layers.Layer):
 
   def _scale_bijector(self, s: int, z, channels: int):
     """f for scale s and all scales after it; event (H_s, W_s, channels)."""
+    height, width = self.image_shape[0] // 2 ** s, self.image_shape[1] // 2 ** s
     steps = []  # in the order they are applied
     for i in range(self.num_checkerboard):
       steps.append(vb.ConditionalAffineCoupling(
           getattr(self, f"scale{s}_checkerboard{i}"), "checkerboard", i % 2, z,
-          name=f"scale{s}_checkerboard{i}"))
+          event_shape=(height, width, channels), name=f"scale{s}_checkerboard{i}"))
     steps.append(vb.Squeeze(name=f"scale{s}_squeeze"))
     for i in range(self.num_channelwise):
       steps.append(vb.ConditionalAffineCoupling(
-          getattr(self, f"scale{s}_channel{i}"), "channel", i % 2, z, name=f"scale{s}_channel{i}"))
+          getattr(self, f"scale{s}_channel{i}"), "channel", i % 2, z,
+          event_shape=(height // 2, width // 2, 4 * channels), name=f"scale{s}_channel{i}"))
     if s + 1 < self.num_scales:
       steps.append(vb.FactorOut(self._scale_bijector(s + 1, z, 2 * channels), 2 * channels,
                                 name=f"scale{s}_factor_out"))

@@ -41,9 +41,11 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     parity: 0 or 1; 1 selects the complement mask.
     conditioning: z, `(*batch, latent_dim)` broadcastable to x's batch shape, or None when the
       network is unconditional.
+    event_shape: optional `(H, W, C)` the network was built for; inputs of another event shape
+      raise a ValueError naming both.
   """
 
-  def __init__(self, network, mask_type: str, parity: int, conditioning=None,
+  def __init__(self, network, mask_type: str, parity: int, conditioning=None, event_shape=None,
                validate_args: bool = False, name: str | None = None):
     parameters = dict(locals())
     if mask_type not in MASK_TYPES:
@@ -56,6 +58,7 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
       self._mask_type = mask_type
       self._parity = parity
       self._conditioning = conditioning
+      self._event_shape = None if event_shape is None else tuple(int(d) for d in event_shape)
       super().__init__(forward_min_event_ndims=3, validate_args=validate_args,
                        parameters=parameters, name=name)
 
@@ -66,6 +69,9 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
   def _check_event(self, x):
     if x.shape.rank is not None and x.shape.rank < 3:
       raise ValueError(f"{self.name}: expected x of shape (*batch, H, W, C), got {x.shape}.")
+    if self._event_shape is not None and tuple(x.shape[-3:]) != self._event_shape:
+      raise ValueError(f"{self.name}: expected events of shape {self._event_shape}, got "
+                       f"{tuple(x.shape[-3:])} (input shape {tuple(x.shape)}).")
     channels = x.shape[-1]
     if self._mask_type == "channel" and channels is not None and channels % 2:
       raise ValueError(f"{self.name}: channel-wise masking needs an even channel count, "
@@ -82,6 +88,7 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     z = None
     if self._conditioning is not None:
       z = tf.convert_to_tensor(self._conditioning, dtype=x.dtype)
+      _check_broadcastable(self.name, z.shape[:-1], x.shape[:-3])
       z = tf.broadcast_to(z, tf.concat([batch_shape, tf.shape(z)[-1:]], axis=0))
       z = tf.reshape(z, [-1, z.shape[-1]])  # (N, latent)
 
@@ -116,3 +123,16 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
 
   def _augmented_inverse(self, y):
     return self._couple(y, "inverse")
+
+
+def _check_broadcastable(name, z_batch, x_batch):
+  """z's batch shape must broadcast to x's batch shape (static check where shapes are known)."""
+  if z_batch.rank is None or x_batch.rank is None:
+    return
+  try:
+    merged = tf.broadcast_static_shape(z_batch, x_batch)
+  except ValueError:
+    merged = None
+  if merged is None or (x_batch.is_fully_defined() and merged != x_batch):
+    raise ValueError(f"{name}: z with batch shape {z_batch} does not broadcast to the batch shape "
+                     f"{x_batch} of x.")
