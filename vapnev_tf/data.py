@@ -1,0 +1,556 @@
+"""Input pipeline: 8-bit images -> dequantised float32 batches in [0, 256) for training and eval.
+
+Sources, chosen by `DataConfig.dataset`:
+  "fashion_mnist"  28x28x1; the Debian IDX files in `fashion_mnist_dir` when present (offline),
+                   otherwise TFDS `fashion_mnist`.
+  "mnist"          28x28x1, TFDS.
+  "cifar10"        32x32x3, TFDS.
+  "celeb_a"        64x64x3, TFDS, cropped and resized as in Real NVP (see `_celeb_a_crop_resize`).
+  "npz:PATH"       an `.npz` with a uint8 array `images` (N, H, W[, C]), optionally `test_images`.
+  "folder:PATH"    PNG/JPEG files: `PATH/train/<label>/*` (the `tfds.folder_dataset.ImageFolder`
+                   layout, with an optional `test`, `validation` or `val` split directory) or files
+                   directly in `PATH`.
+A source without a test split gives a fixed, seeded `validation_fraction` of its images to "test".
+
+Every element leaves `load_images` as uint8 (H, W, C). `train_dataset` and `eval_dataset` add the
+uniform dequantisation x = pixel + u, u ~ U[0, 1), from stateless random ops keyed by the example's
+index (and the epoch, for training), so that every stream is reproducible under its seed.
+"""
+import dataclasses
+import gzip
+import logging
+import os
+import pathlib
+import zipfile
+import zlib
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "celeb_a")
+SPLITS = ("train", "test")
+
+_TFDS_IMAGE_SHAPES = {
+    "fashion_mnist": (28, 28, 1),
+    "mnist": (28, 28, 1),
+    "cifar10": (32, 32, 3),
+    "celeb_a": (64, 64, 3),
+}
+# The paper flips its two datasets (Sec. 4.1). Mirrored digits are not digits and Fashion-MNIST
+# likelihoods are usually reported without augmentation, so flips are off there and for user data.
+_FLIP_BY_DEFAULT = ("cifar10", "celeb_a")
+
+# Real NVP's CelebA window (research/real_nvp/real_nvp_multiscale_dataset.py: image[40:188, 15:163])
+# 148x148 out of 218x178, centred horizontally and 5 rows below the vertical centre, on the face.
+_CELEB_A_CROP = (40, 15, 148, 148)  # (offset_height, offset_width, height, width)
+_CELEB_A_SIZE = (64, 64)
+
+_FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_IDX_IMAGES_MAGIC = 2051  # 0x0803: unsigned bytes, 3 dimensions (count, rows, cols)
+_IDX_LABELS_MAGIC = 2049  # 0x0801: unsigned bytes, 1 dimension (count)
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_TEST_SPLIT_DIRS = ("test", "validation", "val")
+_PIL_MODE_CHANNELS = {"L": 1, "RGB": 3}
+# Fixed, so the held-out test images do not change with the training seed.
+_HOLDOUT_SEED = 0
+
+# Stream tags keep training and evaluation noise independent even under equal seeds.
+_TRAIN_STREAM = 1
+_EVAL_STREAM = 2
+
+_log = logging.getLogger(__name__)
+
+
+class DatasetUnavailableError(ValueError):
+  """A dataset can be obtained neither from local files nor through TFDS."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Everything the input pipeline needs; validated on construction.
+
+  dataset:             a name in DATASET_NAMES, "npz:PATH" or "folder:PATH".
+  batch_size:          GLOBAL training batch size (split evenly over replicas).
+  eval_batch_size:     GLOBAL evaluation batch size.
+  data_dir:            TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets).
+  fashion_mnist_dir:   directory of the Debian `dataset-fashion-mnist` IDX files.
+  flip:                random horizontal flips in training; None = the dataset's default.
+  shuffle_buffer:      tf.data shuffle buffer size (examples).
+  seed:                seed of the training shuffle, flips and dequantisation noise.
+  validation_fraction: share held out as "test" when the source has no test split.
+  train_take:          use only the first `train_take` training examples (None: all).
+  eval_take:           use only the first `eval_take` test examples (None: all).
+  eval_drop_remainder: drop the last partial evaluation batch (default: evaluate every example).
+  """
+
+  dataset: str = "fashion_mnist"
+  batch_size: int = 64
+  eval_batch_size: int = 256
+  data_dir: str | None = None
+  fashion_mnist_dir: str = "/usr/share/datasets/fashion-mnist"
+  flip: bool | None = None
+  shuffle_buffer: int = 10_000
+  seed: int = 0
+  validation_fraction: float = 0.1
+  train_take: int | None = None
+  eval_take: int | None = None
+  eval_drop_remainder: bool = False
+
+  def __post_init__(self):
+    _parse_source(self.dataset)
+    for name in ("batch_size", "eval_batch_size", "shuffle_buffer"):
+      _check_int(name, getattr(self, name), minimum=1)
+    _check_int("seed", self.seed, minimum=0)
+    for name in ("train_take", "eval_take"):
+      if getattr(self, name) is not None:
+        _check_int(name, getattr(self, name), minimum=1)
+    if self.data_dir is not None and not isinstance(self.data_dir, str):
+      raise ValueError(f"DataConfig.data_dir must be a str or None, got {self.data_dir!r}.")
+    if not isinstance(self.fashion_mnist_dir, str) or not self.fashion_mnist_dir:
+      raise ValueError("DataConfig.fashion_mnist_dir must be a non-empty str, got "
+                       f"{self.fashion_mnist_dir!r}.")
+    if self.flip is not None and not isinstance(self.flip, bool):
+      raise ValueError(f"DataConfig.flip must be True, False or None (dataset default), got "
+                       f"{self.flip!r}.")
+    if not isinstance(self.eval_drop_remainder, bool):
+      raise ValueError(f"DataConfig.eval_drop_remainder must be a bool, got "
+                       f"{self.eval_drop_remainder!r}.")
+    fraction = self.validation_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+      raise ValueError("DataConfig.validation_fraction must be a number in the open interval "
+                       f"(0, 1), got {fraction!r}.")
+
+
+# ----------------------------------------------------------------------------- public entry points
+
+
+def image_shape(dataset: str, cfg: DataConfig | None = None) -> tuple[int, int, int]:
+  """(H, W, C) of the images `load_images` yields for `dataset`.
+
+  Named datasets answer from a table; an npz source reads its `images` array (npz members cannot
+  be memory-mapped); a folder source reads the header of its first training image only. `cfg` is
+  accepted so callers can pass their config, but no shape depends on its other fields.
+  """
+  del cfg  # Unused: see the docstring.
+  kind, value = _parse_source(dataset)
+  if kind == "tfds":
+    return _TFDS_IMAGE_SHAPES[value]
+  if kind == "npz":
+    train_images, _ = _read_npz(dataset, value)
+    return tuple(int(d) for d in train_images.shape[1:])
+  train_files, _ = _folder_split_files(dataset, value)
+  return _image_file_shape(dataset, train_files[0])
+
+
+def load_images(cfg: DataConfig, split: str) -> tf.data.Dataset:
+  """The raw images of `split` ("train" or "test"): uint8 (H, W, C) each, in a fixed order.
+
+  The order is the source's (sorted file names for folders); `cfg.train_take` / `cfg.eval_take`
+  keep only the first examples. Raises ValueError (DatasetUnavailableError when a dataset cannot
+  be obtained) with a message naming the source.
+  """
+  _check_split(split)
+  kind, value = _parse_source(cfg.dataset)
+  if kind == "npz":
+    ds = _npz_dataset(cfg, value, split)
+  elif kind == "folder":
+    ds = _folder_dataset(cfg, value, split)
+  elif value == "fashion_mnist":
+    ds = _fashion_mnist_dataset(cfg, split)
+  else:
+    ds = _tfds_dataset(cfg, value, split)
+  take = cfg.train_take if split == "train" else cfg.eval_take
+  return ds if take is None else ds.take(take)
+
+
+def num_examples(cfg: DataConfig, split: str) -> int:
+  """Number of images in `split` after `train_take` / `eval_take`: the size of one epoch."""
+  return _count(load_images(cfg, split), cfg.dataset)
+
+
+def flip_enabled(cfg: DataConfig) -> bool:
+  """Whether training images are randomly mirrored: `cfg.flip`, or the dataset's default."""
+  if cfg.flip is not None:
+    return cfg.flip
+  return cfg.dataset in _FLIP_BY_DEFAULT
+
+
+def dequantize(images_uint8, seed) -> tf.Tensor:
+  """Uniform dequantisation: float32 `pixel + u`, u ~ U[0, 1) i.i.d., every value in [0, 256).
+
+  Args:
+    images_uint8: uint8 tensor of any shape, e.g. one image (H, W, C) or a batch (B, H, W, C).
+    seed: stateless seed, a shape-[2] int tensor, or a non-negative Python int.
+
+  Returns:
+    float32 tensor of the same shape whose floor is exactly the input pixel; equal seeds give
+    equal noise.
+  """
+  images = tf.convert_to_tensor(images_uint8)
+  if images.dtype != tf.uint8:
+    raise ValueError(f"dequantize expects uint8 images, got dtype {images.dtype.name}.")
+  pixels = tf.cast(images, tf.float32)
+  noise = tf.random.stateless_uniform(tf.shape(pixels), seed=_seed_pair(seed), dtype=tf.float32)
+  return _add_noise(pixels, noise)
+
+
+def train_dataset(cfg: DataConfig, input_context: tf.distribute.InputContext | None = None
+                  ) -> tf.data.Dataset:
+  """The endless training stream: float32 batches (B, H, W, C) with values in [0, 256).
+
+  Shuffled (buffer `cfg.shuffle_buffer`, reshuffled every epoch), flipped if `flip_enabled(cfg)`,
+  dequantised with noise keyed by (cfg.seed, epoch, example index): fresh noise every epoch, the
+  same stream for the same seed. B is `cfg.batch_size`, or the per-replica share of it when an
+  `input_context` is given, in which case this pipeline reads only its shard. Partial batches are
+  dropped so every replica gets equal batches.
+  """
+  images = load_images(cfg, "train")
+  total = _count(images, cfg.dataset)
+  if total < cfg.batch_size:
+    raise ValueError(f"{cfg.dataset}: only {total} training images, fewer than one global batch "
+                     f"(batch_size={cfg.batch_size}); lower batch_size, raise train_take or add "
+                     "images.")
+  indexed, batch = _shard(images.enumerate(), cfg.batch_size, input_context)
+  epoch_size = _count(indexed, cfg.dataset)
+  if epoch_size < batch:
+    raise ValueError(f"{cfg.dataset}: each input pipeline gets {epoch_size} training images, "
+                     f"fewer than one per-replica batch of {batch}.")
+  flip = flip_enabled(cfg)
+
+  def augment(position, example):
+    index, image = example
+    key = _element_key(cfg.seed, _TRAIN_STREAM, position // epoch_size, index)
+    flip_key, noise_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+    if flip:
+      image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+    return dequantize(image, noise_key)
+
+  ds = indexed.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+  ds = ds.repeat().enumerate()  # (position in the stream, (example index, image))
+  ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(_deterministic_options())
+
+
+def eval_dataset(cfg: DataConfig, seed: int = 0,
+                 input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+  """One pass over the test split: float32 batches (B, H, W, C) in [0, 256), never flipped.
+
+  The noise of each example is keyed by (seed, example index), so two passes with the same seed
+  give identical tensors. B is `cfg.eval_batch_size` (or its per-replica share); the last partial
+  batch is kept unless `cfg.eval_drop_remainder`.
+  """
+  _check_int("seed", seed, minimum=0, owner="eval_dataset")
+  indexed, batch = _shard(load_images(cfg, "test").enumerate(), cfg.eval_batch_size,
+                          input_context)
+  if cfg.eval_drop_remainder and _count(indexed, cfg.dataset) < batch:
+    raise ValueError(f"{cfg.dataset}: fewer test images than one evaluation batch of {batch} "
+                     "with eval_drop_remainder=True; nothing would be evaluated.")
+  ds = indexed.map(lambda index, image: dequantize(image, _element_key(seed, _EVAL_STREAM, index)),
+                   num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch, drop_remainder=cfg.eval_drop_remainder)
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(_deterministic_options())
+
+
+def distributed_dataset(strategy: tf.distribute.Strategy, cfg: DataConfig, split: str = "train",
+                        seed: int = 0):
+  """`train_dataset` or `eval_dataset` (split "test", noise `seed`) spread over `strategy`.
+
+  Each input pipeline reads its own shard and batches its replica's share of the global batch.
+  """
+  _check_split(split)
+  field = "batch_size" if split == "train" else "eval_batch_size"
+  global_batch = getattr(cfg, field)
+  replicas = strategy.num_replicas_in_sync
+  if global_batch % replicas:
+    raise ValueError(f"DataConfig.{field}={global_batch} must be divisible by the number of "
+                     f"replicas ({replicas}) so every replica gets an equal share.")
+  if split == "train":
+    return strategy.distribute_datasets_from_function(lambda ctx: train_dataset(cfg, ctx))
+  return strategy.distribute_datasets_from_function(lambda ctx: eval_dataset(cfg, seed, ctx))
+
+
+# ------------------------------------------------------------------------------ pipeline helpers
+
+
+def _add_noise(pixels, noise):
+  """pixels + noise, clamped below pixels + 1 (both float32, same shape)."""
+  # In float32, p + u can round up to p + 1 (255 + 0.99999994 == 256.0); the largest float32
+  # below p + 1 keeps floor(x) == p and x < 256.
+  return tf.minimum(pixels + noise, tf.math.nextafter(pixels + 1.0, pixels))
+
+
+def _seed_pair(seed) -> tf.Tensor:
+  """A stateless-op seed (shape [2], int64) from a Python int or a shape-[2] tensor."""
+  if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    _check_int("seed", int(seed), minimum=0, owner="dequantize")
+    return tf.constant([int(seed), 0], tf.int64)
+  return tf.cast(seed, tf.int64)
+
+
+def _element_key(seed: int, stream: int, *counters) -> tf.Tensor:
+  """A shape-[2] stateless seed unique to (seed, stream, *counters)."""
+  key = tf.constant([seed, stream], tf.int64)
+  for counter in counters:
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(counter, tf.int64))
+  return key
+
+
+def _shard(ds, global_batch, input_context):
+  """(this pipeline's shard of `ds`, its batch size): the whole of both without a context."""
+  if input_context is None:
+    return ds, global_batch
+  batch = input_context.get_per_replica_batch_size(global_batch)
+  return ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id), batch
+
+
+def _count(ds: tf.data.Dataset, source: str) -> int:
+  n = int(ds.cardinality())
+  if n < 0:
+    raise ValueError(f"{source}: the number of examples is unknown (cardinality {n}).")
+  if n == 0:
+    raise ValueError(f"{source}: the dataset is empty.")
+  return n
+
+
+def _deterministic_options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  return options
+
+
+# ------------------------------------------------------------------------------------- sources
+
+
+def _tfds_dataset(cfg: DataConfig, name: str, split: str) -> tf.data.Dataset:
+  """TFDS `name`/`split` as uint8 images; CelebA cropped and resized to 64x64x3."""
+  try:
+    ds = tfds.load(name, split=split, data_dir=cfg.data_dir, download=True, shuffle_files=False)
+  except Exception as err:  # TFDS raises many types (network, checksum, manual download...).
+    raise DatasetUnavailableError(
+        f"dataset {name!r}: TFDS could not provide split {split!r} (data_dir={cfg.data_dir!r}): "
+        f"{type(err).__name__}: {err}. Run once on a machine with internet access so TFDS can "
+        "download and prepare it, then copy that data_dir here.") from err
+  ds = ds.map(lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
+  if name == "celeb_a":
+    ds = ds.map(_celeb_a_crop_resize, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds
+
+
+def _celeb_a_crop_resize(image):
+  """(218, 178, 3) uint8 -> (64, 64, 3) uint8: Real NVP's 148x148 window, antialiased resize."""
+  image = tf.image.crop_to_bounding_box(image, *_CELEB_A_CROP)
+  image = tf.image.resize(image, _CELEB_A_SIZE, method="bilinear", antialias=True)  # float32
+  return tf.saturate_cast(tf.round(image), tf.uint8)
+
+
+def _fashion_mnist_dataset(cfg: DataConfig, split: str) -> tf.data.Dataset:
+  """Fashion-MNIST from the Debian IDX files when present, else from TFDS."""
+  images_name, labels_name = _FASHION_MNIST_FILES[split]
+  images_path = os.path.join(cfg.fashion_mnist_dir, images_name)
+  labels_path = os.path.join(cfg.fashion_mnist_dir, labels_name)
+  if os.path.isfile(images_path) and os.path.isfile(labels_path):
+    _log.info("fashion_mnist/%s: reading IDX files in %s", split, cfg.fashion_mnist_dir)
+    return tf.data.Dataset.from_tensor_slices(_read_fashion_mnist(images_path, labels_path))
+  _log.info("fashion_mnist/%s: no IDX files in %s, trying TFDS", split, cfg.fashion_mnist_dir)
+  try:
+    return _tfds_dataset(cfg, "fashion_mnist", split)
+  except DatasetUnavailableError as err:
+    raise DatasetUnavailableError(
+        f"dataset 'fashion_mnist': {images_path} and {labels_path} do not both exist and TFDS "
+        f"could not download it (data_dir={cfg.data_dir!r}). Install the files with "
+        "`apt-get install -y dataset-fashion-mnist` (or set fashion_mnist_dir to a copy), or use "
+        f"a machine with internet access for TFDS. TFDS said: {err.__cause__}") from err
+
+
+def _read_fashion_mnist(images_path: str, labels_path: str) -> np.ndarray:
+  """uint8 (N, 28, 28, 1) images of one IDX split; the labels file is read only to validate N."""
+  images = _read_idx(images_path, _IDX_IMAGES_MAGIC)  # (N, rows, cols)
+  labels = _read_idx(labels_path, _IDX_LABELS_MAGIC)  # (N,)
+  if images.shape[1:] != (28, 28):
+    raise ValueError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
+                     "expected 28x28 Fashion-MNIST images.")
+  if labels.shape[0] != images.shape[0]:
+    raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
+                     f"{labels.shape[0]} labels; one of the files is corrupt.")
+  return images[..., np.newaxis]
+
+
+def _read_idx(path: str, magic: int) -> np.ndarray:
+  """The uint8 array of a gzip-compressed IDX file, shaped by its header."""
+  fix = "Reinstall with `apt-get install --reinstall dataset-fashion-mnist`."
+  try:
+    with gzip.open(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError, zlib.error) as err:
+    raise ValueError(f"{path}: not a readable gzip file ({err}). {fix}") from err
+  ndim = magic & 0xFF
+  offset = 4 + 4 * ndim  # 16 bytes for images, 8 for labels
+  found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+  if found != magic or len(raw) < offset:
+    raise ValueError(f"{path}: IDX magic number {found}, expected {magic}. {fix}")
+  shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  expected_size = offset + int(np.prod(shape))
+  if len(raw) != expected_size:
+    raise ValueError(f"{path}: {len(raw)} bytes, but its header {shape} needs {expected_size}. "
+                     f"{fix}")
+  return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
+
+
+def _npz_dataset(cfg: DataConfig, path: str, split: str) -> tf.data.Dataset:
+  train_images, test_images = _read_npz(cfg.dataset, path)
+  if test_images is None:
+    indices = _holdout_indices(cfg.dataset, len(train_images), cfg.validation_fraction)[split]
+    images = train_images[indices]
+  else:
+    images = train_images if split == "train" else test_images
+  return tf.data.Dataset.from_tensor_slices(images)
+
+
+def _read_npz(source: str, path: str) -> tuple[np.ndarray, np.ndarray | None]:
+  """(`images`, `test_images` or None) of an npz file, each uint8 (N, H, W, C)."""
+  if not os.path.isfile(path):
+    raise ValueError(f"{source}: file {path!r} does not exist.")
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{source}: {path!r} is not an .npz archive (np.savez); it must hold a "
+                     "uint8 array named 'images'.")
+  with np.load(path, allow_pickle=False) as npz:
+    if "images" not in npz.files:
+      raise ValueError(f"{source}: no array named 'images' (found {sorted(npz.files)}); save "
+                       "with np.savez(path, images=uint8_array_NHWC).")
+    images = _checked_array(source, npz, "images")
+    test_images = _checked_array(source, npz, "test_images") if "test_images" in npz.files else None
+  if test_images is not None and test_images.shape[1:] != images.shape[1:]:
+    raise ValueError(f"{source}: 'test_images' are {test_images.shape[1:]} but 'images' are "
+                     f"{images.shape[1:]}; both must have the same (H, W, C).")
+  return images, test_images
+
+
+def _checked_array(source: str, npz, key: str) -> np.ndarray:
+  """npz[key] as uint8 (N, H, W, C), C in (1, 3); (N, H, W) grayscale gains C = 1."""
+  try:
+    array = npz[key]
+  except ValueError as err:  # numpy refuses object arrays when allow_pickle=False
+    raise ValueError(f"{source}: cannot read array {key!r} ({err}); only plain uint8 arrays are "
+                     "accepted, pickled object arrays are refused.") from err
+  if array.dtype != np.uint8:
+    raise ValueError(f"{source}: array {key!r} has dtype {array.dtype}, expected uint8 pixel "
+                     "values 0..255 (convert with np.clip(x, 0, 255).astype(np.uint8)).")
+  if array.ndim == 3:
+    array = array[..., np.newaxis]
+  if array.ndim != 4 or array.shape[-1] not in (1, 3):
+    raise ValueError(f"{source}: array {key!r} has shape {array.shape}, expected (N, H, W) or "
+                     "(N, H, W, C) with C = 1 (grayscale) or 3 (RGB).")
+  if array.shape[0] == 0:
+    raise ValueError(f"{source}: array {key!r} is empty.")
+  return array
+
+
+def _folder_dataset(cfg: DataConfig, root: str, split: str) -> tf.data.Dataset:
+  train_files, test_files = _folder_split_files(cfg.dataset, root)
+  shape = _common_image_shape(cfg.dataset, train_files + (test_files or []))
+  if test_files is None:
+    indices = _holdout_indices(cfg.dataset, len(train_files), cfg.validation_fraction)[split]
+    files = [train_files[i] for i in indices]
+  else:
+    files = train_files if split == "train" else test_files
+
+  def decode(path):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=shape[2], dtype=tf.uint8,
+                               expand_animations=False)
+    return tf.ensure_shape(image, shape)
+
+  return tf.data.Dataset.from_tensor_slices(files).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _folder_split_files(source: str, root: str) -> tuple[list[str], list[str] | None]:
+  """Sorted image paths of the train split and of the test split (None when there is none)."""
+  if not os.path.isdir(root):
+    raise ValueError(f"{source}: directory {root!r} does not exist.")
+  train_dir = os.path.join(root, "train")
+  if not os.path.isdir(train_dir):  # flat layout: the images are the files in `root`
+    return _image_files(source, root, recursive=False), None
+  test_dir = next((os.path.join(root, name) for name in _TEST_SPLIT_DIRS
+                   if os.path.isdir(os.path.join(root, name))), None)
+  test_files = None if test_dir is None else _image_files(source, test_dir, recursive=True)
+  return _image_files(source, train_dir, recursive=True), test_files
+
+
+def _image_files(source: str, directory: str, recursive: bool) -> list[str]:
+  paths = pathlib.Path(directory).rglob("*") if recursive else pathlib.Path(directory).iterdir()
+  files = sorted(str(p) for p in paths if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+  if not files:
+    raise ValueError(f"{source}: no {'/'.join(_IMAGE_SUFFIXES)} images in {directory!r}.")
+  return files
+
+
+def _image_file_shape(source: str, path: str) -> tuple[int, int, int]:
+  """(H, W, C) of an image file from its header, without decoding the pixels."""
+  try:
+    with Image.open(path) as image:
+      mode, (width, height) = image.mode, image.size
+  except OSError as err:
+    raise ValueError(f"{source}: cannot read image {path!r}: {err}") from err
+  if mode not in _PIL_MODE_CHANNELS:
+    raise ValueError(f"{source}: image {path!r} has mode {mode!r}; only 8-bit grayscale ('L') "
+                     "and RGB images are accepted (convert e.g. with Pillow's Image.convert).")
+  return height, width, _PIL_MODE_CHANNELS[mode]
+
+
+def _common_image_shape(source: str, files: list[str]) -> tuple[int, int, int]:
+  """The (H, W, C) shared by all `files`; ValueError naming the first file that differs."""
+  first = _image_file_shape(source, files[0])
+  for path in files[1:]:
+    shape = _image_file_shape(source, path)
+    if shape[2] != first[2]:
+      raise ValueError(f"{source}: grayscale/RGB mix: {files[0]!r} has {first[2]} channel(s) but "
+                       f"{path!r} has {shape[2]}; convert all images to one mode.")
+    if shape != first:
+      raise ValueError(f"{source}: mixed image sizes: {files[0]!r} is {first[0]}x{first[1]} but "
+                       f"{path!r} is {shape[0]}x{shape[1]} (HxW); resize them to one size.")
+  return first
+
+
+def _holdout_indices(source: str, n: int, fraction: float) -> dict[str, np.ndarray]:
+  """Sorted example indices of "train" and "test": test is the last `fraction` of a seeded
+  permutation of range(n), at least one example and never all of them."""
+  if n < 2:
+    raise ValueError(f"{source}: {n} image(s) cannot be split into train and a held-out test set "
+                     "(validation_fraction); add images.")
+  n_test = min(n - 1, max(1, round(n * fraction)))
+  permutation = np.random.default_rng(_HOLDOUT_SEED).permutation(n)
+  return {"train": np.sort(permutation[:n - n_test]), "test": np.sort(permutation[n - n_test:])}
+
+
+# ---------------------------------------------------------------------------------- validation
+
+
+def _parse_source(dataset) -> tuple[str, str]:
+  """("tfds", name), ("npz", path) or ("folder", path); ValueError for anything else."""
+  forms = f"one of {DATASET_NAMES}, 'npz:PATH' or 'folder:PATH'"
+  if not isinstance(dataset, str):
+    raise ValueError(f"DataConfig.dataset must be a str ({forms}), got {dataset!r}.")
+  if dataset in DATASET_NAMES:
+    return "tfds", dataset
+  kind, sep, path = dataset.partition(":")
+  if sep and kind in ("npz", "folder"):
+    if not path:
+      raise ValueError(f"DataConfig.dataset={dataset!r} names no path; expected '{kind}:PATH'.")
+    return kind, os.path.expanduser(path)
+  raise ValueError(f"Unknown dataset {dataset!r}: expected {forms}.")
+
+
+def _check_split(split):
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+
+
+def _check_int(name: str, value, minimum: int, owner: str = "DataConfig"):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}.")
