@@ -1,4 +1,5 @@
 """vapnev_tf: VAPNEV (Agrawal & Dukkipati), a VAE whose p(x|z) is an exact conditional real-NVP flow."""
+from vapnev_tf import data
 from vapnev_tf.config import LIKELIHOODS
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.flow import ConditionalRealNVP
