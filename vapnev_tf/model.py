@@ -135,31 +135,48 @@ class VAPNEV(keras.Model):
     terms = self.elbo_terms(x, seed=seed)
     return terms["log_px_given_z"] - kl_weight * terms["kl"]
 
-  def log_likelihood_bound(self, x, num_samples: int = 1, seed=None, chunk_size: int = 16):
+  def log_likelihood_bound(self, x, num_samples=1, seed=None, chunk_size: int = 16):
     """Importance-weighted bound (Burda et al.) on log p(x), `(B,)` nats; k = 1 is the ELBO.
 
         log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x)
 
-    Evaluated `chunk_size` samples at a time to bound memory. For "realnvp" it is exact log p(x).
+    Evaluated `chunk_size` samples at a time (a `tf.while_loop`, so `num_samples` may be a Python
+    int or an int32 scalar tensor, e.g. in an exported signature): chunk j draws
+    min(chunk_size, k - j chunk_size) samples with the j-th of `split_seed(seed, n=num_chunks)`
+    (`seed` itself when there is one chunk). For "realnvp" it is the exact log p(x).
     """
-    num_samples = validation.check_positive_int(num_samples, "num_samples")
+    if not tf.is_tensor(num_samples):
+      num_samples = validation.check_positive_int(num_samples, "num_samples")
     chunk_size = validation.check_positive_int(chunk_size, "chunk_size")
     x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
     if not self.config.has_vae:
       return self.p_x_given_z(None).log_prob(x)
     q = self.encode(x)
-    batch = tf.shape(x)[0]
-    sizes = [min(chunk_size, num_samples - start) for start in range(0, num_samples, chunk_size)]
-    seeds = tfp.random.split_seed(seed, n=len(sizes)) if len(sizes) > 1 else [seed]
-    log_weights = []
-    for n, chunk_seed in zip(sizes, seeds):
-      z = q.sample(n, seed=chunk_seed)  # (n, B, latent)
-      z_flat = tf.reshape(z, [-1, self.config.latent_dim])
-      x_tiled = tf.reshape(tf.tile(x[None], [n, 1, 1, 1, 1]), (-1,) + self.config.image_shape)
-      log_px = tf.reshape(self.p_x_given_z(z_flat).log_prob(x_tiled), [n, batch])
-      log_weights.append(log_px + self.prior.log_prob(z) - q.log_prob(z))
-    log_weights = tf.concat(log_weights, axis=0)  # (k, B)
-    return tf.reduce_logsumexp(log_weights, axis=0) - math.log(num_samples)
+    num_samples = tf.convert_to_tensor(num_samples, tf.int32)
+    num_chunks = (num_samples + chunk_size - 1) // chunk_size
+    chunk_seeds = tf.cond(num_chunks > 1,
+                          lambda: tfp.random.split_seed(seed, n=num_chunks),
+                          lambda: tf.expand_dims(tfp.random.sanitize_seed(seed), 0))  # (chunks, 2)
+
+    def chunk(j, log_weights):
+      n = tf.minimum(chunk_size, num_samples - j * chunk_size)
+      z = q.sample(n, seed=chunk_seeds[j])  # (n, B, latent)
+      return j + 1, log_weights.write(j, self._log_importance_weights(x, q, z))
+
+    log_weights = tf.TensorArray(self.compute_dtype, size=num_chunks, infer_shape=False,
+                                 element_shape=tf.TensorShape([None, None]))
+    _, log_weights = tf.while_loop(lambda j, _: j < num_chunks, chunk,
+                                   [tf.constant(0), log_weights])
+    log_k = tf.math.log(tf.cast(num_samples, self.compute_dtype))
+    return tf.reduce_logsumexp(log_weights.concat(), axis=0) - log_k  # over the k samples
+
+  def _log_importance_weights(self, x, q, z):
+    """log p(x|z) + log p(z) - log q(z|x) for z `(n, B, latent)`; returns `(n, B)`."""
+    n, batch = tf.shape(z)[0], tf.shape(x)[0]
+    z_flat = tf.reshape(z, [-1, self.config.latent_dim])
+    x_tiled = tf.reshape(tf.tile(x[None], [n, 1, 1, 1, 1]), (-1,) + self.config.image_shape)
+    log_px = tf.reshape(self.p_x_given_z(z_flat).log_prob(x_tiled), [n, batch])
+    return log_px + self.prior.log_prob(z) - q.log_prob(z)
 
   def call(self, x, training=False):
     """Per-example ELBO `(B,)` in nats (so `model(x)` is meaningful for Keras tooling)."""
@@ -168,18 +185,20 @@ class VAPNEV(keras.Model):
 
   # --- generation and reconstruction -------------------------------------------------------
 
-  def sample(self, n: int, temperature=1.0, use_mean_y: bool = False, seed=None):
+  def sample(self, n, temperature=1.0, use_mean_y: bool = False, seed=None):
     """Generation (Sec. 3.4, Eq. 23-27): `(n, H, W, C)` floats in [0, 256).
+
+    `n` is a positive Python int or an int32 scalar tensor.
 
     z ~ N(0, I); y ~ N(mu_y, (temperature * sigma_y)^2) (or y = mu_y); x = f_z^{-1}(y), clipped to
     [0, 256) (the squash puts some mass outside, NOTES 1).
     """
-    n = validation.check_positive_int(n, "n")
+    if not tf.is_tensor(n):
+      n = validation.check_positive_int(n, "n")
     z_seed, x_seed = tfp.random.split_seed(seed)
     if not self.config.has_vae:
       return self._sample_x(None, temperature, use_mean_y, x_seed, n=n)
-    z = self.prior.sample(n, seed=z_seed)
-    return self._sample_x(z, temperature, use_mean_y, x_seed)
+    return self._sample_x(self.prior.sample(n, seed=z_seed), temperature, use_mean_y, x_seed)
 
   def reconstruct(self, x, use_mean_y: bool = False, seed=None, temperature=1.0):
     """Reconstruction (Sec. 3.5, Eq. 28-34): z ~ q(z|x), then as `sample`. `(B, H, W, C)`."""
@@ -187,6 +206,15 @@ class VAPNEV(keras.Model):
     z_seed, x_seed = tfp.random.split_seed(seed)
     z = self.encode(x).sample(seed=z_seed)
     return self._sample_x(z, temperature, use_mean_y, x_seed)
+
+  def sample_from_z(self, z, temperature=1.0, use_mean_y: bool = False, seed=None):
+    """x = f_z^{-1}(y), y ~ N(mu_y, (temperature sigma_y)^2) (or mu_y): `(B, H, W, C)` in [0, 256).
+
+    z `(B, latent_dim)`; None for "realnvp", which then returns a single image.
+    """
+    if z is not None:
+      z = validation.check_latent(z, self.config.latent_dim, dtype=self.compute_dtype)
+    return self._sample_x(z, temperature, use_mean_y, seed)
 
   def decode_images(self, z):
     """The deterministic image of z: x = f_z^{-1}(mu_y) (the mu_y path), `(B, H, W, C)`."""

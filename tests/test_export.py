@@ -1,0 +1,466 @@
+"""SavedModel export: signatures, equality with the in-Python model in a fresh TF-only process,
+saved_model_cli, metadata, and clear errors on bad input."""
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import vapnev_tf
+from vapnev_tf import data
+from vapnev_tf import export
+from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.model import to_uint8
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+SAVED_MODEL_CLI = str(pathlib.Path(sys.executable).parent / "saved_model_cli")
+IMAGE_SHAPE = (8, 8, 1)
+TEST_BITS_PER_DIM = 7.25
+STEP = 5
+SEED = 1234
+BOUND_SAMPLES = (1, 3, 20)  # 20 > the model's chunk_size of 16: two chunks
+
+
+def tiny_config(image_shape=IMAGE_SHAPE, likelihood="vapnev"):
+  return vapnev_tf.ModelConfig(image_shape=image_shape, likelihood=likelihood, latent_dim=4,
+                               encoder_filters=4, encoder_blocks=2, flow_filters=4,
+                               flow_checkerboard=1, flow_channelwise=1)
+
+
+def random_images(n, seed=0, image_shape=IMAGE_SHAPE):
+  return np.random.default_rng(seed).integers(0, 256, size=(n,) + image_shape, dtype=np.uint8)
+
+
+def subprocess_env(with_repo=True):
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  if with_repo:
+    env["PYTHONPATH"] = str(REPO_ROOT)
+  return env
+
+
+class Background:
+  """A subprocess whose output goes to files (no pipe to fill), started now, checked later."""
+
+  def __init__(self, args, log_dir, name, cwd=None, with_repo=True):
+    self.args, self.name = args, name
+    self.stdout_file = pathlib.Path(log_dir) / f"{name}.stdout"
+    self.stderr_file = pathlib.Path(log_dir) / f"{name}.stderr"
+    with open(self.stdout_file, "w") as out, open(self.stderr_file, "w") as err:
+      self.proc = subprocess.Popen(args, cwd=cwd, env=subprocess_env(with_repo), stdout=out,
+                                   stderr=err, text=True)
+
+  def wait(self, check=True, timeout=300):
+    """(returncode, stdout, stderr); with `check`, asserts success."""
+    returncode = self.proc.wait(timeout=timeout)
+    stdout, stderr = self.stdout_file.read_text(), self.stderr_file.read_text()
+    if check:
+      assert returncode == 0, f"{self.args} failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+    return returncode, stdout, stderr
+
+
+def run_checked(args, cwd=None, with_repo=True, timeout=300):
+  proc = subprocess.run(args, cwd=cwd, env=subprocess_env(with_repo), capture_output=True,
+                        text=True, timeout=timeout)
+  assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+  return proc
+
+
+def ensure_tiny_run(root: pathlib.Path) -> pathlib.Path:
+  """A run directory with a briefly trained tiny model (created once per test session)."""
+  workdir = root / "tiny_run"
+  if (workdir / "done").exists():
+    return workdir
+  workdir.mkdir(parents=True, exist_ok=True)
+  npz = workdir / "images.npz"
+  np.savez(npz, images=random_images(24, seed=1), test_images=random_images(16, seed=2))
+  data_cfg = data.DataConfig(dataset=f"npz:{npz}", batch_size=8, eval_batch_size=8)
+  model = vapnev_tf.VAPNEV(tiny_config())
+  # A few Adam steps with a large rate move every zero-initialised coupling off the identity.
+  optimizer = keras.optimizers.Adam(0.02)
+  x = data.dequantize(random_images(8, seed=3), seed=7)
+  for i in range(2):
+    with tf.GradientTape() as tape:
+      loss = -tf.reduce_mean(model.elbo(x, seed=tf.constant([i, 1])))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+  workdir_lib.write_json_atomic(str(workdir / workdir_lib.CONFIG_FILE), {
+      "model": model.config.to_dict(), "data": dataclasses.asdict(data_cfg), "train": {}})
+  workdir_lib.write_json_atomic(str(workdir / workdir_lib.EVAL_FILE),
+                                {"step": STEP, "test_bits_per_dim": TEST_BITS_PER_DIM})
+  ckpt = tf.train.Checkpoint(model=model, step=tf.Variable(STEP, dtype=tf.int64))
+  tf.train.CheckpointManager(ckpt, str(workdir / workdir_lib.CHECKPOINT_DIR), max_to_keep=2).save()
+  (workdir / "done").write_text("")
+  return workdir
+
+
+_EXPORT_CLI = {}
+
+
+def start_export_cli(root: pathlib.Path):
+  """Starts `python -m vapnev_tf.export` on the tiny run in the background (once per session)."""
+  out = root / "tiny_export"
+  if "proc" not in _EXPORT_CLI and not (out / export.METADATA_FILE).exists():
+    _EXPORT_CLI["proc"] = Background(
+        [PYTHON, "-m", "vapnev_tf.export", f"--workdir={ensure_tiny_run(root)}",
+         f"--export_dir={out}"], root, "export_cli", cwd=str(REPO_ROOT))
+
+
+def ensure_export(root: pathlib.Path) -> pathlib.Path:
+  """The tiny run exported by the CLI (`python -m vapnev_tf.export`) in a subprocess, once."""
+  out = root / "tiny_export"
+  start_export_cli(root)
+  if "proc" in _EXPORT_CLI:
+    _, stdout, _ = _EXPORT_CLI["proc"].wait()
+    assert json.loads(stdout.strip().splitlines()[-1])["export_dir"] == str(out)
+  return out
+
+
+_CACHE = {}
+
+
+def restore_tiny_model(root: pathlib.Path):
+  """The tiny run's model restored from its checkpoint (once per session)."""
+  if "model" not in _CACHE:
+    model, step = workdir_lib.restore_model(str(ensure_tiny_run(root)))
+    assert step == STEP
+    _CACHE["model"] = model
+  return _CACHE["model"]
+
+
+def load_tiny_export(root: pathlib.Path):
+  """`tf.saved_model.load` of the tiny export (once per session)."""
+  if "loaded" not in _CACHE:
+    _CACHE["loaded"] = tf.saved_model.load(str(ensure_export(root)))
+  return _CACHE["loaded"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  root = tmp_path_factory.getbasetemp()
+  workdir = ensure_tiny_run(root)
+  start_export_cli(root)  # runs while the in-process tests below do
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  return ensure_export(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def model(run_dir, tmp_path_factory):
+  return restore_tiny_model(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def loaded(exported, tmp_path_factory):
+  return load_tiny_export(tmp_path_factory.getbasetemp())
+
+
+# ------------------------------------------- in-process (the export CLI runs in the background)
+
+
+def test_in_python_module_bound_matches_model_for_many_chunk_counts(model):
+  """The exported bound (tensor k inside a tf.function) equals the eager model's for the same seed."""
+  module = export.VapnevModule(model)
+  images = random_images(2, seed=5)
+  dequantize_seed, model_seed = export.derive_seeds(7)
+  x = data.dequantize(images, dequantize_seed)
+  for k in (16, 33):  # one full chunk; three chunks, the last partial
+    got = module.log_likelihood_bound(images=images, num_samples=k, seed=7)["log_likelihood"]
+    np.testing.assert_allclose(got.numpy(), model.log_likelihood_bound(x, k, seed=model_seed),
+                               rtol=1e-6, atol=1e-4)
+
+
+def test_realnvp_exports_two_signatures_and_overwrites(tmp_path):
+  model = vapnev_tf.VAPNEV(tiny_config(likelihood="realnvp"))
+  out = tmp_path / "export"
+  out.mkdir()
+  (out / "old_file").write_text("old")
+  with pytest.raises(ValueError, match="already exists"):
+    export.export_model(model, str(out), {"step": 1})
+  assert (out / "old_file").exists()
+  export.export_model(model, str(out), {"step": 1}, overwrite=True)
+  assert not (out / "old_file").exists()
+  assert not [p for p in tmp_path.iterdir() if p.name != "export"]  # no temporary dirs left
+  assert sorted(export.load_metadata(str(out))["signatures"]) == sorted(export.FLOW_SIGNATURES)
+  loaded = tf.saved_model.load(str(out))
+  assert sorted(loaded.signatures) == sorted(export.FLOW_SIGNATURES)
+  images = random_images(2, seed=4)
+  got = loaded.signatures["log_likelihood_bound"](
+      images=tf.constant(images), num_samples=tf.constant(4), seed=tf.constant(3, tf.int64))
+  dequantize_seed, _ = export.derive_seeds(3)
+  np.testing.assert_allclose(got["log_likelihood"].numpy(),
+                             model.log_likelihood_bound(data.dequantize(images, dequantize_seed)),
+                             rtol=1e-6, atol=1e-4)
+  sample = loaded.signatures["sample"](num_samples=tf.constant(3), temperature=tf.constant(0.7),
+                                       seed=tf.constant(3, tf.int64))
+  assert sample["images"].shape == (3,) + IMAGE_SHAPE and sample["images"].dtype == tf.uint8
+
+
+def test_export_rejects_reserved_metadata_keys(model, tmp_path):
+  with pytest.raises(ValueError, match="reserved"):
+    export.export_model(model, str(tmp_path / "out"), {"signatures": "mine"})
+  assert not (tmp_path / "out").exists()
+
+
+def test_export_from_workdir_errors(run_dir, tmp_path):
+  with pytest.raises(ValueError, match="does not exist"):
+    export.export_from_workdir(str(tmp_path / "missing"), str(tmp_path / "out"))
+  (tmp_path / "empty_run").mkdir()
+  with pytest.raises(ValueError, match="no checkpoint found"):
+    export.export_from_workdir(str(tmp_path / "empty_run"), str(tmp_path / "out"))
+  with pytest.raises(ValueError, match="ckpt-999.*does not exist"):
+    export.export_from_workdir(str(run_dir), str(tmp_path / "out"),
+                               checkpoint=str(run_dir / "checkpoints" / "ckpt-999"))
+  assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- fresh process, only TensorFlow
+
+_FRESH_PROCESS_SCRIPT = r'''
+import importlib.abc, json, os, sys
+
+class _NoVapnev(importlib.abc.MetaPathFinder):
+  """Makes sure nothing below can import vapnev_tf (even if it is pip-installed)."""
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] == "vapnev_tf":
+      raise ImportError("vapnev_tf is blocked in this process")
+    return None
+
+sys.meta_path.insert(0, _NoVapnev())
+export_dir, inputs_file, outputs_file, repo_root = sys.argv[1:5]
+import numpy as np
+import tensorflow as tf
+
+inputs = np.load(inputs_file)
+images, z, seed = tf.constant(inputs["images"]), tf.constant(inputs["z"]), int(inputs["seed"])
+s = lambda v: tf.constant(v, tf.int64)
+loaded = tf.saved_model.load(export_dir)
+sig = loaded.signatures
+out = {}
+for k in [int(k) for k in inputs["bound_samples"]]:
+  for name, value in sig["log_likelihood_bound"](images=images, num_samples=tf.constant(k),
+                                                 seed=s(seed)).items():
+    out[f"bound{k}_{name}"] = value.numpy()
+out["bound_other_seed"] = sig["log_likelihood_bound"](
+    images=images, num_samples=tf.constant(3), seed=s(seed + 1))["log_likelihood"].numpy()
+for name, value in sig["sample"](num_samples=tf.constant(5), temperature=tf.constant(0.8),
+                                 seed=s(seed)).items():
+  out[f"sample_{name}"] = value.numpy()
+for name, value in sig["reconstruct"](images=images, seed=s(seed)).items():
+  out[f"reconstruct_{name}"] = value.numpy()
+for name, value in sig["encode"](images=images).items():
+  out[f"encode_{name}"] = value.numpy()
+for name, value in sig["decode"](z=z).items():
+  out[f"decode_{name}"] = value.numpy()
+# The restored tf.functions (keyword calls) give the same as the signatures.
+out["function_sample_images"] = loaded.sample(
+    num_samples=tf.constant(5), temperature=tf.constant(0.8), seed=s(seed))["images"].numpy()
+np.savez(outputs_file, **out)
+try:
+  import vapnev_tf  # noqa: F401
+  importable = True
+except ImportError:
+  importable = False
+print(json.dumps({
+    "signatures": sorted(sig), "vapnev_tf_importable": importable,
+    "vapnev_tf_loaded": any(m.split(".")[0] == "vapnev_tf" for m in sys.modules),
+    "tfp_loaded": "tensorflow_probability" in sys.modules,
+    "repo_on_path": any(os.path.realpath(p or os.getcwd()) == os.path.realpath(repo_root)
+                        for p in sys.path),
+    "cwd": os.getcwd()}))
+'''
+
+
+@pytest.fixture(scope="module")
+def processes(exported, tmp_path_factory):
+  """Every subprocess check on the export, started together (they mostly wait on imports)."""
+  tmp = tmp_path_factory.mktemp("processes")
+  images = random_images(3, seed=11)
+  z = np.random.default_rng(12).standard_normal((3, 4)).astype(np.float32)
+  np.savez(tmp / "inputs.npz", images=images, z=z, seed=SEED, bound_samples=BOUND_SAMPLES)
+  (tmp / "script.py").write_text(_FRESH_PROCESS_SCRIPT)
+  # Fresh process: no PYTHONPATH, cwd outside the repository (plus an import blocker in-script).
+  started = {
+      "fresh": Background([PYTHON, str(tmp / "script.py"), str(exported), str(tmp / "inputs.npz"),
+                           str(tmp / "outputs.npz"), str(REPO_ROOT)], tmp, "fresh", cwd=str(tmp),
+                          with_repo=False),
+      "show": Background([SAVED_MODEL_CLI, "show", "--all", "--dir", str(exported)], tmp, "show",
+                         cwd=str(tmp), with_repo=False),
+      "run": Background([SAVED_MODEL_CLI, "run", "--dir", str(exported), "--tag_set", "serve",
+                         "--signature_def", "sample", "--input_exprs",
+                         "num_samples=2;temperature=0.8;seed=1"], tmp, "run", cwd=str(tmp),
+                        with_repo=False),
+  }
+  results = {name: proc.wait() for name, proc in started.items()}
+  report = json.loads(results["fresh"][1].strip().splitlines()[-1])
+  results["fresh"] = (report, images, z, dict(np.load(tmp / "outputs.npz")))
+  return results
+
+
+@pytest.fixture(scope="module")
+def fresh_process_outputs(processes):
+  return processes["fresh"]
+
+
+def test_fresh_process_needs_only_tensorflow(fresh_process_outputs):
+  report, _, _, _ = fresh_process_outputs
+  assert report["signatures"] == sorted(export.VAE_SIGNATURES)
+  assert not report["vapnev_tf_importable"]
+  assert not report["vapnev_tf_loaded"]
+  assert not report["tfp_loaded"]
+  assert not report["repo_on_path"]
+  assert not report["cwd"].startswith(str(REPO_ROOT))
+
+
+def test_fresh_process_log_likelihood_bound_equals_model(fresh_process_outputs, model):
+  _, images, _, out = fresh_process_outputs
+  dequantize_seed, model_seed = export.derive_seeds(SEED)
+  x = data.dequantize(images, dequantize_seed)
+  for k in BOUND_SAMPLES:
+    expected = model.log_likelihood_bound(x, k, seed=model_seed).numpy()
+    got = out[f"bound{k}_log_likelihood"]
+    assert got.dtype == np.float32 and got.shape == (3,)
+    # Same z's, same arithmetic: equal up to float32 round-off of graph vs eager kernels.
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(out[f"bound{k}_bits_per_dim"],
+                               vapnev_tf.bits_per_dim(expected, IMAGE_SHAPE), rtol=1e-6)
+    assert np.all(out[f"bound{k}_bits_per_dim"] > 0)
+  # The equality is not vacuous: another seed draws other z's (and other noise).
+  assert np.abs(out["bound_other_seed"] - out["bound3_log_likelihood"]).max() > 1e-3
+
+
+def _assert_images_match(images, samples, expected_samples):
+  """uint8 images == floor(samples); samples == the model's up to float32 round-off."""
+  assert images.dtype == np.uint8 and samples.dtype == np.float32
+  assert images.shape == samples.shape == expected_samples.shape
+  assert samples.min() >= 0.0 and samples.max() < 256.0
+  np.testing.assert_array_equal(images, np.floor(samples).astype(np.uint8))
+  np.testing.assert_allclose(samples, expected_samples, atol=2e-3)
+  mismatched = np.mean(images != to_uint8(expected_samples).numpy())
+  assert mismatched < 0.02  # only where round-off crosses an integer
+
+
+def test_fresh_process_sample_equals_model(fresh_process_outputs, model):
+  _, _, _, out = fresh_process_outputs
+  _, model_seed = export.derive_seeds(SEED)
+  expected = model.sample(5, temperature=0.8, seed=model_seed).numpy()
+  _assert_images_match(out["sample_images"], out["sample_samples"], expected)
+  assert out["sample_images"].shape == (5,) + IMAGE_SHAPE
+  np.testing.assert_array_equal(out["function_sample_images"], out["sample_images"])
+
+
+def test_fresh_process_reconstruct_equals_model(fresh_process_outputs, model):
+  _, images, _, out = fresh_process_outputs
+  dequantize_seed, model_seed = export.derive_seeds(SEED)
+  expected = model.reconstruct(data.dequantize(images, dequantize_seed), seed=model_seed).numpy()
+  _assert_images_match(out["reconstruct_images"], out["reconstruct_samples"], expected)
+
+
+def test_fresh_process_encode_decode_equal_model(fresh_process_outputs, model):
+  _, images, z, out = fresh_process_outputs
+  q = model.encode(images.astype(np.float32) + 0.5)
+  assert out["encode_mu_z"].shape == out["encode_sigma_z"].shape == (3, 4)
+  assert np.all(out["encode_sigma_z"] > 0)
+  np.testing.assert_allclose(out["encode_mu_z"], q.mean().numpy(), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["encode_sigma_z"], q.stddev().numpy(), rtol=1e-5, atol=1e-6)
+  _assert_images_match(out["decode_images"], out["decode_samples"],
+                       model.decode_images(z).numpy())
+
+
+# ------------------------------------------------------------------------------ saved_model_cli
+
+
+def test_saved_model_cli_show_lists_the_signatures(processes):
+  _, stdout, _ = processes["show"]
+  for name in export.VAE_SIGNATURES:
+    assert f"signature_def['{name}']" in stdout
+  assert "inputs['num_samples'] tensor_info" in stdout
+  assert "dtype: DT_UINT8" in stdout
+
+
+def test_saved_model_cli_run_executes_sample(processes):
+  """The TF1-style loader (as in TF Serving) restores every weight the functions read."""
+  _, stdout, _ = processes["run"]
+  assert "Result for output key images" in stdout
+  assert "Result for output key samples" in stdout
+
+
+# ------------------------------------------------------------------------- artefact and metadata
+
+
+def test_metadata_and_fingerprint(exported, model):
+  meta = export.load_metadata(str(exported))
+  assert (exported / "fingerprint.pb").exists()
+  assert meta["format"] == export.METADATA_FORMAT
+  assert meta["step"] == STEP
+  assert meta["test_bits_per_dim"] == TEST_BITS_PER_DIM
+  assert meta["model_config"] == json.loads(json.dumps(model.config.to_dict()))
+  assert meta["run_config"]["data"]["dataset"].startswith("npz:")
+  assert sorted(meta["signatures"]) == sorted(export.VAE_SIGNATURES)
+  assert meta["signatures"]["sample"]["inputs"] == {
+      "num_samples": {"dtype": "int32", "shape": []},
+      "seed": {"dtype": "int64", "shape": []},
+      "temperature": {"dtype": "float32", "shape": []}}
+  assert meta["signatures"]["encode"]["outputs"]["mu_z"] == {"dtype": "float32",
+                                                             "shape": [None, 4]}
+  assert set(meta["versions"]) >= {"vapnev_tf", "tensorflow", "tensorflow_probability", "keras"}
+  assert meta["versions"]["tensorflow"] == tf.__version__
+  fingerprint = tf.saved_model.experimental.read_fingerprint(str(exported))
+  assert meta["fingerprint"]["singleprint"] == fingerprint.singleprint()
+
+
+def test_saved_model_holds_every_variable_once(exported, model):
+  saved = {name: shape for name, shape in tf.train.list_variables(
+      str(exported / "variables" / "variables")) if name.endswith("VARIABLE_VALUE")}
+  assert len(saved) == len(model.variables)
+  num_parameters = sum(int(np.prod(v.shape)) for v in model.variables)
+  assert sum(int(np.prod(s)) for s in saved.values()) == num_parameters
+  assert export.load_metadata(str(exported))["num_parameters"] == num_parameters
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def test_export_refuses_an_existing_directory(model, exported):
+  with pytest.raises(ValueError, match="already exists and is not empty.*overwrite"):
+    export.export_model(model, str(exported), {})
+
+
+def test_wrong_image_shape_or_dtype_is_refused(loaded):
+  seed = tf.constant(1, tf.int64)
+  reconstruct = loaded.signatures["reconstruct"]
+  # Signature (serving) calls: the dtype is checked on entry, the shape by an assertion.
+  with pytest.raises(tf.errors.InvalidArgumentError, match="images must be uint8 of shape"):
+    reconstruct(images=tf.zeros((2, 9, 8, 1), tf.uint8), seed=seed)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="images must be uint8 of shape"):
+    loaded.signatures["encode"](images=tf.zeros((8, 8, 1), tf.uint8))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor"):
+    reconstruct(images=tf.zeros((2, 8, 8, 1), tf.float32), seed=seed)
+  # The restored tf.functions check against their input_signature.
+  with pytest.raises(TypeError, match=r"TensorSpec\(shape=\(None, 8, 8, 1\), dtype=tf.uint8"):
+    loaded.reconstruct(images=tf.zeros((2, 9, 8, 1), tf.uint8), seed=seed)
+  with pytest.raises((TypeError, ValueError), match="uint8|float32"):
+    loaded.log_likelihood_bound(images=tf.zeros((2, 8, 8, 1), tf.float32),
+                                num_samples=tf.constant(1), seed=seed)
+
+
+def test_bad_scalars_are_refused(loaded):
+  seed = tf.constant(1, tf.int64)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples >= 1"):
+    loaded.signatures["sample"](num_samples=tf.constant(0), temperature=tf.constant(1.0), seed=seed)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="temperature >= 0"):
+    loaded.signatures["sample"](num_samples=tf.constant(2), temperature=tf.constant(-1.0),
+                                seed=seed)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples >= 1"):
+    loaded.signatures["log_likelihood_bound"](images=tf.zeros((1, 8, 8, 1), tf.uint8),
+                                              num_samples=tf.constant(0), seed=seed)

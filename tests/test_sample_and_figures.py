@@ -1,0 +1,243 @@
+"""Figures (grids, paper panel, interpolations, temperatures), PNG writing and the sample CLI."""
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+import vapnev_tf
+from vapnev_tf import figures
+from vapnev_tf import sample as sample_lib
+
+from test_export import Background
+from test_export import IMAGE_SHAPE
+from test_export import PYTHON
+from test_export import REPO_ROOT
+from test_export import ensure_export
+from test_export import ensure_tiny_run
+from test_export import load_tiny_export
+from test_export import random_images
+from test_export import restore_tiny_model
+from test_export import tiny_config
+
+CELL = IMAGE_SHAPE[0] + 1  # an 8x8 image plus its 1-pixel separator
+
+
+def grid_size(rows, cols, height=IMAGE_SHAPE[0], width=IMAGE_SHAPE[1], pad=1):
+  return rows * (height + pad) + pad, cols * (width + pad) + pad
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  return ensure_tiny_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  return ensure_export(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def saved(exported, tmp_path_factory):
+  """Endpoints of the loaded SavedModel: fast (already graphs) and the same as the model's."""
+  return figures.Endpoints(load_tiny_export(tmp_path_factory.getbasetemp()))
+
+
+def read_png(path):
+  with Image.open(path) as image:
+    image.load()
+    return image.format, image.mode, image.size, np.asarray(image)
+
+
+# ------------------------------------------------------------------------------ grids and PNGs
+
+
+def test_image_grid_layout():
+  images = np.arange(5 * 2 * 3, dtype=np.uint8).reshape(5, 2, 3, 1)
+  grid = figures.image_grid(images, rows=2, cols=3, pad=1)
+  assert grid.dtype == np.uint8 and grid.shape == (2 * 3 + 1, 3 * 4 + 1, 1)
+  np.testing.assert_array_equal(grid[1:3, 1:4], images[0])
+  np.testing.assert_array_equal(grid[4:6, 5:8], images[4])  # row 1, column 1
+  assert np.all(grid[0] == figures.PAD_VALUE) and np.all(grid[:, 0] == figures.PAD_VALUE)
+  assert np.all(grid[4:6, 9:12] == figures.PAD_VALUE)  # the sixth cell is empty
+  assert figures.image_grid(images, 1, 5, pad=0).shape == (2, 15, 1)
+  assert figures.square_grid_shape(5) == (2, 3) and figures.square_grid_shape(64) == (8, 8)
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((7, 2, 2, 1), np.uint8), "do not fit a 2x3 grid"),
+    (np.zeros((2, 2, 2, 1), np.float32), "uint8"),
+    (np.zeros((2, 2, 1), np.uint8), r"\(N, H, W, C\)"),
+])
+def test_image_grid_rejects_bad_input(images, message):
+  with pytest.raises(ValueError, match=message):
+    figures.image_grid(images, 2, 3)
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
+def test_save_png_round_trip(tmp_path, channels, mode):
+  array = np.random.default_rng(0).integers(0, 256, (5, 7, channels), dtype=np.uint8)
+  path = figures.save_png(array, str(tmp_path / "sub" / "figure.png"))
+  fmt, got_mode, size, pixels = read_png(path)
+  assert (fmt, got_mode, size) == ("PNG", mode, (7, 5))
+  np.testing.assert_array_equal(pixels.reshape(array.shape), array)
+  assert os.listdir(tmp_path / "sub") == ["figure.png"]  # the temporary file was renamed
+
+
+def test_save_png_rejects_bad_arrays(tmp_path):
+  with pytest.raises(ValueError, match="uint8"):
+    figures.save_png(np.zeros((4, 4, 3), np.float32), str(tmp_path / "a.png"))
+  with pytest.raises(ValueError, match="shape"):
+    figures.save_png(np.zeros((4, 4, 2), np.uint8), str(tmp_path / "a.png"))
+  assert not os.listdir(tmp_path)
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+def test_paper_panel_from_an_rgb_model():
+  """The training loop's call: a VAPNEV in memory, RGB images."""
+  model = vapnev_tf.VAPNEV(tiny_config(image_shape=(16, 16, 3)))
+  images = random_images(5, seed=1, image_shape=(16, 16, 3))
+  panel = figures.paper_panel(model, images, seed=3)
+  height, width = grid_size(2, 3, 16, 16)  # 5 images -> 2 x 3
+  gap = 8  # default: half an image width
+  assert panel.dtype == np.uint8 and panel.shape == (height, 3 * width + 2 * gap, 3)
+  np.testing.assert_array_equal(panel[:, :width], figures.image_grid(images, 2, 3))
+  assert np.all(panel[:, width:width + gap] == figures.PAD_VALUE)
+
+
+def test_paper_panel_of_realnvp_has_no_reconstructions():
+  model = vapnev_tf.VAPNEV(tiny_config(likelihood="realnvp"))
+  panel = figures.paper_panel(model, random_images(4), seed=0, gap=2)
+  height, width = grid_size(2, 2)
+  assert panel.shape == (height, 2 * width + 2, 1)
+  with pytest.raises(ValueError, match="needs a VAE"):
+    figures.interpolation_rows(model, random_images(1), random_images(1), 3)
+
+
+def test_figures_from_model_and_from_export_agree(run_dir, saved, tmp_path_factory):
+  model = restore_tiny_model(tmp_path_factory.getbasetemp())
+  from_model = figures.temperature_rows(model, [0.5, 1.0], per_row=3, seed=4)
+  from_export = figures.temperature_rows(saved, [0.5, 1.0], per_row=3, seed=4)
+  assert from_model.shape == from_export.shape == grid_size(2, 3) + (1,)
+  # Same seeds, same draws; float32 round-off may move a pixel across an integer.
+  assert np.abs(from_model.astype(int) - from_export.astype(int)).max() <= 1
+  assert np.mean(from_model != from_export) < 0.02
+
+
+def test_interpolation_rows(saved):
+  a, b = random_images(2, seed=5), random_images(2, seed=6)
+  steps = 5
+  grid = figures.interpolation_rows(saved, a, b, steps, seed=0)
+  assert grid.dtype == np.uint8 and grid.shape == grid_size(2, steps + 2) + (1,)
+  cell = lambda r, c: grid[1 + r * CELL:r * CELL + CELL, 1 + c * CELL:c * CELL + CELL]
+  np.testing.assert_array_equal(cell(1, 0), a[1])  # originals at both ends
+  np.testing.assert_array_equal(cell(1, steps + 1), b[1])
+  np.testing.assert_array_equal(cell(0, 1), saved.decode(saved.encode(a)[0])[0])  # t = 0: mu_z(a)
+  np.testing.assert_array_equal(cell(0, steps), saved.decode(saved.encode(b)[0])[0])
+  with pytest.raises(ValueError, match="as many images"):
+    figures.interpolation_rows(saved, a, b[:1], steps)
+  with pytest.raises(ValueError, match=r"shape \(N, 8, 8, 1\)"):
+    figures.interpolation_rows(saved, random_images(2, image_shape=(4, 4, 1)), b, steps)
+
+
+def test_interpolate_latents():
+  rng = np.random.default_rng(0)
+  z_a, z_b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+  z_b *= (np.linalg.norm(z_a, axis=1) / np.linalg.norm(z_b, axis=1))[:, None]  # equal norms
+  for method in ("slerp", "linear"):
+    z = figures.interpolate_latents(z_a, z_b, 6, method)
+    assert z.shape == (3, 6, 4) and z.dtype == np.float32
+    np.testing.assert_allclose(z[:, 0], z_a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z[:, -1], z_b, rtol=1e-5, atol=1e-6)
+  slerp = figures.interpolate_latents(z_a, z_b, 6, "slerp")
+  np.testing.assert_allclose(np.linalg.norm(slerp, axis=-1),
+                             np.repeat(np.linalg.norm(z_a, axis=1)[:, None], 6, 1), rtol=1e-5)
+  linear = figures.interpolate_latents(z_a, z_a, 3, "slerp")  # parallel: falls back to linear
+  np.testing.assert_allclose(linear[:, 1], z_a, rtol=1e-5)
+  with pytest.raises(ValueError, match="method"):
+    figures.interpolate_latents(z_a, z_b, 3, "cubic")
+
+
+def test_temperature_rows(saved):
+  grid = figures.temperature_rows(saved, [0.0, 0.5, 1.0], per_row=4, seed=2)
+  assert grid.dtype == np.uint8 and grid.shape == grid_size(3, 4) + (1,)
+  rows = [grid[1 + r * CELL:r * CELL + CELL] for r in range(3)]
+  assert not np.array_equal(rows[0], rows[2])  # the temperature changes the samples
+  with pytest.raises(ValueError, match="temperatures"):
+    figures.temperature_rows(saved, [-1.0], per_row=2, seed=0)
+
+
+def test_samples_grid_and_mean_path(saved):
+  assert figures.samples_grid(saved, 5, 0.8, seed=1).shape == grid_size(2, 3) + (1,)
+  mean = figures.samples_grid(saved, 4, 0.8, seed=1, use_mean_y=True)
+  assert mean.shape == grid_size(2, 2) + (1,)
+  np.testing.assert_array_equal(mean, figures.samples_grid(saved, 4, 0.3, seed=1, use_mean_y=True))
+
+
+def test_endpoints_rejects_other_objects():
+  with pytest.raises(ValueError, match="must be a vapnev_tf.VAPNEV"):
+    figures.Endpoints(object())
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_sample_cli_from_workdir_and_from_saved_model(run_dir, exported, tmp_path):
+  """`python -m vapnev_tf.sample`: a panel from a run directory (test images from its data
+  config) and a sample grid from the export, in two concurrent processes."""
+  procs = {
+      "panel": Background([PYTHON, "-m", "vapnev_tf.sample", f"--workdir={run_dir}",
+                           "--mode=panel", "--num=4", "--seed=3", f"--out={tmp_path}/panel.png"],
+                          tmp_path, "panel", cwd=str(REPO_ROOT)),
+      "samples": Background([PYTHON, "-m", "vapnev_tf.sample", f"--saved_model={exported}",
+                             "--num=6", "--temperature=0.5", f"--out={tmp_path}/samples.png"],
+                            tmp_path, "samples", cwd=str(REPO_ROOT)),
+  }
+  outputs = {name: proc.wait()[1] for name, proc in procs.items()}
+  height, width = grid_size(2, 2)
+  fmt, mode, size, _ = read_png(tmp_path / "panel.png")
+  assert (fmt, mode, size) == ("PNG", "L", (3 * width + 2 * 4, height))
+  fmt, mode, size, _ = read_png(tmp_path / "samples.png")
+  height, width = grid_size(2, 3)
+  assert (fmt, mode, size) == ("PNG", "L", (width, height))
+  report = json.loads(outputs["samples"].strip().splitlines()[-1])
+  assert report["shape"] == [height, width, 1] and report["mode"] == "samples"
+
+
+def test_make_figure_modes(saved, tmp_path):
+  images = random_images(6, seed=9)
+  interp = sample_lib.make_figure(saved, "interpolate", images=images, pairs=3, steps=4)
+  assert interp.shape == grid_size(3, 6) + (1,)
+  temps = sample_lib.make_figure(saved, "temperatures", temperatures=[0.0, 1.0], per_row=5)
+  assert temps.shape == grid_size(2, 5) + (1,)
+  with pytest.raises(ValueError, match="needs 2 \\* pairs = 8 images"):
+    sample_lib.make_figure(saved, "interpolate", images=images, pairs=4)
+
+
+def test_write_figure_from_saved_model_with_an_images_file(exported, tmp_path):
+  images = tmp_path / "images.npz"
+  np.savez(images, test_images=random_images(6, seed=9))
+  sample_lib.write_figure(str(tmp_path / "panel.png"), "panel", saved_model=str(exported),
+                          images_path=str(images), num=6)
+  height, width = grid_size(2, 3)
+  assert read_png(tmp_path / "panel.png")[2] == (3 * width + 2 * 4, height)
+
+
+def test_sample_cli_errors(exported, tmp_path):
+  with pytest.raises(ValueError, match="exactly one of workdir"):
+    sample_lib.write_figure(str(tmp_path / "x.png"))
+  with pytest.raises(ValueError, match="exactly one of workdir"):
+    sample_lib.write_figure(str(tmp_path / "x.png"), workdir="a", saved_model="b")
+  with pytest.raises(ValueError, match="not a SavedModel"):
+    sample_lib.write_figure(str(tmp_path / "x.png"), saved_model=str(tmp_path))
+  with pytest.raises(ValueError, match=r"\.png"):
+    sample_lib.write_figure(str(tmp_path / "x.jpg"), saved_model=str(exported))
+  bad = tmp_path / "bad.npy"
+  np.save(bad, random_images(8, image_shape=(4, 4, 1)))
+  with pytest.raises(ValueError, match=r"expected uint8 images \(N, 8, 8, 1\)"):
+    sample_lib.write_figure(str(tmp_path / "x.png"), "panel", saved_model=str(exported),
+                            images_path=str(bad), num=4)
+  assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,419 @@
+"""SavedModel export: tensor-in/tensor-out signatures of a trained VAPNEV (STYLE habit 10).
+
+    python -m vapnev_tf.export --workdir=DIR [--checkpoint=PREFIX] [--export_dir=OUT] [--overwrite]
+
+The SavedModel is a `VapnevModule`: a `tf.Module` that uses the Keras model and tracks the
+tf.Variables under its Keras 3 variables (`model_variables`; see `VapnevModule.__init__` for why not
+the Keras objects), with one `tf.function` per endpoint, registered as signatures. Nothing in it is a
+Distribution: every endpoint takes and returns tensors, and the artefact loads with TensorFlow alone
+(`vapnev_tf`, TFP and Keras need not be importable), in TF2 (`tf.saved_model.load`) and in
+TF1-style loaders (`saved_model_cli run`, TF Serving):
+
+  signature             inputs                                 outputs
+  sample                num_samples int32 [],                  images uint8 (n, H, W, C),
+                        temperature float32 [], seed int64 []  samples float32 (n, H, W, C)
+  reconstruct           images uint8 (B, H, W, C),             images uint8, samples float32
+                        seed int64 []                          (B, H, W, C)
+  log_likelihood_bound  images uint8 (B, H, W, C),             log_likelihood float32 (B,) nats,
+                        num_samples int32 [], seed int64 []    bits_per_dim float32 (B,)
+  encode                images uint8 (B, H, W, C)              mu_z, sigma_z float32 (B, latent)
+  decode                z float32 (B, latent)                  images uint8, samples float32
+
+`likelihood="realnvp"` models have no encoder/decoder: only `sample` and `log_likelihood_bound` (the
+exact log p(x); `num_samples` is ignored) are exported. `samples` are the float pixels in [0, 256)
+before flooring to uint8. `temperature` scales sigma_y (0 gives the mu_y path of the flow
+likelihoods). H, W, C are fixed by the model, the batch is free; a wrong shape or dtype is refused
+when the signature is called (dtype on entry, shape by an assertion naming the expected shape).
+
+Seeding (so the export gives the in-Python model's numbers for the same seed):
+  1. the int64 `seed` becomes a stateless pair: `stateless_seed(seed)` (its two 32-bit halves);
+  2. `derive_seeds(seed)` splits that pair into `(dequantize_seed, model_seed)`
+     (`tfp.random.split_seed(pair, n=2)`);
+  3. uint8 images are dequantised by `vapnev_tf.data.dequantize(images, dequantize_seed)`
+     (x = pixel + u, u ~ U[0, 1)); `encode` has no seed and uses the bin centres x = pixel + 0.5;
+  4. `model_seed` is the TFP seed of the model's own method: the signatures equal
+     `model.sample(n, temperature, seed=model_seed)`, `model.reconstruct(x, seed=model_seed)` and
+     `model.log_likelihood_bound(x, k, seed=model_seed)` (k may be a tensor: it is a graph loop).
+
+A JSON file `OUT/vapnev_metadata.json` (`METADATA_FILE`) describes the export: model config, step,
+test bits/dim when known, signatures, package versions, parameter count, TF's fingerprint.
+"""
+import datetime
+import inspect
+import json
+import os
+import platform
+import uuid
+
+from absl import app
+from absl import flags
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import vapnev_tf
+from vapnev_tf import data as data_lib
+from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.metrics import bits_per_dim
+from vapnev_tf.model import VAPNEV
+from vapnev_tf.model import to_uint8
+
+METADATA_FILE = "vapnev_metadata.json"
+METADATA_FORMAT = "vapnev_tf.saved_model/1"
+VAE_SIGNATURES = ("sample", "reconstruct", "log_likelihood_bound", "encode", "decode")
+FLOW_SIGNATURES = ("sample", "log_likelihood_bound")
+RESERVED_METADATA_KEYS = ("format", "model_config", "likelihood", "image_shape", "latent_dim",
+                          "signatures", "seeding", "log_likelihood_chunk_size", "num_parameters",
+                          "versions", "fingerprint", "exported_at")
+# The model's own chunking of the importance samples; the export mirrors it so both draw the same z.
+DEFAULT_CHUNK_SIZE = inspect.signature(VAPNEV.log_likelihood_bound).parameters["chunk_size"].default
+
+
+# --------------------------------------------------------------------------------------- seeding
+
+
+def stateless_seed(seed) -> tf.Tensor:
+  """An int64 scalar (tensor or Python int) -> a stateless seed, int32 `[2]` (its 32-bit halves)."""
+  seed = tf.convert_to_tensor(seed, dtype=tf.int64)
+  if seed.shape.rank != 0:
+    raise ValueError(f"seed must be an int64 scalar, got shape {tuple(seed.shape)}.")
+  return tf.bitcast(seed, tf.int32)
+
+
+def derive_seeds(seed):
+  """`(dequantize_seed, model_seed)`, each int32 `[2]`, from an int64 scalar `seed`.
+
+  Every signature derives its randomness this way; call it with the same seed to reproduce an
+  exported result with the in-Python model (module docstring, "Seeding").
+  """
+  dequantize_seed, model_seed = tfp.random.split_seed(stateless_seed(seed), n=2)
+  return dequantize_seed, model_seed
+
+
+def bin_centres(images_uint8, dtype=tf.float32):
+  """uint8 pixels -> the centres of their dequantisation bins, pixel + 0.5 (deterministic)."""
+  return tf.cast(images_uint8, dtype) + tf.constant(0.5, dtype)
+
+
+# -------------------------------------------------------------------------------- the tf.Module
+
+
+class VapnevModule(tf.Module):
+  """The exported object: one `tf.function` per signature over a Keras model, and its variables.
+
+  `model` is reachable as an attribute but is not a SavedModel dependency; the tf.Variables are
+  (`model_variables`). The functions are also usable in Python (e.g. by `vapnev_tf.figures`), so
+  figures made from a run directory and from its export are the same for the same seed.
+
+  Args:
+    model: a `VAPNEV`.
+  """
+
+  def __init__(self, model: VAPNEV, name: str = "vapnev"):
+    if not isinstance(model, VAPNEV):
+      raise ValueError(f"model must be a vapnev_tf.VAPNEV, got {type(model).__name__}.")
+    super().__init__(name=name)
+    self._set_model(model)
+    # The SavedModel tracks the tf.Variables under the Keras 3 variables, not the Keras objects:
+    # a Keras 3 Variable exports as a *copy* of its tf.Variable, so the functions (which read the
+    # tf.Variable) and the saver (which restores the copy) would use different resources and
+    # TF1-style loaders (saved_model_cli run, TF Serving) would find the weights uninitialised.
+    self.model_variables = [_tf_variable(v) for v in model.variables]
+    cfg = model.config
+    self.signature_names = VAE_SIGNATURES if cfg.has_vae else FLOW_SIGNATURES
+    images = tf.TensorSpec((None,) + cfg.image_shape, tf.uint8, name="images")
+    seed = tf.TensorSpec([], tf.int64, name="seed")
+    num_samples = tf.TensorSpec([], tf.int32, name="num_samples")
+    temperature = tf.TensorSpec([], tf.float32, name="temperature")
+    self.sample = tf.function(self._sample, input_signature=[num_samples, temperature, seed])
+    self.log_likelihood_bound = tf.function(self._log_likelihood_bound,
+                                            input_signature=[images, num_samples, seed])
+    if cfg.has_vae:
+      z = tf.TensorSpec([None, cfg.latent_dim], tf.float32, name="z")
+      self.reconstruct = tf.function(self._reconstruct, input_signature=[images, seed])
+      self.encode = tf.function(self._encode, input_signature=[images])
+      self.decode = tf.function(self._decode, input_signature=[z])
+
+  @property
+  def model(self) -> VAPNEV:
+    return self._model
+
+  @tf.__internal__.tracking.no_automatic_dependency_tracking
+  def _set_model(self, model):
+    self._model = model  # not a SavedModel dependency: see model_variables
+
+  def signatures(self) -> dict:
+    """{name: concrete function} for `tf.saved_model.save(..., signatures=...)`."""
+    return {name: getattr(self, name).get_concrete_function() for name in self.signature_names}
+
+  # The bodies. Argument names are the signatures' input names.
+
+  def _sample(self, num_samples, temperature, seed):
+    num_samples = _checked(num_samples, tf.debugging.assert_positive, "sample: num_samples >= 1")
+    temperature = _checked(temperature, tf.debugging.assert_non_negative,
+                           "sample: temperature >= 0")
+    _, model_seed = derive_seeds(seed)
+    x = self.model.sample(num_samples, tf.cast(temperature, self.model.compute_dtype),
+                          seed=model_seed)
+    return _image_outputs(x)
+
+  def _reconstruct(self, images, seed):
+    dequantize_seed, model_seed = derive_seeds(seed)
+    x = self._dequantize(images, dequantize_seed)
+    return _image_outputs(self.model.reconstruct(x, seed=model_seed))
+
+  def _log_likelihood_bound(self, images, num_samples, seed):
+    num_samples = _checked(num_samples, tf.debugging.assert_positive,
+                           "log_likelihood_bound: num_samples >= 1")
+    dequantize_seed, model_seed = derive_seeds(seed)
+    x = self._dequantize(images, dequantize_seed)
+    log_likelihood = self.model.log_likelihood_bound(x, num_samples, model_seed)
+    return {"log_likelihood": tf.cast(log_likelihood, tf.float32),
+            "bits_per_dim": tf.cast(bits_per_dim(log_likelihood, self.model.config.image_shape),
+                                    tf.float32)}
+
+  def _encode(self, images):
+    q = self.model.encode(bin_centres(self._checked_images(images), self.model.compute_dtype))
+    return {"mu_z": tf.cast(q.mean(), tf.float32), "sigma_z": tf.cast(q.stddev(), tf.float32)}
+
+  def _decode(self, z):
+    return _image_outputs(self.model.decode_images(tf.cast(z, self.model.compute_dtype)))
+
+  def _dequantize(self, images, seed):
+    x = data_lib.dequantize(self._checked_images(images), seed)  # float32 (B, H, W, C)
+    return tf.cast(x, self.model.compute_dtype)
+
+  def _checked_images(self, images):
+    """Checks the shape at run time too: `signatures[...]` calls bypass the input_signature."""
+    expected = self.model.config.image_shape
+    shape = tf.shape(images)
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]
+    ok = tf.logical_and(tf.equal(tf.size(shape), 4),
+                        tf.reduce_all(tf.equal(padded[1:], tf.constant(expected, tf.int32))))
+    message = f"images must be uint8 of shape (batch, {', '.join(map(str, expected))}), got shape"
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message, shape])]):
+      return tf.identity(images)
+
+
+def _tf_variable(variable):
+  """The `tf.Variable` behind a Keras 3 variable (or `variable` itself)."""
+  return getattr(variable, "value", variable) if isinstance(variable, keras.Variable) else variable
+
+
+def _checked(value, assertion, message):
+  with tf.control_dependencies([assertion(value, message=message)]):
+    return tf.identity(value)
+
+
+def _image_outputs(x):
+  """Float pixels in [0, 256) -> {"images": uint8, "samples": float32}."""
+  return {"images": to_uint8(x), "samples": tf.cast(x, tf.float32)}
+
+
+# ------------------------------------------------------------------------------------ exporting
+
+
+def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool = False) -> str:
+  """Writes `model` as a SavedModel with tensor signatures, plus `METADATA_FILE`, to `export_dir`.
+
+  The SavedModel is written to a temporary sibling directory and renamed into place, so
+  `export_dir` never holds half an export.
+
+  Args:
+    model: a `VAPNEV`.
+    export_dir: the output directory. It must not exist (an empty directory is fine) unless
+      `overwrite`, in which case the old export is replaced.
+    metadata: JSON-serialisable facts about the run to record, e.g. {"step": 1000,
+      "test_bits_per_dim": 3.1}; its keys must not clash with the ones this function writes.
+    overwrite: replace an existing `export_dir`.
+
+  Returns:
+    `export_dir`.
+  """
+  if not isinstance(model, VAPNEV):
+    raise ValueError(f"model must be a vapnev_tf.VAPNEV, got {type(model).__name__}.")
+  if not isinstance(metadata, dict):
+    raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}.")
+  clash = sorted(set(RESERVED_METADATA_KEYS) & set(metadata))
+  if clash:
+    raise ValueError(f"metadata keys {clash} are reserved (written by export_model); rename them.")
+  try:
+    metadata = json.loads(json.dumps(metadata, default=_numpy_to_python))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"metadata must be JSON-serialisable (numbers, strings, lists, dicts; numpy "
+                     f"scalars and arrays are converted): {e}") from e
+  export_dir = os.fspath(export_dir).rstrip("/") or "/"
+  check_export_dir(export_dir, overwrite)
+  module = VapnevModule(model)
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  tf.io.gfile.makedirs(parent)
+  tmp_dir = f"{export_dir}.tmp-{uuid.uuid4().hex[:8]}"
+  try:
+    signatures = module.signatures()
+    tf.saved_model.save(module, tmp_dir, signatures=signatures)
+    num_parameters = _check_saved_variables(tmp_dir, model)
+    payload = _metadata(model, signatures, metadata, num_parameters, tmp_dir)
+    workdir_lib.write_json_atomic(os.path.join(tmp_dir, METADATA_FILE), payload)
+    _move_into_place(tmp_dir, export_dir)
+  finally:
+    if tf.io.gfile.exists(tmp_dir):
+      tf.io.gfile.rmtree(tmp_dir)
+  logging.info("Exported %s (signatures %s) to %s", model.config.likelihood,
+               ", ".join(module.signature_names), export_dir)
+  return export_dir
+
+
+def _numpy_to_python(value):
+  if isinstance(value, (np.generic, np.ndarray)):
+    return value.tolist()
+  raise TypeError(f"{type(value).__name__} {value!r} is not JSON-serialisable")
+
+
+def check_export_dir(export_dir: str, overwrite: bool) -> None:
+  """ValueError unless `export_dir` can be written: absent, an empty directory, or `overwrite`."""
+  if not tf.io.gfile.exists(export_dir):
+    return
+  if not tf.io.gfile.isdir(export_dir):
+    raise ValueError(f"export_dir {export_dir!r} exists and is a file, not a directory.")
+  if tf.io.gfile.listdir(export_dir) and not overwrite:
+    raise ValueError(f"export_dir {export_dir!r} already exists and is not empty; pass "
+                     "overwrite=True (--overwrite) to replace it, or choose another directory.")
+
+
+def _move_into_place(tmp_dir: str, export_dir: str) -> None:
+  old_dir = None
+  if tf.io.gfile.exists(export_dir):
+    old_dir = f"{export_dir}.old-{uuid.uuid4().hex[:8]}"
+    tf.io.gfile.rename(export_dir, old_dir)
+  tf.io.gfile.rename(tmp_dir, export_dir)
+  if old_dir is not None:
+    tf.io.gfile.rmtree(old_dir)
+
+
+def _check_saved_variables(saved_model_dir: str, model: VAPNEV) -> int:
+  """The SavedModel must hold every weight of `model`; returns the number of parameters."""
+  reader = tf.train.load_checkpoint(os.path.join(saved_model_dir, "variables", "variables"))
+  shapes = reader.get_variable_to_shape_map()
+  saved = sum(int(np.prod(shape)) for key, shape in shapes.items()
+              if key.endswith("/.ATTRIBUTES/VARIABLE_VALUE"))
+  unique = {id(v): v for v in model.variables}.values()
+  expected = sum(int(np.prod(v.shape)) for v in unique)
+  if saved != expected:
+    raise RuntimeError(f"the SavedModel in {saved_model_dir} holds {saved} parameters but the "
+                       f"model has {expected}: some variables were not tracked by the module.")
+  return expected
+
+
+def _signature_specs(signatures: dict) -> dict:
+  """{name: {"inputs": {arg: {"dtype", "shape"}}, "outputs": {...}}} of concrete functions."""
+  spec = lambda t: {"dtype": t.dtype.name, "shape": t.shape.as_list()}
+  return {name: {"inputs": {k: spec(s) for k, s in sorted(fn.structured_input_signature[1].items())}
+                 if fn.structured_input_signature[1] else
+                 {s.name: spec(s) for s in fn.structured_input_signature[0]},
+                 "outputs": {k: spec(t) for k, t in sorted(fn.structured_outputs.items())}}
+          for name, fn in sorted(signatures.items())}
+
+
+def _metadata(model, signatures, metadata, num_parameters, saved_model_dir) -> dict:
+  fingerprint = tf.saved_model.experimental.read_fingerprint(saved_model_dir)
+  ours = {
+      "format": METADATA_FORMAT,
+      "model_config": model.config.to_dict(),
+      "likelihood": model.config.likelihood,
+      "image_shape": list(model.config.image_shape),
+      "latent_dim": model.config.latent_dim if model.config.has_vae else None,
+      "signatures": _signature_specs(signatures),
+      "seeding": ("int64 seed -> int32 pair (bitcast) -> tfp.random.split_seed(pair, 2) = "
+                  "(dequantize_seed, model_seed); uint8 images -> vapnev_tf.data.dequantize("
+                  "images, dequantize_seed); model methods get seed=model_seed; encode uses "
+                  "pixel + 0.5."),
+      "log_likelihood_chunk_size": DEFAULT_CHUNK_SIZE,
+      "num_parameters": num_parameters,
+      "versions": {"vapnev_tf": vapnev_tf.__version__, "tensorflow": tf.__version__,
+                   "tensorflow_probability": tfp.__version__, "keras": keras.__version__,
+                   "numpy": np.__version__, "python": platform.python_version()},
+      "fingerprint": {"singleprint": fingerprint.singleprint(),
+                      "saved_model_checksum": str(fingerprint.saved_model_checksum)},
+      "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
+  assert set(ours) == set(RESERVED_METADATA_KEYS), sorted(set(ours) ^ set(RESERVED_METADATA_KEYS))
+  return {**metadata, **ours}
+
+
+def load_metadata(export_dir: str) -> dict:
+  """The `METADATA_FILE` of an export; ValueError if `export_dir` is not a vapnev_tf export."""
+  filename = os.path.join(export_dir, METADATA_FILE)
+  if not tf.io.gfile.exists(filename):
+    raise ValueError(f"{export_dir!r} is not a vapnev_tf export (no {METADATA_FILE}).")
+  return workdir_lib.read_json(filename)
+
+
+def workdir_metadata(workdir: str, step: int, checkpoint: str) -> dict:
+  """What a run directory knows about a checkpoint: run config, step, latest evaluation."""
+  payload = {"workdir": os.path.abspath(workdir), "checkpoint": checkpoint, "step": step,
+             "run_config": workdir_lib.read_config(workdir)}
+  eval_file = workdir_lib.path(workdir, workdir_lib.EVAL_FILE)
+  evaluation = workdir_lib.read_json(eval_file) if tf.io.gfile.exists(eval_file) else None
+  payload["eval"] = evaluation
+  payload["test_bits_per_dim"] = _find_number(evaluation, ("test_bits_per_dim", "bits_per_dim"))
+  return payload
+
+
+def _find_number(tree, keys):
+  """The first number under one of `keys` (searched in that order, at any depth), else None."""
+  for key in keys:
+    stack = [tree]
+    while stack:
+      node = stack.pop(0)
+      if isinstance(node, dict):
+        value = node.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+          return value
+        stack.extend(node.values())
+  return None
+
+
+def export_from_workdir(workdir: str, export_dir: str | None = None,
+                        checkpoint: str | None = None, overwrite: bool = False) -> str:
+  """Restores a run's checkpoint (default: the latest) and exports it (default `WORKDIR/export`)."""
+  if not tf.io.gfile.isdir(workdir):
+    raise ValueError(f"workdir {workdir!r} does not exist or is not a directory.")
+  export_dir = export_dir or workdir_lib.path(workdir, workdir_lib.EXPORT_DIR)
+  check_export_dir(export_dir, overwrite)  # fail before the (slow) restore
+  checkpoint = checkpoint or workdir_lib.latest_checkpoint(workdir)
+  model, step = workdir_lib.restore_model(workdir, checkpoint)
+  return export_model(model, export_dir, workdir_metadata(workdir, step, checkpoint), overwrite)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def _define_flags():
+  flags.DEFINE_string("workdir", None, "Run directory written by vapnev_tf.train.")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export (default: the latest).")
+  flags.DEFINE_string("export_dir", None, "Output directory (default: WORKDIR/export).")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing export_dir.")
+  flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  try:
+    out = export_from_workdir(f.workdir, f.export_dir, f.checkpoint, f.overwrite)
+  except ValueError as e:  # bad input: the message, not a traceback
+    raise app.UsageError(str(e)) from e
+  print(json.dumps({"export_dir": out, "signatures": sorted(load_metadata(out)["signatures"])}))
+
+
+def run():
+  """Console script `vapnev-export`."""
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,188 @@
+"""Sampling CLI: a PNG grid from a run directory or from its SavedModel export.
+
+    python -m vapnev_tf.sample (--workdir=DIR [--checkpoint=PREFIX] | --saved_model=OUT)
+        --out=FILE.png [--mode=samples|panel|interpolate|temperatures] [--num=64]
+        [--temperature=0.8] [--use_mean_y] [--seed=0] [--images=FILE.npy|.npz]
+
+Modes (figures in `vapnev_tf.figures`):
+  samples        `num` samples at `temperature` (or on the mu_y path with --use_mean_y).
+  panel          the paper's Fig. 3/4: `num` test images | reconstructions | samples.
+  interpolate    `pairs` rows of latent interpolations (`steps` points) between test images.
+  temperatures   one row of `per_row` samples per value of --temperatures, one seed.
+Test images (panel, interpolate) come from --images (a uint8 (N, H, W, C) .npy, or an .npz with
+`test_images` or `images`), else from the test split of the run's data config (`config.json`, or
+the export's metadata when it was exported from a run directory).
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from vapnev_tf import export as export_lib
+from vapnev_tf import figures
+from vapnev_tf import workdir as workdir_lib
+
+MODES = ("samples", "panel", "interpolate", "temperatures")
+DEFAULT_TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
+
+
+def load_source(workdir: str | None = None, checkpoint: str | None = None,
+                saved_model: str | None = None):
+  """(`figures.Endpoints`, run config dict or None) of a run directory or an export."""
+  if (workdir is None) == (saved_model is None):
+    raise ValueError("give exactly one of workdir (a run directory) and saved_model (an export "
+                     f"directory), got workdir={workdir!r} and saved_model={saved_model!r}.")
+  if workdir is not None:
+    if not tf.io.gfile.isdir(workdir):
+      raise ValueError(f"workdir {workdir!r} does not exist or is not a directory.")
+    model, _ = workdir_lib.restore_model(workdir, checkpoint)
+    return figures.Endpoints(model), workdir_lib.read_config(workdir)
+  if checkpoint is not None:
+    raise ValueError("checkpoint applies to workdir only; an export holds one set of weights.")
+  if not tf.saved_model.contains_saved_model(saved_model):
+    raise ValueError(f"saved_model {saved_model!r} is not a SavedModel directory.")
+  metadata = export_lib.load_metadata(saved_model)
+  return figures.Endpoints(tf.saved_model.load(saved_model)), metadata.get("run_config")
+
+
+def load_test_images(num: int, image_shape, images_path: str | None = None,
+                     run_config: dict | None = None) -> np.ndarray:
+  """The first `num` test images, uint8 `(num, H, W, C)`, from `images_path` or the run's data."""
+  if images_path is not None:
+    images = _read_image_file(images_path)
+    source = images_path
+  else:
+    if not run_config or "data" not in run_config:
+      raise ValueError("no test images: pass --images=FILE.npy (uint8 (N, H, W, C)); this source "
+                       "has no run config with a 'data' section to read the test split from.")
+    from vapnev_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+    cfg = data_lib.DataConfig(**run_config["data"])
+    images = np.stack(list(data_lib.load_images(cfg, "test").take(num).as_numpy_iterator()))
+    source = f"the test split of {cfg.dataset}"
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+    shape = ", ".join(map(str, image_shape))
+    raise ValueError(f"{source}: expected uint8 images (N, {shape}), got {images.dtype} "
+                     f"{images.shape}.")
+  if images.shape[0] < num:
+    raise ValueError(f"{source} holds {images.shape[0]} images, fewer than the {num} needed.")
+  return images[:num]
+
+
+def _read_image_file(path: str) -> np.ndarray:
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f"images file {path!r} does not exist.")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    loaded = np.load(f, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+      return loaded
+    for key in ("test_images", "images"):
+      if key in loaded.files:
+        return loaded[key]
+    raise ValueError(f"{path}: an .npz needs an array 'test_images' or 'images', found "
+                     f"{sorted(loaded.files)}.")
+
+
+def make_figure(ep: figures.Endpoints, mode: str, *, num: int = 64, temperature: float = 0.8,
+                use_mean_y: bool = False, seed: int = 0, images=None, pairs: int = 8,
+                steps: int = 8, temperatures=DEFAULT_TEMPERATURES, per_row: int = 8) -> np.ndarray:
+  """The uint8 `(H', W', C)` figure of `mode` (see the module docstring)."""
+  if mode == "samples":
+    return figures.samples_grid(ep, num, temperature, seed, use_mean_y=use_mean_y)
+  if mode == "panel":
+    return figures.paper_panel(ep, images[:num], seed, temperature=temperature)
+  if mode == "interpolate":
+    if images.shape[0] < 2 * pairs:
+      raise ValueError(f"interpolate needs 2 * pairs = {2 * pairs} images, got {images.shape[0]}.")
+    return figures.interpolation_rows(ep, images[:pairs], images[pairs:2 * pairs], steps, seed)
+  if mode == "temperatures":
+    return figures.temperature_rows(ep, temperatures, per_row, seed)
+  raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+
+
+def source_info(workdir: str | None = None, saved_model: str | None = None):
+  """(image_shape, run config or None) of a run directory or an export, without loading weights."""
+  if (workdir is None) == (saved_model is None):
+    raise ValueError("give exactly one of workdir (a run directory) and saved_model (an export "
+                     f"directory), got workdir={workdir!r} and saved_model={saved_model!r}.")
+  if workdir is not None:
+    if not tf.io.gfile.isdir(workdir):
+      raise ValueError(f"workdir {workdir!r} does not exist or is not a directory.")
+    return workdir_lib.model_config(workdir).image_shape, workdir_lib.read_config(workdir)
+  if not tf.saved_model.contains_saved_model(saved_model):
+    raise ValueError(f"saved_model {saved_model!r} is not a SavedModel directory.")
+  metadata = export_lib.load_metadata(saved_model)
+  return tuple(metadata["image_shape"]), metadata.get("run_config")
+
+
+def write_figure(out: str, mode: str = "samples", workdir: str | None = None,
+                 checkpoint: str | None = None, saved_model: str | None = None,
+                 images_path: str | None = None, **kwargs) -> np.ndarray:
+  """Loads the model, makes the figure of `mode` (kwargs of `make_figure`), writes it to `out`.
+
+  Inputs (source, test images) are checked before the model is loaded.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+  if not str(out).lower().endswith(".png"):
+    raise ValueError(f"out must be a .png file, got {out!r}.")
+  image_shape, run_config = source_info(workdir, saved_model)
+  images = None
+  if mode in ("panel", "interpolate"):
+    needed = kwargs.get("num", 64) if mode == "panel" else 2 * kwargs.get("pairs", 8)
+    images = load_test_images(needed, image_shape, images_path, run_config)
+  ep, _ = load_source(workdir, checkpoint, saved_model)
+  figure = make_figure(ep, mode, images=images, **kwargs)
+  figures.save_png(figure, out)
+  return figure
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def _define_flags():
+  flags.DEFINE_string("workdir", None, "Run directory (restores its latest checkpoint).")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint prefix in --workdir (default: the latest).")
+  flags.DEFINE_string("saved_model", None, "Export directory written by vapnev_tf.export.")
+  flags.DEFINE_string("out", None, "Output PNG file.")
+  flags.DEFINE_enum("mode", "samples", MODES, "Which figure to draw.")
+  flags.DEFINE_integer("num", 64, "Samples (samples mode) or test images (panel mode).")
+  flags.DEFINE_float("temperature", 0.8, "Temperature on sigma_y for samples and panel samples.")
+  flags.DEFINE_bool("use_mean_y", False, "samples mode: decode z ~ N(0, I) on the mu_y path.")
+  flags.DEFINE_integer("seed", 0, "Seed (non-negative int).")
+  flags.DEFINE_string("images", None, "uint8 (N, H, W, C) .npy/.npz of test images.")
+  flags.DEFINE_integer("pairs", 8, "interpolate mode: rows (pairs of test images).")
+  flags.DEFINE_integer("steps", 8, "interpolate mode: latent points per row (ends included).")
+  flags.DEFINE_list("temperatures", [str(t) for t in DEFAULT_TEMPERATURES],
+                    "temperatures mode: one row per value.")
+  flags.DEFINE_integer("per_row", 8, "temperatures mode: samples per row.")
+  flags.mark_flag_as_required("out")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  try:
+    figure = write_figure(
+        f.out, f.mode, workdir=f.workdir, checkpoint=f.checkpoint, saved_model=f.saved_model,
+        images_path=f.images, num=f.num, temperature=f.temperature, use_mean_y=f.use_mean_y,
+        seed=f.seed, pairs=f.pairs, steps=f.steps,
+        temperatures=[float(t) for t in f.temperatures], per_row=f.per_row)
+  except ValueError as e:  # bad input: the message, not a traceback
+    raise app.UsageError(str(e)) from e
+  print(json.dumps({"out": os.path.abspath(f.out), "mode": f.mode, "shape": list(figure.shape)}))
+
+
+def run():
+  """Console script `vapnev-sample`."""
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
