@@ -10,3 +10,5 @@ sys.path.insert(0, str(REPO_ROOT))
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long-running; excluded from `make test`, run by `make test-all`.")
+  # TFP 0.25 still uses distutils' LooseVersion at import time.
+  config.addinivalue_line("filterwarnings", "ignore:distutils Version classes:DeprecationWarning")
