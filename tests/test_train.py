@@ -1,0 +1,326 @@
+"""The training loop in process: run directory, TensorBoard, NaN handling, config and checkpoint
+safety, schedules and flags. Subprocess-level behaviour (kill/resume, 2 devices, 2 workers,
+bitwise resume) is in test_train_processes.py."""
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+import types
+
+from absl import flags
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+import tensorflow as tf
+
+from vapnev_tf import train as train_cli
+from vapnev_tf import training
+from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.model import VAPNEV
+from vapnev_tf.training import checkpointing
+from vapnev_tf.training import distribute
+from vapnev_tf.training import images
+from vapnev_tf.training import schedules
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TRAIN_TAGS = {"loss", "elbo_bpd", "recon_bpd", "kl_nats", "kl_bpd", "kl_weight", "learning_rate",
+              "grad_norm", "images_per_sec", "steps_per_sec", "skipped_steps"}
+EVAL_TAGS = {"elbo_bpd", "iw_bpd", "recon_bpd", "kl_nats", "samples",
+             "originals_reconstructions"}
+
+
+def parse(workdir, *extra, flagfile="configs/smoke.flags"):
+  """Training flags parsed as `python -m vapnev_tf.train` run from the repository root does."""
+  cwd = os.getcwd()
+  os.chdir(REPO_ROOT)  # flagfiles include configs/base.flags relative to the repository root
+  try:
+    return train_cli.parse_flags(["train", f"--flagfile={flagfile}", f"--workdir={workdir}",
+                                  *extra])
+  finally:
+    os.chdir(cwd)
+
+
+def run_smoke(workdir, *extra, **kwargs):
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(workdir, *extra))
+  return training.train(model_cfg, data_cfg, train_cfg, str(workdir), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  """configs/smoke.flags as is: 6 steps, evaluation at step 3 and at the end (k=2)."""
+  workdir = tmp_path_factory.mktemp("smoke") / "run"
+  return workdir, run_smoke(workdir)
+
+
+# --- the run directory --------------------------------------------------------------------------
+
+
+def test_smoke_run_writes_config_flags_checkpoints_and_eval(smoke_run):
+  workdir, result = smoke_run
+  assert result["step"] == 6 and result["interrupted"] is None and result["skipped_steps"] == 0
+  assert result["optimizer_iterations"] == 6 and result["restored_from"] is None
+  cfg = workdir_lib.read_config(str(workdir))
+  assert {"model", "data", "train", "version"} <= set(cfg)
+  assert cfg["model"]["latent_dim"] == 8 and cfg["data"]["train_take"] == 256
+  assert cfg["train"]["train_steps"] == 6
+  assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-6")
+  assert tf.train.latest_checkpoint(str(workdir / "best")) is not None
+  evaluation = json.loads((workdir / "eval.json").read_text())
+  assert evaluation["step"] == 6 and evaluation["k"] == 2 and evaluation["num_images"] == 48
+  for key in ("elbo_bpd", "iw_bpd", "seconds"):
+    assert math.isfinite(evaluation[key]), key
+  assert evaluation["elbo_bpd"] == pytest.approx(result["eval"]["elbo_bpd"])
+  assert [h["step"] for h in evaluation["history"]] == [3]  # the mid-run ELBO evaluation
+  assert evaluation["history"][0]["iw_bpd"] is None
+  model, step = workdir_lib.restore_model(str(workdir))
+  assert step == 6 and isinstance(model, VAPNEV)
+
+
+def test_tensorboard_event_files_hold_the_expected_tags(smoke_run):
+  workdir, _ = smoke_run
+  tags = {}
+  for split in ("train", "eval"):
+    acc = event_accumulator.EventAccumulator(
+        str(workdir / "tensorboard" / split),
+        size_guidance={event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0})
+    acc.Reload()
+    tags[split] = set(acc.Tags()["tensors"])
+    for tag in tags[split]:
+      for event in acc.Tensors(tag):
+        value = tf.make_ndarray(event.tensor_proto)
+        if value.dtype != object:  # images are stored as encoded strings
+          assert np.all(np.isfinite(value)), (split, tag)
+    if split == "train":
+      assert [e.step for e in acc.Tensors("loss")] == [2, 4, 6]
+      assert tf.make_ndarray(acc.Tensors("kl_weight")[0].tensor_proto) == pytest.approx(0.25)
+  assert TRAIN_TAGS <= tags["train"], TRAIN_TAGS - tags["train"]
+  assert EVAL_TAGS <= tags["eval"], EVAL_TAGS - tags["eval"]
+
+
+def test_rerunning_a_finished_run_reuses_its_final_evaluation(smoke_run):
+  workdir, first = smoke_run
+  again = run_smoke(workdir)
+  assert again["restored_from"].endswith("ckpt-6")
+  assert again["start_step"] == again["step"] == 6 and again["last_loss"] is None
+  assert again["eval"]["iw_bpd"] == first["eval"]["iw_bpd"]
+  assert again["weights_sha256"] == first["weights_sha256"]
+
+
+def test_flags_text_records_the_resolved_flags(tmp_path):
+  fv = parse(tmp_path / "run")
+  text = fv.flags_into_string()
+  assert "--latent_dim=8" in text and f"--workdir={tmp_path / 'run'}" in text
+
+
+# --- non-finite steps ---------------------------------------------------------------------------
+
+
+def test_injected_nan_is_skipped_and_counted(tmp_path):
+  result = run_smoke(tmp_path / "run", "--train_steps=4", "--debug_inject_nan_at_step=2",
+                     "--eval_every=0", "--eval_num_samples=1", "--log_every=1")
+  assert result["step"] == 4 and result["skipped_steps"] == 1
+  assert result["optimizer_iterations"] == 3  # Adam saw 3 updates; its moments skipped step 2
+  assert math.isfinite(result["eval"]["elbo_bpd"])
+  ckpt = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+  skipped = tf.Variable(-1, dtype=tf.int64)
+  tf.train.Checkpoint(skipped_steps=skipped).restore(ckpt).expect_partial()
+  assert int(skipped.numpy()) == 1
+
+
+def test_consecutive_bad_steps_abort_and_keep_the_last_good_checkpoint(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(training.NonFiniteTrainingError, match=r"aborting at step 5: 2 consecutive"):
+    run_smoke(workdir, "--train_steps=20", "--debug_inject_nan_at_step=4",
+              "--debug_inject_nan_num_steps=100", "--max_consecutive_bad_steps=2",
+              "--eval_every=0")
+  # Checkpoints every 2 steps: step 2 was the last good one; step 4 was bad and is not saved.
+  assert checkpointing.checkpoint_candidates(str(workdir / "checkpoints")) == [
+      str(workdir / "checkpoints" / "ckpt-2")]
+  _, step = workdir_lib.restore_model(str(workdir))
+  assert step == 2
+
+
+# --- configuration and run-directory safety ------------------------------------------------------
+
+
+def test_contradicting_config_is_refused_naming_the_fields(smoke_run):
+  workdir, _ = smoke_run
+  before = (workdir / "config.json").read_text()
+  with pytest.raises(ValueError) as err:
+    run_smoke(workdir, "--latent_dim=9", "--batch_size=8", "--train_steps=8")
+  message = str(err.value)
+  assert "model.latent_dim: stored 8, requested 9" in message
+  assert "data.batch_size: stored 16, requested 8" in message and "--force_config" in message
+  assert (workdir / "config.json").read_text() == before
+
+
+def test_config_differences_ignore_locations_and_eval_batch(smoke_run):
+  workdir, _ = smoke_run
+  model_cfg, data_cfg, _ = train_cli.configs_from_flags(
+      parse(workdir, "--eval_batch_size=8", "--data_dir=/elsewhere", "--eval_take=10"))
+  stored = workdir_lib.read_config(str(workdir))
+  assert checkpointing.config_differences(stored, model_cfg, data_cfg) == [
+      "data.eval_take: stored 48, requested 10"]
+
+
+def test_unwritable_workdir_fails_before_training(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("x")
+  with pytest.raises(ValueError, match="not writable"):
+    run_smoke(blocker / "run")
+  with pytest.raises(ValueError, match="is a file"):
+    run_smoke(blocker)
+
+
+def _checkpoint_copy(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  directory = tmp_path / "checkpoints"
+  shutil.copytree(workdir / "checkpoints", directory)
+  return directory
+
+
+def _fresh_checkpoint(smoke_run):
+  workdir, _ = smoke_run
+  step = tf.Variable(-1, dtype=tf.int64)
+  model = VAPNEV(workdir_lib.model_config(str(workdir)))
+  return tf.train.Checkpoint(model=model, step=step), step
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(smoke_run, tmp_path):
+  directory = _checkpoint_copy(smoke_run, tmp_path)
+  newest = directory / "ckpt-6.data-00000-of-00001"
+  newest.write_bytes(newest.read_bytes()[:100])  # truncated
+  checkpoint, step = _fresh_checkpoint(smoke_run)
+  assert checkpointing.restore_with_fallback(checkpoint, str(directory)).endswith("ckpt-4")
+  assert int(step.numpy()) == 4
+
+
+def test_damaged_state_file_still_finds_checkpoints(smoke_run, tmp_path):
+  directory = _checkpoint_copy(smoke_run, tmp_path)
+  (directory / "checkpoint").write_text("garbage {{{")
+  checkpoint, step = _fresh_checkpoint(smoke_run)
+  assert checkpointing.restore_with_fallback(checkpoint, str(directory)).endswith("ckpt-6")
+  assert int(step.numpy()) == 6
+
+
+def test_no_readable_checkpoint_raises_instead_of_starting_over(smoke_run, tmp_path):
+  directory = _checkpoint_copy(smoke_run, tmp_path)
+  for data_file in directory.glob("*.data-*"):
+    data_file.write_bytes(b"")
+  checkpoint, _ = _fresh_checkpoint(smoke_run)
+  with pytest.raises(training.CheckpointError, match="none can be read"):
+    checkpointing.restore_with_fallback(checkpoint, str(directory))
+
+
+def test_empty_checkpoint_directory_means_a_fresh_start(tmp_path):
+  checkpoint = tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64))
+  assert checkpointing.restore_with_fallback(checkpoint, str(tmp_path)) is None
+
+
+def test_batch_not_divisible_by_replicas_is_refused():
+  _, data_cfg, _ = train_cli.configs_from_flags(parse("unused", "--batch_size=15"))
+  two_replicas = types.SimpleNamespace(num_replicas_in_sync=2)
+  with pytest.raises(ValueError, match="batch_size=15 is not divisible by the 2 replicas"):
+    distribute.check_batch_sizes(data_cfg, two_replicas)
+
+
+# --- flags ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--dataset=imagenet"], "--dataset must be one of"),
+    (["--batch_size=-4"], "batch_size"),
+    (["--strategy=tpu"], "strategy"),
+    (["--kl_schedule=cubic"], "kl_schedule"),
+    (["--learning_rate=0"], "--learning_rate must be > 0"),
+    (["--eval_num_samples=0"], "eval_num_samples"),
+])
+def test_bad_flags_are_refused_with_the_flag_named(extra, message):
+  with pytest.raises(flags.Error, match=message):
+    parse("unused", *extra)
+
+
+def test_missing_flagfile_is_reported():
+  with pytest.raises(flags.Error, match="no_such.flags"):
+    parse("unused", flagfile="configs/no_such.flags")
+
+
+def test_workdir_is_required():
+  fv = flags.FlagValues()
+  train_cli.define_flags(fv)
+  with pytest.raises(flags.Error, match="workdir"):
+    fv(["train", "--train_steps=3"])
+    fv.validate_all_flags()
+
+
+def test_model_and_data_shapes_must_agree(tmp_path):
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(tmp_path / "run"))
+  model_cfg = dataclasses.replace(model_cfg, image_shape=(32, 32, 3))
+  with pytest.raises(ValueError, match=r"image_shape \(32, 32, 3\) does not match"):
+    training.train(model_cfg, data_cfg, train_cfg, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("name", ["base", "quick", "smoke", "fashion_mnist", "cifar10", "celeba"])
+def test_every_flagfile_parses_into_configs(name):
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(
+      parse("unused", flagfile=f"configs/{name}.flags"))
+  assert train_cfg.learning_rate == 1e-3 and train_cfg.adam_epsilon == 1e-7
+  if name in ("cifar10", "celeba"):  # exactly the paper's Sec. 4.2 model
+    assert model_cfg.image_shape == ((32, 32, 3) if name == "cifar10" else (64, 64, 3))
+    assert (model_cfg.latent_dim, model_cfg.encoder_filters, model_cfg.encoder_blocks,
+            model_cfg.encoder_layers_per_block) == (256, 32, 4, 2)
+    assert (model_cfg.flow_scales, model_cfg.flow_checkerboard, model_cfg.flow_channelwise,
+            model_cfg.flow_filters, model_cfg.flow_res_blocks) == (2, 3, 3, 64, 2)
+    assert data_cfg.flip is True and data_cfg.batch_size == 64
+    assert (train_cfg.adam_beta1, train_cfg.adam_beta2) == (0.9, 0.999)
+  if name == "quick":
+    assert data_cfg.dataset == "fashion_mnist" and data_cfg.eval_take is None
+    assert train_cfg.eval_num_samples == 10
+
+
+# --- schedules and small pieces -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule, step, expected", [
+    ("linear", 0, 0.0), ("linear", 25, 0.25), ("linear", 50, 0.5), ("linear", 100, 1.0),
+    ("linear", 1000, 1.0),
+    ("sigmoid", 0, 0.0), ("sigmoid", 50, 0.5), ("sigmoid", 100, 1.0), ("sigmoid", 500, 1.0),
+    ("sigmoid", 25, 0.04511), ("sigmoid", 75, 0.95489),
+])
+def test_kl_weight_at_chosen_steps(schedule, step, expected):
+  assert float(schedules.kl_weight(step, 100, schedule)) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "sigmoid"])
+def test_kl_weight_is_monotone_and_always_one_without_annealing(schedule):
+  weights = schedules.kl_weight(tf.range(0, 120), 100, schedule).numpy()
+  assert np.all(np.diff(weights) >= 0) and weights[0] == 0 and weights[-1] == 1
+  assert np.all(schedules.kl_weight(tf.range(0, 5), 0, schedule).numpy() == 1.0)
+
+
+def test_learning_rate_warmup_then_cosine():
+  lr = schedules.WarmupDecay(1e-3, warmup_steps=10, decay="cosine", decay_steps=110,
+                             min_fraction=0.1)
+  assert float(lr(0)) == pytest.approx(1e-4)
+  assert float(lr(9)) == pytest.approx(1e-3)
+  assert float(lr(60)) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+  assert float(lr(110)) == pytest.approx(1e-4) and float(lr(1000)) == pytest.approx(1e-4)
+  assert float(schedules.WarmupDecay(1e-3)(12345)) == pytest.approx(1e-3)
+
+
+def test_train_config_validates_with_the_field_named():
+  with pytest.raises(ValueError, match="TrainConfig.train_steps"):
+    training.TrainConfig(train_steps=0)
+  with pytest.raises(ValueError, match="TrainConfig.strategy"):
+    training.TrainConfig(strategy="tpu")
+  with pytest.raises(ValueError, match="TrainConfig.clip_grad_norm"):
+    training.TrainConfig(clip_grad_norm=-1.0)
+  cfg = training.TrainConfig(train_steps=7)
+  assert training.TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_image_grid_layout():
+  grid = images.image_grid(np.zeros((5, 4, 3, 1), np.uint8), columns=3)
+  assert grid.shape == (2 * 5 + 1, 3 * 4 + 1, 1) and grid.dtype == np.uint8

@@ -1,0 +1,26 @@
+"""Training and evaluation of VAPNEV: frozen `TrainConfig`, the distributed loop, the evaluation.
+
+    from vapnev_tf import training
+    result = training.train(model_cfg, data_cfg, train_cfg, workdir)
+
+Library code only: configs come in as arguments (`vapnev_tf.train` turns flags into them).
+"""
+from vapnev_tf.training.checkpointing import CheckpointError
+from vapnev_tf.training.checkpointing import ConfigError
+from vapnev_tf.training.config import KL_SCHEDULES
+from vapnev_tf.training.config import LR_DECAYS
+from vapnev_tf.training.config import STRATEGIES
+from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.training.distribute import make_strategy
+from vapnev_tf.training.evaluation import Evaluator
+from vapnev_tf.training.evaluation import evaluate
+from vapnev_tf.training.evaluation import summary_line
+from vapnev_tf.training.evaluation import write_eval_json
+from vapnev_tf.training.loop import NonFiniteTrainingError
+from vapnev_tf.training.loop import train
+from vapnev_tf.training.schedules import WarmupDecay
+from vapnev_tf.training.schedules import kl_weight
+
+__all__ = ["CheckpointError", "ConfigError", "Evaluator", "KL_SCHEDULES", "LR_DECAYS",
+           "NonFiniteTrainingError", "STRATEGIES", "TrainConfig", "WarmupDecay", "evaluate",
+           "kl_weight", "make_strategy", "summary_line", "train", "write_eval_json"]

@@ -1,0 +1,155 @@
+"""The run directory's safety checks: writability, config compatibility, robust restore."""
+import dataclasses
+import glob
+import json
+import os
+import re
+import uuid
+
+from absl import logging
+import tensorflow as tf
+
+from vapnev_tf import workdir as workdir_lib
+
+# Data fields that may change when a run resumes: where files are and how big evaluation batches
+# are do not change what the model is trained on.
+DATA_FIELDS_FREE_ON_RESUME = ("eval_batch_size", "data_dir", "fashion_mnist_dir")
+
+
+class ConfigError(ValueError):
+  """The run cannot start: bad or contradicting configuration, unusable run directory."""
+
+
+class CheckpointError(RuntimeError):
+  """Checkpoints exist but none of them can be restored."""
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Creates `workdir` and proves it is writable; ConfigError (a ValueError) otherwise."""
+  if not workdir:
+    raise ConfigError("workdir must be a non-empty path.")
+  if tf.io.gfile.exists(workdir) and not tf.io.gfile.isdir(workdir):
+    raise ConfigError(f"workdir {workdir!r} exists and is a file, not a directory.")
+  probe = os.path.join(workdir, f".write_probe_{uuid.uuid4().hex[:8]}")
+  try:
+    tf.io.gfile.makedirs(workdir)
+    with tf.io.gfile.GFile(probe, "w") as f:
+      f.write("ok")
+    tf.io.gfile.remove(probe)
+  except (OSError, tf.errors.OpError) as e:
+    raise ConfigError(f"workdir {workdir!r} is not writable ({type(e).__name__}: {e}); choose "
+                     "another --workdir or fix its permissions.") from e
+
+
+def _normalised(values: dict) -> dict:
+  """JSON round trip, so tuples compare equal to the lists config.json stores."""
+  return json.loads(json.dumps(values, default=str))
+
+
+def config_differences(stored: dict, model_cfg, data_cfg) -> list[str]:
+  """`section.field: stored X, requested Y` for every model/data field that differs."""
+  diffs = []
+  missing = object()
+  for section, cfg, free in (("model", model_cfg, ()),
+                             ("data", data_cfg, DATA_FIELDS_FREE_ON_RESUME)):
+    old = _normalised(stored.get(section, {}))
+    new = _normalised(dataclasses.asdict(cfg))
+    for key in sorted(set(old) | set(new)):
+      if key in free:
+        continue
+      a, b = old.get(key, missing), new.get(key, missing)
+      if a != b:
+        diffs.append(f"{section}.{key}: stored {_show(a, missing)}, requested {_show(b, missing)}")
+  return diffs
+
+
+def _show(value, missing) -> str:
+  return "<absent>" if value is missing else repr(value)
+
+
+def check_resume_config(workdir: str, model_cfg, data_cfg, force: bool = False) -> dict | None:
+  """Refuses to reuse a run directory written with a different model or data config.
+
+  Returns the stored config (None for a fresh directory). With `force`, differences are logged
+  and accepted (the caller then overwrites config.json).
+  """
+  filename = workdir_lib.path(workdir, workdir_lib.CONFIG_FILE)
+  if not tf.io.gfile.exists(filename):
+    return None
+  stored = workdir_lib.read_json(filename)
+  diffs = config_differences(stored, model_cfg, data_cfg)
+  if diffs and not force:
+    raise ConfigError(
+        f"workdir {workdir!r} holds a run with a different configuration ({filename}); refusing "
+        f"to resume it with these flags. Differing fields: {'; '.join(diffs)}. Use a new "
+        "--workdir, or pass --force_config to resume with the new values anyway.")
+  if diffs:
+    logging.warning("--force_config: resuming %s despite differences: %s", workdir,
+                    "; ".join(diffs))
+  return stored
+
+
+def _checkpoint_number(prefix: str) -> int:
+  match = re.search(r"-(\d+)$", prefix)
+  return int(match.group(1)) if match else -1
+
+
+def checkpoint_candidates(directory: str) -> list[str]:
+  """Checkpoint prefixes in `directory`, newest first: the CheckpointManager's list, plus any
+  `*.index` file it does not know (e.g. when the `checkpoint` state file is damaged).
+
+  A listed prefix without its `.index` file is left out: CheckpointManager records the new state
+  before deleting the oldest checkpoint (index first, then data), so a process killed during that
+  clean-up leaves the state file listing a half-deleted checkpoint that was being discarded.
+  """
+  prefixes = set()
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except (tf.errors.OpError, ValueError) as e:  # a damaged state file
+    logging.error("checkpoint state file in %s is unreadable (%s); scanning for *.index files",
+                  directory, e)
+    state = None
+  if state is not None:
+    for p in state.all_model_checkpoint_paths:
+      prefixes.add(p if os.path.isabs(p) else os.path.join(directory, p))
+  for index in glob.glob(os.path.join(glob.escape(directory), "*.index")):
+    prefixes.add(index[:-len(".index")])
+  present = {p for p in prefixes if tf.io.gfile.exists(p + ".index")}
+  for p in sorted(prefixes - present):
+    logging.info("Ignoring %s: its .index file is gone (deleted by max_to_keep).", p)
+  return sorted(present, key=lambda p: (_checkpoint_number(p), p), reverse=True)
+
+
+def restore_with_fallback(checkpoint: tf.train.Checkpoint, directory: str) -> str | None:
+  """Restores the newest readable checkpoint of `directory` into `checkpoint`.
+
+  Every object of `checkpoint` must already exist (model built, optimizer built) so the restore is
+  immediate and complete. A checkpoint that fails (missing/truncated/corrupt files) is reported
+  and the previous one is tried. Returns the prefix restored, None when there is no checkpoint at
+  all; raises CheckpointError when checkpoints exist but none can be read (never silently starts
+  from scratch).
+  """
+  candidates = checkpoint_candidates(directory)
+  if not candidates:
+    return None
+  failures = []
+  for prefix in candidates:
+    try:
+      checkpoint.restore(prefix).assert_existing_objects_matched()
+    # The checkpoint reader reports damage in many ways (OpError, IndexError, ValueError,
+    # AssertionError from the match check...): any failure means "try the previous one".
+    except Exception as e:  # pylint: disable=broad-except
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      logging.error("Checkpoint %s is unreadable (%s: %s)%s", prefix, type(e).__name__,
+                    first_line, "; falling back to the previous one." if prefix != candidates[-1]
+                    else ".")
+      failures.append(f"{os.path.basename(prefix)}: {type(e).__name__}: {first_line}")
+      continue
+    if failures:
+      logging.warning("Restored %s after skipping %d unreadable checkpoint(s).", prefix,
+                      len(failures))
+    return prefix
+  raise CheckpointError(
+      f"{len(candidates)} checkpoint(s) in {directory!r} but none can be read "
+      f"({'; '.join(failures)}). Refusing to start from scratch over them: repair or delete the "
+      "directory, or use a new --workdir.")

@@ -1,0 +1,166 @@
+"""Test-set bounds: the one evaluation routine used by the training loop and `vapnev_tf.evaluate`.
+
+    ELBO (Eq. 1, KL weight 1, one z per image)        -> elbo_bpd
+    importance-weighted bound with k samples (NOTES 2) -> iw_bpd   (only when k > 1)
+
+Both are bounds on -log p(x) of the dequantised test images, in bits/dim (NOTES 1). Results are
+sums over every test image (partial last batch included) divided by their number, so the value
+does not depend on the batch size or the number of replicas (up to the z draws).
+"""
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from vapnev_tf import data as data_lib
+from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.metrics import bits_per_dim
+
+_EVAL_STREAM = 3  # tag of the z-sampling seeds of evaluation (training uses 1)
+_HISTORY_LENGTH = 100
+
+
+class Evaluator:
+  """Evaluates `model` on the test split of `data_cfg` (all of it unless `eval_take`).
+
+  Build once, call as often as needed: the compiled evaluation step is traced on the first call
+  and reused (the training loop evaluates every `eval_every` steps).
+
+  Args:
+    model: a `VAPNEV` (created under `strategy.scope()` when a strategy is given).
+    data_cfg: the run's `DataConfig`; `eval_batch_size` and `eval_take` apply.
+    num_samples: k of the importance-weighted bound; 1 computes the ELBO only.
+    seed: seeds the test set's dequantisation noise and every z drawn.
+    chunk_size: importance samples evaluated at once.
+    strategy: the strategy whose replicas share the batches (default: the current one). Under
+      MultiWorkerMirroredStrategy every worker must call it (the sums are all-reduced).
+  """
+
+  def __init__(self, model, data_cfg: data_lib.DataConfig, *, num_samples: int = 1,
+               seed: int = 0, chunk_size: int = 16,
+               strategy: tf.distribute.Strategy | None = None):
+    for name, value, minimum in (("num_samples", num_samples, 1), ("seed", seed, 0),
+                                 ("chunk_size", chunk_size, 1)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    self.model, self.data_cfg, self.num_samples = model, data_cfg, num_samples
+    self.seed, self.chunk_size = seed, chunk_size
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self._step = None
+
+  def _dataset(self):
+    return data_lib.distributed_dataset(self.strategy, self.data_cfg, split="test",
+                                        seed=self.seed)
+
+  def _build_step(self, element_spec):
+    model, seed, num_samples, chunk_size = self.model, self.seed, self.num_samples, self.chunk_size
+    strategy = self.strategy
+    with_iw = num_samples > 1
+    width = 5 if with_iw else 4
+
+    def replica_sums(x, batch_index):
+      ctx = tf.distribute.get_replica_context()
+      key = tf.random.experimental.stateless_fold_in(
+          tf.constant([seed, _EVAL_STREAM], tf.int64), batch_index)
+      key = tf.random.experimental.stateless_fold_in(
+          key, tf.cast(ctx.replica_id_in_sync_group, tf.int64))
+      elbo_key, iw_key = tf.unstack(tf.cast(tf.random.experimental.stateless_split(key, 2),
+                                            tf.int32))  # TFP wants int32 seeds
+      terms = model.elbo_terms(x, seed=elbo_key)
+      log_px = tf.cast(terms["log_px_given_z"], tf.float64)
+      kl = tf.cast(terms["kl"], tf.float64)
+      sums = [tf.reduce_sum(log_px - kl), tf.reduce_sum(log_px), tf.reduce_sum(kl),
+              tf.cast(tf.shape(x)[0], tf.float64)]
+      if with_iw:
+        iw = model.log_likelihood_bound(x, num_samples=num_samples, seed=iw_key,
+                                        chunk_size=chunk_size)
+        sums.append(tf.reduce_sum(tf.cast(iw, tf.float64)))
+      return tf.stack(sums)  # (width,)
+
+    def replica_fn(x, batch_index):
+      # The last, partial batch can leave a replica with no images; the model's convolutions
+      # refuse an empty batch on CPU, so that replica contributes zeros.
+      return tf.cond(tf.shape(x)[0] > 0, lambda: replica_sums(x, batch_index),
+                     lambda: tf.zeros([width], tf.float64))
+
+    @tf.function(input_signature=[element_spec, tf.TensorSpec([], tf.int64)])
+    def eval_step(x, batch_index):
+      per_replica = strategy.run(replica_fn, args=(x, batch_index))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return eval_step
+
+  def __call__(self, log_every_seconds: float = 30.0) -> dict:
+    """One pass over the test set.
+
+    Returns:
+      {"elbo_bpd", "iw_bpd" (None when k == 1), "k", "seed", "num_images", "seconds",
+       "recon_bpd", "kl_nats", "elbo_nats"}: means over the test images.
+    """
+    start = last_log = time.time()
+    dist = self._dataset()
+    if self._step is None:
+      self._step = self._build_step(dist.element_spec)
+    with_iw = self.num_samples > 1
+    total = np.zeros(5 if with_iw else 4, np.float64)
+    for batch_index, x in enumerate(dist):
+      total += self._step(x, tf.constant(batch_index, tf.int64)).numpy()
+      if time.time() - last_log > log_every_seconds:
+        last_log = time.time()
+        logging.info("eval: %d images (k=%d), %.0f s", int(total[3]), self.num_samples,
+                     last_log - start)
+    count = int(total[3])
+    if count == 0:
+      raise ValueError(f"{self.data_cfg.dataset}: the test split yielded no images to evaluate.")
+    mean = total / count
+    image_shape = self.model.config.image_shape
+    return {
+        "elbo_bpd": float(bits_per_dim(mean[0], image_shape)),
+        "iw_bpd": float(bits_per_dim(mean[4], image_shape)) if with_iw else None,
+        "k": self.num_samples,
+        "seed": self.seed,
+        "num_images": count,
+        "seconds": round(time.time() - start, 3),
+        "recon_bpd": float(bits_per_dim(mean[1], image_shape)),
+        "kl_nats": float(mean[2]),
+        "elbo_nats": float(mean[0]),
+    }
+
+
+def evaluate(model, data_cfg: data_lib.DataConfig, *, num_samples: int = 1, seed: int = 0,
+             chunk_size: int = 16, strategy: tf.distribute.Strategy | None = None) -> dict:
+  """`Evaluator(model, data_cfg, ...)()`: one evaluation (see `Evaluator`)."""
+  return Evaluator(model, data_cfg, num_samples=num_samples, seed=seed, chunk_size=chunk_size,
+                   strategy=strategy)()
+
+
+def tightest_bpd(result: dict) -> float:
+  """The tightest bound of an evaluation: the IW bound when computed, else the ELBO."""
+  return result["iw_bpd"] if result.get("iw_bpd") is not None else result["elbo_bpd"]
+
+
+def summary_line(result: dict) -> str:
+  """`test bits/dim: ELBO 3.123, IW(k=10) 3.100 (10000 images)`."""
+  parts = [f"ELBO {result['elbo_bpd']:.3f}"]
+  if result.get("iw_bpd") is not None:
+    parts.append(f"IW(k={result['k']}) {result['iw_bpd']:.3f}")
+  return f"test bits/dim: {', '.join(parts)} ({result['num_images']} images)"
+
+
+def write_eval_json(workdir: str, result: dict, step: int, checkpoint: str | None = None) -> dict:
+  """Writes WORKDIR/eval.json: this evaluation at the top level, earlier ones under "history"."""
+  filename = workdir_lib.path(workdir, workdir_lib.EVAL_FILE)
+  history = []
+  if tf.io.gfile.exists(filename):
+    try:
+      previous = workdir_lib.read_json(filename)
+      history = previous.pop("history", [])
+      history.append(previous)
+    except ValueError as e:
+      logging.warning("ignoring the unreadable %s (%s)", filename, e)
+  payload = dict(result, step=int(step), checkpoint=checkpoint,
+                 test_bits_per_dim=tightest_bpd(result))
+  payload["history"] = history[-_HISTORY_LENGTH:]
+  workdir_lib.write_json_atomic(filename, payload)
+  return payload
