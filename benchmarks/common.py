@@ -1,0 +1,231 @@
+"""Shared pieces of the benchmarks: machine/version records, flagfile parsing, the TFP Glow baseline.
+
+`GlowFlow` exposes the small part of `VAPNEV`'s interface that the library's training step
+(`vapnev_tf.training.loop.make_train_step`) and evaluator (`vapnev_tf.training.Evaluator`) use
+(`elbo_terms`, `log_likelihood_bound`, `trainable_variables`, `config.image_shape`), so every model
+of the benchmarks is trained and evaluated by exactly the same code.
+"""
+import datetime
+import functools
+import json
+import os
+import pathlib
+import platform
+import resource
+import shlex
+import sys
+import types
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vapnev_tf.bijectors import pixels_to_logits
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+# ModelConfig fields that the flagfiles set (the flag names equal the field names).
+MODEL_FLAGS = ("latent_dim", "encoder_filters", "encoder_blocks", "encoder_layers_per_block",
+               "flow_scales", "flow_checkerboard", "flow_channelwise", "flow_filters",
+               "flow_res_blocks", "likelihood")
+IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "celeb_a": (64, 64, 3)}
+
+
+def parse_flagfile(name: str) -> dict:
+  """`configs/NAME.flags` (following nested --flagfile lines) -> {flag: string value}."""
+  values = {}
+  path = CONFIG_DIR / f"{name}.flags"
+  for line in path.read_text().splitlines():
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    key, _, value = line.lstrip("-").partition("=")
+    if key == "flagfile":
+      values.update(parse_flagfile(pathlib.Path(value).stem))
+    else:
+      values[key] = value
+  return values
+
+
+def model_config_values(name: str) -> dict:
+  """ModelConfig keyword arguments parsed from `configs/NAME.flags` (image shape from --dataset)."""
+  flags = parse_flagfile(name)
+  out = {"image_shape": IMAGE_SHAPES[flags["dataset"]]}
+  for key in MODEL_FLAGS:
+    if key in flags:
+      out[key] = flags[key] if key == "likelihood" else int(flags[key])
+  return out
+
+
+def count_params(variables) -> int:
+  return int(sum(int(np.prod(v.shape)) for v in variables))
+
+
+def peak_rss_mib() -> float:
+  """Peak resident set size of this process so far (ru_maxrss is KiB on Linux)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine_info() -> dict:
+  cpu = platform.processor()
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  mem_gib = None
+  try:
+    mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+  except (ValueError, OSError):
+    pass
+  return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": mem_gib,
+          "load_average": [round(v, 2) for v in os.getloadavg()],
+          "platform": platform.platform(), "python": sys.version.split()[0]}
+
+
+def versions() -> dict:
+  import keras  # pylint: disable=g-import-not-at-top
+  import vapnev_tf  # pylint: disable=g-import-not-at-top
+  return {"tensorflow": tf.__version__, "keras": keras.__version__,
+          "tensorflow_probability": tfp.__version__, "numpy": np.__version__,
+          "vapnev_tf": getattr(vapnev_tf, "__version__", None)}
+
+
+def header() -> dict:
+  return {"command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, REPO_ROOT)]
+                              + ["-m", _module_name()] + sys.argv[1:]),
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "machine": machine_info(), "versions": versions()}
+
+
+def _module_name() -> str:
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return spec.name if spec is not None else os.path.basename(sys.argv[0])
+
+
+def write_json(path, payload: dict) -> None:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+  tmp.replace(path)
+
+
+def _jsonable(value):
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  return str(value)
+
+
+def fmt(value, digits=3):
+  if value is None:
+    return "–"
+  if isinstance(value, float):
+    return f"{value:.{digits}f}"
+  return str(value)
+
+
+# ------------------------------------------------------------------------------ TFP Glow baseline
+
+
+class GlowFlow(tf.Module):
+  """p(x) = TransformedDistribution(N(0, I), Chain([Invert(pixels_to_logits), tfb.Glow])).
+
+  `tfb.Glow` with its default coupling networks (`GlowDefaultNetwork`, tf_keras; `num_hidden`
+  filters) and exit networks, on the same logit pre-processing as our flows, so its log p(x) is over
+  dequantised pixels in [0, 256)^D like ours and bits/dim are directly comparable. Glow's weights
+  (and ActNorm's data-dependent initialisation) are created by the first call: call
+  `build(x_batch)` with real data before collecting `trainable_variables`.
+  """
+
+  def __init__(self, image_shape, num_hidden: int, num_glow_blocks: int = 2,
+               num_steps_per_block: int = 6, logit_alpha: float = 0.05, name="glow"):
+    super().__init__(name=name)
+    image_shape = tuple(int(d) for d in image_shape)
+    self.config = types.SimpleNamespace(image_shape=image_shape, likelihood="glow", has_vae=False,
+                                        uses_flow=True, num_hidden=num_hidden,
+                                        num_glow_blocks=num_glow_blocks,
+                                        num_steps_per_block=num_steps_per_block)
+    self.glow = tfb.Glow(
+        output_shape=image_shape, num_glow_blocks=num_glow_blocks,
+        num_steps_per_block=num_steps_per_block,
+        coupling_bijector_fn=functools.partial(tfb.GlowDefaultNetwork, num_hidden=num_hidden),
+        exit_bijector_fn=tfb.GlowDefaultExitNetwork)
+    z_shape = self.glow.inverse_event_shape(image_shape)
+    base = tfd.Sample(tfd.Normal(tf.constant(0.0), tf.constant(1.0)), z_shape)
+    self.distribution = tfd.TransformedDistribution(
+        base, tfb.Chain([tfb.Invert(pixels_to_logits(logit_alpha)), self.glow]), name="p_x")
+
+  # TFP's Glow fails to trace with an unknown batch size (its Reshape mixes int32 and int64 shape
+  # tensors: "Tensors in list passed to 'values' of 'ConcatV2' Op have types [int32, int64]"), and
+  # the library's Evaluator traces with an unknown batch (it keeps the last partial batch). So a
+  # batch of unknown size is padded to `pad_batch_to` images (mid-grey, finite log p) and the
+  # result sliced back.
+  pad_batch_to = None
+
+  def log_prob(self, x):
+    x = tf.convert_to_tensor(x, tf.float32)
+    if x.shape[0] is not None or self.pad_batch_to is None:
+      return self.distribution.log_prob(x)
+    n = tf.shape(x)[0]
+    padded = tf.concat([x, tf.fill([self.pad_batch_to - n] + list(x.shape[1:]), 128.0)], 0)
+    padded.set_shape([self.pad_batch_to] + list(x.shape[1:]))
+    return self.distribution.log_prob(padded)[:n]
+
+  def build(self, x):
+    return self.log_prob(x)
+
+  def elbo_terms(self, x, seed=None):
+    del seed
+    log_px = self.log_prob(x)
+    return {"log_px_given_z": log_px, "kl": tf.zeros_like(log_px)}
+
+  def elbo(self, x, kl_weight=1.0, seed=None):
+    del kl_weight, seed
+    return self.log_prob(x)
+
+  def log_likelihood_bound(self, x, num_samples=1, seed=None, chunk_size=16):
+    del num_samples, seed, chunk_size
+    return self.log_prob(x)
+
+  def sample(self, n, temperature=1.0, seed=None):
+    del temperature
+    return tf.clip_by_value(self.distribution.sample(n, seed=seed), 0.0, 256.0 - 2.0 ** -8)
+
+
+def matched_glow(image_shape, target_params: int, x_build, num_glow_blocks: int = 2,
+                 num_steps_per_block: int = 6, tolerance: float = 0.10):
+  """The `GlowFlow` whose num_hidden (a multiple of 8) gives the parameter count nearest to
+  `target_params`; returns (glow, params, relative difference). Built on `x_build`."""
+  best = None
+  lo, hi = (8, 8) if tolerance == float("inf") else (8, 1024)  # inf: smallest (smoke tests)
+  while lo <= hi:  # parameters grow monotonically with num_hidden
+    mid = (lo + hi) // 16 * 8 or 8
+    g = GlowFlow(image_shape, mid, num_glow_blocks, num_steps_per_block)
+    g.build(x_build[:1])
+    p = count_params(g.trainable_variables)
+    if best is None or abs(p - target_params) < abs(best[1] - target_params):
+      best = (mid, p)
+    if p < target_params:
+      lo = mid + 8
+    elif p > target_params:
+      hi = mid - 8
+    else:
+      break
+  glow = GlowFlow(image_shape, best[0], num_glow_blocks, num_steps_per_block)
+  glow.build(x_build)  # the real batch initialises ActNorm
+  params = count_params(glow.trainable_variables)
+  rel = (params - target_params) / target_params
+  if abs(rel) > tolerance:
+    raise ValueError(f"Glow cannot match {target_params} parameters within {tolerance:.0%}: "
+                     f"nearest num_hidden={best[0]} has {params} ({rel:+.1%}).")
+  return glow, params, rel

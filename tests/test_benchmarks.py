@@ -1,0 +1,102 @@
+"""Smoke tests of the benchmark scripts (issue 8): tiny models, a few steps, well-formed JSON.
+
+Each script runs in a subprocess exactly as a user would run it (`python -m benchmarks.X`); no
+timing is asserted, only that the outputs exist and carry the expected keys and sane values.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(module, out_dir, *args, timeout=240):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run([sys.executable, "-m", module, f"--out_dir={out_dir}", *args],
+                        cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout,
+                        env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def _check_header(payload):
+  for key in ("command", "date", "machine", "versions"):
+    assert key in payload, key
+  assert payload["machine"]["nproc"] >= 1
+  assert len(payload["machine"]["load_average"]) == 3
+  assert {"tensorflow", "keras", "tensorflow_probability"} <= set(payload["versions"])
+
+
+def test_quality_smoke(tmp_path):
+  models = ["vapnev", "realnvp", "pixel_logistic", "glow"]  # reported in ALL_MODELS order
+  _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
+       "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
+       "--eval_take=64", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
+       "--curve_take=32", "--curve_points=1", "--curve_models=vapnev",
+       "--glow_steps_per_block=1")
+  payload = json.loads((tmp_path / "quality.json").read_text())
+  _check_header(payload)
+  assert payload["errors"] == []
+  assert [r["model"] for r in payload["results"]] == models
+  for r in payload["results"]:
+    for key in ("params", "steps", "images_seen", "train_images_per_s", "first_step_seconds",
+                "test_images", "elbo_bpd", "iw_bpd", "exact_nll_bpd", "best_bound_bpd", "curve"):
+      assert key in r, (r["model"], key)
+    assert r["steps"] >= 2 and r["images_seen"] == r["steps"] * 16
+    assert r["test_images"] == 64 and r["params"] > 0
+    assert r["best_bound_bpd"] > 0
+    if r["model"] in ("realnvp", "glow"):
+      assert r["iw_bpd"] is None and r["exact_nll_bpd"] is not None
+    else:
+      assert r["iw_k"] == 2 and r["iw_bpd"] <= r["elbo_bpd"] + 0.5
+  assert len(payload["results"][0]["curve"]) >= 2  # vapnev's learning curve
+  assert "glow_num_hidden" in payload["results"][-1]
+  assert (tmp_path / "quality.md").read_text().startswith("# Quality")
+  assert (tmp_path / "quality_curve.png").stat().st_size > 0
+
+
+def test_throughput_smoke(tmp_path):
+  _run("benchmarks.throughput", tmp_path, "--smoke", "--configs=quick", "--jit=off",
+       "--noglow", "--noreal_data", "--sweep_image_sizes=28", "--sweep_batch_sizes=64",
+       "--windows=2", "--window_seconds=0.2", "--warmup_steps=0")
+  payload = json.loads((tmp_path / "throughput.json").read_text())
+  _check_header(payload)
+  (row,) = payload["models"]
+  assert "error" not in row and "train_error" not in row, row
+  for key in ("params", "first_step_seconds", "train_images_per_s", "train_windows",
+              "elbo_images_per_s", "sample_images_per_s", "peak_rss_mib", "train_step_traces",
+              "flops_forward_per_image", "flops_train_per_image", "machine_peak",
+              "efficiency_vs_conv2d", "forward_conv_ops", "conv_kernels", "pipeline"):
+    assert key in row, key
+  assert row["train_step_traces"] == 1
+  assert len(row["train_windows"]) == 2
+  assert row["flops_train_per_image"] > row["flops_forward_per_image"] > 0
+  assert row["machine_peak"]["conv2d"]["gflops_per_s"] > 0
+  assert "waste" in payload
+  (point,) = payload["sweep"]
+  assert point["train_images_per_s"] > 0 and point["peak_rss_mib"] > 0
+  assert (tmp_path / "throughput.md").read_text().startswith("# Throughput")
+
+
+def test_flagfile_parsing_matches_configs():
+  sys.path.insert(0, str(REPO_ROOT))
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  values = common.model_config_values("cifar10")
+  assert values["image_shape"] == (32, 32, 3)
+  assert values["latent_dim"] == 256 and values["flow_filters"] == 64
+  assert values["likelihood"] == "vapnev"  # from base.flags
+  assert common.model_config_values("quick")["flow_checkerboard"] == 2
+
+
+def test_graph_flops_counts_a_conv():
+  sys.path.insert(0, str(REPO_ROOT))
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+  w = tf.zeros((3, 3, 2, 5))
+  graph = tf.function(lambda x: tf.nn.conv2d(x, w, 1, "SAME")).get_concrete_function(
+      tf.TensorSpec((4, 8, 8, 2))).graph
+  flops = throughput.graph_flops(graph)
+  assert flops["flops"] == 2 * 4 * 8 * 8 * 5 * 3 * 3 * 2
+  assert flops["op_counts"] == {"Conv2D": 1}
