@@ -174,6 +174,15 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
     run_smoke(blocker)
 
 
+def test_full_disk_fails_before_training(tmp_path, monkeypatch):
+  real_usage = shutil.disk_usage
+  monkeypatch.setattr(shutil, "disk_usage",
+                      lambda path: real_usage(path)._replace(free=10 * 2 ** 20))
+  with pytest.raises(ValueError, match="10 MiB free, fewer than the 256 MiB"):
+    run_smoke(tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def _checkpoint_copy(smoke_run, tmp_path):
   workdir, _ = smoke_run
   directory = tmp_path / "checkpoints"

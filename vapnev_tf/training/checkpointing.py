@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import uuid
 
 from absl import logging
@@ -24,8 +25,13 @@ class CheckpointError(RuntimeError):
   """Checkpoints exist but none of them can be restored."""
 
 
-def prepare_workdir(workdir: str) -> None:
-  """Creates `workdir` and proves it is writable; ConfigError (a ValueError) otherwise."""
+# A run needs room for a few checkpoints, summaries and an export; refuse to start below this.
+MIN_FREE_BYTES = 256 * 2 ** 20
+
+
+def prepare_workdir(workdir: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+  """Creates `workdir`, proves it is writable and that its (local) disk has `min_free_bytes`
+  free; ConfigError (a ValueError) otherwise, before anything is built."""
   if not workdir:
     raise ConfigError("workdir must be a non-empty path.")
   if tf.io.gfile.exists(workdir) and not tf.io.gfile.isdir(workdir):
@@ -39,6 +45,12 @@ def prepare_workdir(workdir: str) -> None:
   except (OSError, tf.errors.OpError) as e:
     raise ConfigError(f"workdir {workdir!r} is not writable ({type(e).__name__}: {e}); choose "
                      "another --workdir or fix its permissions.") from e
+  if "://" not in workdir:  # local disk; remote filesystems report no free space
+    free = shutil.disk_usage(workdir).free
+    if free < min_free_bytes:
+      raise ConfigError(f"workdir {workdir!r} has {free / 2 ** 20:.0f} MiB free, fewer than the "
+                        f"{min_free_bytes / 2 ** 20:.0f} MiB a run needs for checkpoints and "
+                        "summaries; free space or choose another --workdir.")
 
 
 def _normalised(values: dict) -> dict:
