@@ -29,21 +29,26 @@ MODES = ("samples", "panel", "interpolate", "temperatures")
 DEFAULT_TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
 
 
-def load_source(workdir: str | None = None, checkpoint: str | None = None,
-                saved_model: str | None = None):
-  """(`figures.Endpoints`, run config dict or None) of a run directory or an export."""
+def _check_source(workdir: str | None, saved_model: str | None) -> None:
+  """Exactly one of a run directory and a SavedModel directory, and it exists."""
   if (workdir is None) == (saved_model is None):
     raise ValueError("give exactly one of workdir (a run directory) and saved_model (an export "
                      f"directory), got workdir={workdir!r} and saved_model={saved_model!r}.")
+  if workdir is not None and not tf.io.gfile.isdir(workdir):
+    raise ValueError(f"workdir {workdir!r} does not exist or is not a directory.")
+  if saved_model is not None and not tf.saved_model.contains_saved_model(saved_model):
+    raise ValueError(f"saved_model {saved_model!r} is not a SavedModel directory.")
+
+
+def load_source(workdir: str | None = None, checkpoint: str | None = None,
+                saved_model: str | None = None):
+  """(`figures.Endpoints`, run config dict or None) of a run directory or an export."""
+  _check_source(workdir, saved_model)
   if workdir is not None:
-    if not tf.io.gfile.isdir(workdir):
-      raise ValueError(f"workdir {workdir!r} does not exist or is not a directory.")
     model, _ = workdir_lib.restore_model(workdir, checkpoint)
     return figures.Endpoints(model), workdir_lib.read_config(workdir)
   if checkpoint is not None:
     raise ValueError("checkpoint applies to workdir only; an export holds one set of weights.")
-  if not tf.saved_model.contains_saved_model(saved_model):
-    raise ValueError(f"saved_model {saved_model!r} is not a SavedModel directory.")
   metadata = export_lib.load_metadata(saved_model)
   return figures.Endpoints(tf.saved_model.load(saved_model)), metadata.get("run_config")
 
@@ -106,15 +111,9 @@ def make_figure(ep: figures.Endpoints, mode: str, *, num: int = 64, temperature:
 
 def source_info(workdir: str | None = None, saved_model: str | None = None):
   """(image_shape, run config or None) of a run directory or an export, without loading weights."""
-  if (workdir is None) == (saved_model is None):
-    raise ValueError("give exactly one of workdir (a run directory) and saved_model (an export "
-                     f"directory), got workdir={workdir!r} and saved_model={saved_model!r}.")
+  _check_source(workdir, saved_model)
   if workdir is not None:
-    if not tf.io.gfile.isdir(workdir):
-      raise ValueError(f"workdir {workdir!r} does not exist or is not a directory.")
     return workdir_lib.model_config(workdir).image_shape, workdir_lib.read_config(workdir)
-  if not tf.saved_model.contains_saved_model(saved_model):
-    raise ValueError(f"saved_model {saved_model!r} is not a SavedModel directory.")
   metadata = export_lib.load_metadata(saved_model)
   return tuple(metadata["image_shape"]), metadata.get("run_config")
 
