@@ -134,6 +134,25 @@ def fmt(value, digits=3):
   return str(value)
 
 
+def finish_bpd_plot(fig, ax, path, values, *, target: float, xlabel: str, ylabel: str,
+                    title: str, legend_size: int = 8) -> str:
+  """Shared look of the bits/dim-vs-minutes figures: y range from `values` (outliers clipped),
+  issue 8's target as a dotted line, grid, legend; saves to `path` and closes the figure."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  if values:
+    ax.set_ylim(min(min(values) - 0.3, target - 0.2), min(max(values) + 0.5, min(values) + 4.0))
+  ax.axhline(target, color="grey", ls=":", lw=1, label=f"{target} (issue 8 target, VAPNEV IW)")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=legend_size)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 # ------------------------------------------------------------------------------ TFP Glow baseline
 
 

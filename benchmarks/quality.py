@@ -254,18 +254,10 @@ def plot_curves(path, results, curve_take):
     plt.close(fig)
     return None
   vals = [p["elbo_bpd"] for r in results for p in r["curve"][1:]]
-  if vals:
-    ax.set_ylim(min(min(vals) - 0.2, 2.8), min(max(vals) + 0.5, min(vals) + 4.0))
-  ax.axhline(2.95, color="grey", ls=":", lw=1, label="2.95 (issue 8 target, VAPNEV IW)")
-  ax.set_xlabel("training minutes (2-core CPU, shared)")
-  ax.set_ylabel(f"test bits/dim ({curve_take} images)")
-  ax.set_title("Fashion-MNIST: test bound vs wall-clock")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return common.finish_bpd_plot(fig, ax, path, vals, target=2.95,
+                                xlabel="training minutes (2-core CPU)",
+                                ylabel=f"test bits/dim ({curve_take} images)",
+                                title="Fashion-MNIST: test bound vs wall-clock")
 
 
 def main(argv):

@@ -100,3 +100,41 @@ def test_graph_flops_counts_a_conv():
   flops = throughput.graph_flops(graph)
   assert flops["flops"] == 2 * 4 * 8 * 8 * 5 * 3 * 3 * 2
   assert flops["op_counts"] == {"Conv2D": 1}
+
+
+def test_long_run_report_reads_a_real_training_run(tmp_path):
+  workdir = tmp_path / "run"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  train = subprocess.run(
+      [sys.executable, "-m", "vapnev_tf.train", "--flagfile=configs/smoke.flags",
+       f"--workdir={workdir}", "--debug_inject_nan_at_step=2"],
+      cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=300, env=env)
+  assert train.returncode == 0, train.stderr[-3000:]
+  out = tmp_path / "report"
+  _run("benchmarks.long_run", out, f"--workdir={workdir}", "--label=smoke",
+       f"--compare_workdir={workdir}", "--compare_label=again")
+  payload = json.loads((out / "long_run.json").read_text())
+  _check_header(payload)
+  assert [r["label"] for r in payload["runs"]] == ["smoke", "again"]
+  run = payload["runs"][0]
+  summary = run["summary"]
+  assert summary["last_step"] == 6  # configs/smoke.flags: 6 steps, logged every 2
+  assert summary["skipped_steps"] == 1  # the injected non-finite step
+  assert [p["step"] for p in run["test_elbo_bpd"]] == [3, 6]  # --eval_every=3 and the end
+  minutes = [p["minutes"] for p in run["train"]["elbo_bpd"]]
+  assert minutes == sorted(minutes) and minutes[0] >= 0
+  assert summary["test_elbo_bpd_best"] == min(p["value"] for p in run["test_elbo_bpd"])
+  assert run["eval"]["k"] == 2 and run["eval"]["step"] == 6
+  assert "--flow_filters=4" in run["flags"]
+  assert (out / "long_run_curve.png").stat().st_size > 0
+  assert "| smoke | 6 |" in (out / "long_run.md").read_text()
+
+
+def test_long_run_report_refuses_a_directory_that_is_not_a_run(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.long_run", f"--workdir={tmp_path}",
+                         f"--out_dir={tmp_path / 'report'}"], cwd=str(REPO_ROOT),
+                        capture_output=True, text=True, timeout=120, env=env)
+  assert proc.returncode != 0
+  assert f"--workdir={tmp_path}: no training summaries" in proc.stderr
+  assert "Traceback" not in proc.stderr

@@ -297,6 +297,19 @@ def test_training_noise_is_fresh_each_epoch_and_reproducible(tmp_path):
   assert not np.array_equal(np.stack(other_seed), np.stack(epochs))
 
 
+@pytest.mark.parametrize("start_batch", [1, 3, 7])
+def test_starting_the_stream_later_equals_skipping_batches(tmp_path, start_batch):
+  # Batches straddle epochs (12 images, batch 5) so the epoch keys of the noise are exercised.
+  source = _write_npz(tmp_path, images=_indexed_images(12), test_images=_indexed_images(2))
+  cfg = _config(tmp_path, source, batch_size=5, flip=True, seed=2)
+  skipped = _first_batches(data.train_dataset(cfg).skip(start_batch), 4)
+  started = _first_batches(data.train_dataset(cfg, start_batch=start_batch), 4)
+  np.testing.assert_array_equal(np.stack(started), np.stack(skipped))
+  assert not np.array_equal(np.stack(started), np.stack(_first_batches(data.train_dataset(cfg), 4)))
+  with pytest.raises(ValueError, match="train_dataset.start_batch must be an int >= 0, got -1"):
+    data.train_dataset(cfg, start_batch=-1)
+
+
 def test_eval_noise_is_fixed_by_its_seed(tmp_path):
   images = _indexed_images(10, channels=3)
   source = _write_npz(tmp_path, images=images[:2], test_images=images)

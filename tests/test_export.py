@@ -446,6 +446,8 @@ def test_wrong_image_shape_or_dtype_is_refused(loaded):
     loaded.signatures["encode"](images=tf.zeros((8, 8, 1), tf.uint8))
   with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor"):
     reconstruct(images=tf.zeros((2, 8, 8, 1), tf.float32), seed=seed)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="must hold at least one image"):
+    reconstruct(images=tf.zeros((0, 8, 8, 1), tf.uint8), seed=seed)
   # The restored tf.functions check against their input_signature.
   with pytest.raises(TypeError, match=r"TensorSpec\(shape=\(None, 8, 8, 1\), dtype=tf.uint8"):
     loaded.reconstruct(images=tf.zeros((2, 9, 8, 1), tf.uint8), seed=seed)

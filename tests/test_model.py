@@ -263,6 +263,7 @@ def small_model():
     (np.full((2, 8, 8, 1), 256.0, np.float32), r"\[0, 256\)"),
     (np.full((2, 8, 8, 1), -1.0, np.float32), r"\[0, 256\)"),
     (np.full((2, 8, 8, 1), np.nan, np.float32), r"\[0, 256\)"),
+    (np.zeros((0, 8, 8, 1), np.float32), r"x must hold at least one image"),
 ])
 def test_bad_images_raise_value_errors_naming_the_argument(small_model, bad, match):
   for call in (small_model.encode, small_model.elbo, small_model.log_likelihood_bound,
@@ -271,9 +272,23 @@ def test_bad_images_raise_value_errors_naming_the_argument(small_model, bad, mat
       call(bad)
 
 
+def test_an_empty_batch_in_a_graph_fails_with_a_named_assertion(small_model):
+  bound = tf.function(lambda x: small_model.log_likelihood_bound(x, num_samples=2),
+                      input_signature=[tf.TensorSpec((None, 8, 8, 1), tf.float32)])
+  assert bound(_images(2, (8, 8, 1))).shape == (2,)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="x must hold at least one image"):
+    bound(tf.zeros((0, 8, 8, 1)))
+  decode = tf.function(lambda z: small_model.decode_images(z),
+                       input_signature=[tf.TensorSpec((None, 8), tf.float32)])
+  with pytest.raises(tf.errors.InvalidArgumentError, match="z must hold at least one code"):
+    decode(tf.zeros((0, 8)))
+
+
 def test_bad_latents_and_arguments_raise_value_errors(small_model):
   with pytest.raises(ValueError, match=r"z must have shape \(batch, 8\)"):
     small_model.p_x_given_z(tf.zeros((2, 5)))
+  with pytest.raises(ValueError, match="z must hold at least one latent code"):
+    small_model.p_x_given_z(tf.zeros((0, 8)))
   with pytest.raises(ValueError, match="num_samples"):
     small_model.log_likelihood_bound(_images(1, (8, 8, 1)), num_samples=0)
   with pytest.raises(ValueError, match="n must be a positive int"):

@@ -275,7 +275,9 @@ def test_model_and_data_shapes_must_agree(tmp_path):
 def test_every_flagfile_parses_into_configs(name):
   model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(
       parse("unused", flagfile=f"configs/{name}.flags"))
-  assert train_cfg.learning_rate == 1e-3 and train_cfg.adam_epsilon == 1e-7
+  # Adam's defaults (the paper's), except fashion_mnist's measured peak (see its flagfile).
+  assert train_cfg.learning_rate == (5e-4 if name == "fashion_mnist" else 1e-3)
+  assert train_cfg.adam_epsilon == 1e-7
   if name in ("cifar10", "celeba"):  # exactly the paper's Sec. 4.2 model
     assert model_cfg.image_shape == ((32, 32, 3) if name == "cifar10" else (64, 64, 3))
     assert (model_cfg.latent_dim, model_cfg.encoder_filters, model_cfg.encoder_blocks,

@@ -200,16 +200,19 @@ def dequantize(images_uint8, seed) -> tf.Tensor:
   return _add_noise(pixels, noise)
 
 
-def train_dataset(cfg: DataConfig, input_context: tf.distribute.InputContext | None = None
-                  ) -> tf.data.Dataset:
+def train_dataset(cfg: DataConfig, input_context: tf.distribute.InputContext | None = None,
+                  start_batch: int = 0) -> tf.data.Dataset:
   """The endless training stream: float32 batches (B, H, W, C) with values in [0, 256).
 
   Shuffled (buffer `cfg.shuffle_buffer`, reshuffled every epoch), flipped if `flip_enabled(cfg)`,
   dequantised with noise keyed by (cfg.seed, epoch, example index): fresh noise every epoch, the
   same stream for the same seed. B is `cfg.batch_size`, or the per-replica share of it when an
   `input_context` is given, in which case this pipeline reads only its shard. Partial batches are
-  dropped so every replica gets equal batches.
+  dropped so every replica gets equal batches. `start_batch` = n gives exactly the stream of
+  `train_dataset(...).skip(n)` (how a resumed run continues), but skips before the per-example
+  augmentation, so the skipped images cost only their shuffle.
   """
+  _check_int("start_batch", start_batch, minimum=0, owner="train_dataset")
   images = load_images(cfg, "train")
   total = _count(images, cfg.dataset)
   if total < cfg.batch_size:
@@ -233,6 +236,8 @@ def train_dataset(cfg: DataConfig, input_context: tf.distribute.InputContext | N
 
   ds = indexed.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
   ds = ds.repeat().enumerate()  # (position in the stream, (example index, image))
+  if start_batch:
+    ds = ds.skip(start_batch * batch)  # positions are numbered first, so the noise is unchanged
   ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_deterministic_options())

@@ -7,7 +7,7 @@ def check_images(x, image_shape, name: str = "x", dtype=tf.float32):
   """Returns `x` as a float tensor `(B, H, W, C)` of dequantised pixels in [0, 256).
 
   Raises ValueError for a non-float dtype (8-bit images must be dequantised first), a rank other than
-  4, a trailing shape other than `image_shape`, or (when the values are known, i.e. eagerly) values
+  4, a trailing shape other than `image_shape`, an empty batch, or (when the values are known, i.e. eagerly) values
   outside [0, 256). In a graph the range is checked by an assertion op.
   """
   if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating) or (
@@ -19,6 +19,8 @@ def check_images(x, image_shape, name: str = "x", dtype=tf.float32):
   if x.shape.rank != 4 or tuple(x.shape[1:]) != tuple(image_shape):
     raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, image_shape))}), got "
                      f"{tuple(x.shape)}.")
+  if x.shape[0] == 0:
+    raise ValueError(f"{name} must hold at least one image, got an empty batch {tuple(x.shape)}.")
   if tf.executing_eagerly():
     lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
     if not (lo >= 0.0 and hi < 256.0):
@@ -26,6 +28,7 @@ def check_images(x, image_shape, name: str = "x", dtype=tf.float32):
                        f"[{lo}, {hi}].")
     return x
   with tf.control_dependencies([
+      _assert_not_empty(x, f"{name} must hold at least one image"),
       tf.debugging.assert_greater_equal(x, tf.zeros([], x.dtype),
                                         message=f"{name} must lie in [0, 256)"),
       tf.debugging.assert_less(x, tf.constant(256.0, x.dtype),
@@ -38,7 +41,18 @@ def check_latent(z, latent_dim: int, name: str = "z", dtype=tf.float32):
   z = tf.convert_to_tensor(z, dtype=dtype)
   if z.shape.rank != 2 or z.shape[-1] != latent_dim:
     raise ValueError(f"{name} must have shape (batch, {latent_dim}), got {tuple(z.shape)}.")
-  return z
+  if z.shape[0] == 0:
+    raise ValueError(f"{name} must hold at least one latent code, got an empty batch "
+                     f"{tuple(z.shape)}.")
+  if tf.executing_eagerly():
+    return z
+  with tf.control_dependencies([_assert_not_empty(z, f"{name} must hold at least one code")]):
+    return tf.identity(z)
+
+
+def _assert_not_empty(t, message: str):
+  """Graph-time guard: convolutions on an empty batch fail with unrelated shape errors on CPU."""
+  return tf.debugging.assert_positive(tf.shape(t)[0], message=message)
 
 
 def check_positive_int(value, name: str):

@@ -71,7 +71,8 @@ def train_dataset_from_step(strategy: tf.distribute.Strategy, data_cfg: data_lib
   """The distributed training stream positioned after `start_step` global steps.
 
   `tf.distribute`'s iterators cannot be saved in a `tf.train.Checkpoint` (DistributedIterator is
-  not trackable), so a resumed run rebuilds the pipeline and skips the batches already consumed.
+  not trackable), so a resumed run rebuilds the pipeline and skips the batches already consumed
+  (before their augmentation: `data.train_dataset(..., start_batch=n)`).
   `data.train_dataset` is a pure function of (seed, position) (seeded shuffle, stateless
   dequantisation/flip noise keyed by epoch and example), so the skipped stream continues exactly
   where the interrupted one stopped. Each input pipeline feeds
@@ -80,8 +81,7 @@ def train_dataset_from_step(strategy: tf.distribute.Strategy, data_cfg: data_lib
   check_batch_sizes(data_cfg, strategy)
 
   def dataset_fn(ctx: tf.distribute.InputContext):
-    ds = data_lib.train_dataset(data_cfg, ctx)
     per_step = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-    return ds.skip(start_step * per_step) if start_step else ds
+    return data_lib.train_dataset(data_cfg, ctx, start_batch=start_step * per_step)
 
   return strategy.distribute_datasets_from_function(dataset_fn)
