@@ -9,8 +9,8 @@ Reads only what `vapnev_tf.train` wrote into the workdir: its TensorBoard event 
 scalars averaged over each window of `--log_every` steps, test bounds every `--eval_every`
 steps), `flags.txt` and `eval.json` (the latest evaluation: the run's own final one, or a
 tighter importance-weighted bound that `vapnev_tf.evaluate` wrote there afterwards). Minutes
-are wall-clock since the run's summary writers opened (evaluation time included), so they
-answer "what do I get after an hour on this machine".
+are wall-clock since the run's summary writers first opened (evaluation time included; a
+resumed run's pause counts too), so they answer "what do I get after an hour on this machine".
 
 Outputs in `--out_dir`: long_run.json, long_run.md and long_run_curve.png (test bits/dim and
 training ELBO bits/dim vs minutes; the comparison run dashed).
@@ -67,8 +67,11 @@ def read_run(workdir: str) -> dict:
   t0 = min(t for t in (train_t0, eval_t0) if t is not None)
 
   def curve(series, tag):
+    first = {}  # a step logged twice (a resumed or re-run job) keeps its first record
+    for w, s, v in sorted(series.get(tag, [])):
+      first.setdefault(s, (w, v))
     return [{"step": s, "minutes": round((w - t0) / 60.0, 3), "value": v}
-            for w, s, v in sorted(series.get(tag, []), key=lambda r: r[1])]
+            for s, (w, v) in sorted(first.items())]
 
   test_tag = "elbo_bpd" if "elbo_bpd" in evals else None
   run = {"workdir": workdir, "train": {tag: curve(train, tag) for tag in TRAIN_TAGS if tag in train},
@@ -153,9 +156,10 @@ def write_markdown(path: str, payload: dict) -> None:
   for r in payload["runs"]:
     if r.get("eval"):
       f = r["eval"]
+      iw = (f", IW(k={f.get('k')}) {common.fmt(f.get('iw_bpd'))}"
+            if f.get("iw_bpd") is not None else "")
       lines += ["", f"Latest evaluation of {r['label']} (step {f.get('step')}): ELBO "
-                f"{common.fmt(f.get('elbo_bpd'))}, IW(k={f.get('k')}) {common.fmt(f.get('iw_bpd'))} "
-                f"bits/dim on {f.get('num_images')} test images."]
+                f"{common.fmt(f.get('elbo_bpd'))}{iw} bits/dim on {f.get('num_images')} test images."]
   lines += ["", "Test ELBO bits/dim by step (minutes):", ""]
   for r in payload["runs"]:
     pts = ", ".join(f"{p['step']}: {p['value']:.3f} ({p['minutes']:.0f} min)"
