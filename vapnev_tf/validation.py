@@ -7,8 +7,8 @@ def check_images(x, image_shape, name: str = "x", dtype=tf.float32):
   """Returns `x` as a float tensor `(B, H, W, C)` of dequantised pixels in [0, 256).
 
   Raises ValueError for a non-float dtype (8-bit images must be dequantised first), a rank other than
-  4, a trailing shape other than `image_shape`, an empty batch, or (when the values are known, i.e. eagerly) values
-  outside [0, 256). In a graph the range is checked by an assertion op.
+  4, a trailing shape other than `image_shape`, an empty batch, or (when the values are known, i.e.
+  eagerly) values outside [0, 256). In a graph, range and non-emptiness are assertion ops.
   """
   if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating) or (
       tf.is_tensor(x) and not x.dtype.is_floating):
@@ -37,7 +37,8 @@ def check_images(x, image_shape, name: str = "x", dtype=tf.float32):
 
 
 def check_latent(z, latent_dim: int, name: str = "z", dtype=tf.float32):
-  """Returns z as a float tensor `(B, latent_dim)`; ValueError otherwise."""
+  """Returns z as a float tensor `(B, latent_dim)` with B >= 1; ValueError otherwise (in a graph,
+  an assertion op checks B >= 1)."""
   z = tf.convert_to_tensor(z, dtype=dtype)
   if z.shape.rank != 2 or z.shape[-1] != latent_dim:
     raise ValueError(f"{name} must have shape (batch, {latent_dim}), got {tuple(z.shape)}.")
