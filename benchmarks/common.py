@@ -134,11 +134,40 @@ def fmt(value, digits=3):
   return str(value)
 
 
+def curve_bound_at_step(curve, step):
+  """Learning-curve bits/dim at `step`, linear between the two recorded points around it.
+
+  None if `step` lies outside the curve (no extrapolation). Used to compare models at equal
+  images seen, since the wall-clock budget gives fast models more steps."""
+  for a, b in zip(curve, curve[1:]):
+    if a["step"] <= step <= b["step"]:
+      if b["step"] == a["step"]:
+        return b["elbo_bpd"]
+      t = (step - a["step"]) / (b["step"] - a["step"])
+      return a["elbo_bpd"] + t * (b["elbo_bpd"] - a["elbo_bpd"])
+  return None
+
+
 def finish_bpd_plot(fig, ax, path, values, *, target: float, xlabel: str, ylabel: str,
                     title: str, legend_size: int = 8) -> str:
   """Shared look of the bits/dim-vs-minutes figures: y range from `values` (outliers clipped),
   issue 8's target as a dotted line, grid, legend; saves to `path` and closes the figure."""
+  style_bpd_axes(ax, values, target=target, xlabel=xlabel, ylabel=ylabel, title=title,
+                 legend_size=legend_size)
+  return save_figure(fig, path)
+
+
+def save_figure(fig, path) -> str:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def style_bpd_axes(ax, values, *, target: float, xlabel: str, ylabel: str, title: str,
+                   legend_size: int = 8) -> None:
+  """The look of one bits/dim panel (see `finish_bpd_plot`), without saving."""
   if values:
     ax.set_ylim(min(min(values) - 0.3, target - 0.2), min(max(values) + 0.5, min(values) + 4.0))
   ax.axhline(target, color="grey", ls=":", lw=1, label=f"{target} (issue 8 target, VAPNEV IW)")
@@ -147,10 +176,6 @@ def finish_bpd_plot(fig, ax, path, values, *, target: float, xlabel: str, ylabel
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=legend_size)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
 
 
 # ------------------------------------------------------------------------------ TFP Glow baseline

@@ -34,7 +34,7 @@ def test_quality_smoke(tmp_path):
   _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
        "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
        "--eval_take=64", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
-       "--curve_take=32", "--curve_points=1", "--curve_models=vapnev",
+       "--curve_take=32", "--curve_points=1", "--curve_models=vapnev,realnvp",
        "--glow_steps_per_block=1")
   payload = json.loads((tmp_path / "quality.json").read_text())
   _check_header(payload)
@@ -53,8 +53,22 @@ def test_quality_smoke(tmp_path):
       assert r["iw_k"] == 2 and r["iw_bpd"] <= r["elbo_bpd"] + 0.5
   assert len(payload["results"][0]["curve"]) >= 2  # vapnev's learning curve
   assert "glow_num_hidden" in payload["results"][-1]
-  assert (tmp_path / "quality.md").read_text().startswith("# Quality")
+  markdown = (tmp_path / "quality.md").read_text()
+  assert markdown.startswith("# Quality")
+  assert "At equal images seen" in markdown  # vapnev and realnvp both have curves
   assert (tmp_path / "quality_curve.png").stat().st_size > 0
+
+
+def test_curve_bound_at_step_interpolates_inside_the_curve_only():
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  curve = [{"step": 1, "elbo_bpd": 9.0}, {"step": 101, "elbo_bpd": 5.0},
+           {"step": 301, "elbo_bpd": 4.0}]
+  assert common.curve_bound_at_step(curve, 1) == 9.0
+  assert abs(common.curve_bound_at_step(curve, 51) - 7.0) < 1e-12
+  assert abs(common.curve_bound_at_step(curve, 201) - 4.5) < 1e-12
+  assert common.curve_bound_at_step(curve, 301) == 4.0
+  assert common.curve_bound_at_step(curve, 302) is None  # no extrapolation
+  assert common.curve_bound_at_step(curve[:1], 1) is None
 
 
 def test_throughput_smoke(tmp_path):
