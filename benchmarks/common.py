@@ -139,10 +139,11 @@ def curve_bound_at_step(curve, step):
 
   None if `step` lies outside the curve (no extrapolation). Used to compare models at equal
   images seen, since the wall-clock budget gives fast models more steps."""
+  for point in curve:
+    if point["step"] == step:
+      return point["elbo_bpd"]
   for a, b in zip(curve, curve[1:]):
-    if a["step"] <= step <= b["step"]:
-      if b["step"] == a["step"]:
-        return b["elbo_bpd"]
+    if a["step"] < step < b["step"]:
       t = (step - a["step"]) / (b["step"] - a["step"])
       return a["elbo_bpd"] + t * (b["elbo_bpd"] - a["elbo_bpd"])
   return None

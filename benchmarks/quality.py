@@ -200,12 +200,18 @@ def equal_images_lines(results, batch_size, curve_take):
   step = min(r["curve"][-1]["step"] for r in curved)
   lines = ["", f"At equal images seen ({step} steps = {step * batch_size:,} images, the fewest any "
            f"model reached; learning curve on the first {curve_take} test images, linear between "
-           "its points; ELBO for VAEs, exact NLL for flows):", "",
-           "| model | bits/dim at equal images | minutes to get there |", "|---|---:|---:|"]
+           "its trained points; ELBO for VAEs, exact NLL for flows; '–': the model's first curve "
+           "point after initialisation came later, and the untrained-to-first-point segment is "
+           "too far from linear to interpolate):", "",
+           "| model | bits/dim at equal images | minutes to get there | first trained curve point "
+           "|", "|---|---:|---:|---|"]
   for r in curved:
-    bpd = common.curve_bound_at_step(r["curve"], step)
+    trained = [p for p in r["curve"] if p["step"] > 1]
+    bpd = common.curve_bound_at_step(trained, step)
     minutes = r["train_seconds"] / 60.0 * step / max(r["steps"], 1)
-    lines.append(f"| {r['model']} | {common.fmt(bpd)} | {minutes:.1f} |")
+    first = trained[0] if trained else r["curve"][-1]
+    lines.append(f"| {r['model']} | {common.fmt(bpd)} | {minutes:.1f} | "
+                 f"{first['step'] * batch_size:,} images: {common.fmt(first['elbo_bpd'])} |")
   return lines
 
 

@@ -68,7 +68,9 @@ def test_curve_bound_at_step_interpolates_inside_the_curve_only():
   assert abs(common.curve_bound_at_step(curve, 201) - 4.5) < 1e-12
   assert common.curve_bound_at_step(curve, 301) == 4.0
   assert common.curve_bound_at_step(curve, 302) is None  # no extrapolation
-  assert common.curve_bound_at_step(curve[:1], 1) is None
+  assert common.curve_bound_at_step(curve[:1], 1) == 9.0
+  assert common.curve_bound_at_step(curve[:1], 2) is None
+  assert common.curve_bound_at_step([], 1) is None
 
 
 def test_throughput_smoke(tmp_path):
