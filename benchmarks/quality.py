@@ -288,7 +288,7 @@ def plot_curves(path, results, curve_take, batch_size):
                         ylabel=ylabel, title="Fashion-MNIST: test bound vs wall-clock")
   common.style_bpd_axes(ax_images, vals, target=2.95, xlabel="thousands of training images seen",
                         ylabel=ylabel, title="... vs images seen")
-  ax_images.set_xscale("log")  # pixel VAEs see ~5x the flows' images in the same minutes
+  ax_images.set_xscale("log")  # pixel VAEs see ~6-10x the flows' images in the same minutes
   ax_images.set_xlim(left=0.8 * min(r["curve"][1]["step"] for r in curved) * batch_size / 1000.0)
   return common.save_figure(fig, path)
 
