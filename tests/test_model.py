@@ -98,7 +98,7 @@ def test_p_x_given_z_is_the_flow_and_base_terms_computed_by_hand(trained, real_x
 
 def test_fresh_model_likelihood_matches_an_independent_numpy_computation():
   """A fresh model's couplings are the identity, so log p(x|z) is a Gaussian in logit space plus
-  the exact pre-processing log-det (NOTES 1), written out here from the formulas."""
+  the exact pre-processing log-det (docs/design.md §1), written out here from the formulas."""
   model = vapnev_tf.VAPNEV(mf.tiny_config((8, 8, 1), encoder_blocks=2, dtype="float64"))
   x = ff.pixels((3, 8, 8, 1), "float64").numpy()
   z = model.encode(x).mean()

@@ -1,4 +1,4 @@
-"""SavedModel export: tensor-in/tensor-out signatures of a trained VAPNEV (STYLE habit 10).
+"""SavedModel export: tensor-in/tensor-out signatures of a trained VAPNEV (docs/design.md §11).
 
     python -m vapnev_tf.export --workdir=DIR [--checkpoint=PREFIX] [--export_dir=OUT] [--overwrite]
 

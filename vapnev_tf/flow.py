@@ -1,4 +1,4 @@
-"""The conditional multi-scale flow f_z: pixels -> y (Sec. 3.1, 4.1, 4.2; NOTES 1, 3, 4).
+"""The conditional multi-scale flow f_z: pixels -> y (Sec. 3.1, 4.1, 4.2; docs/design.md §1, §3, §4).
 
 `ConditionalRealNVP` is a Keras layer that owns every coupling network; `bijector(z)` builds, per
 call, the TFP bijector of f_z closing over z, so that
@@ -13,7 +13,7 @@ Layout (scale s has input (H_s, W_s, C_s), H_0 = H, C_0 = C):
     unsqueeze                                   -> back to (H_s, W_s, C_s)
 Every scale ends with the inverse of its squeeze, so y has the image's shape (H, W, C): the decoder's
 convolutional projections of mu_y and sigma_y predict a Gaussian per y coordinate at that layout
-(NOTES 3). H and W must be divisible by 2**num_scales.
+(docs/design.md §3). H and W must be divisible by 2**num_scales.
 """
 import keras
 import numpy as np
@@ -51,8 +51,8 @@ class ConditionalRealNVP(keras.layers.Layer):
     filters: residual-block filters at the first scale, doubled at each next scale (64 in the paper).
     num_res_blocks: residual blocks in l1/m1 (2 in the paper).
     conditional: whether l_z, m_z depend on z (Eq. 16) or only on x (Fig. 1's dotted line).
-    log_scale_bound: bound of the coupling log-scale (NOTES 6).
-    logit_alpha: alpha of the pre-processing squash (NOTES 1).
+    log_scale_bound: bound of the coupling log-scale (docs/design.md §6).
+    logit_alpha: alpha of the pre-processing squash (docs/design.md §1).
   """
 
   def __init__(self, image_shape, latent_dim: int = 256, num_scales: int = 2,

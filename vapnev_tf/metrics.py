@@ -10,7 +10,7 @@ def bits_per_dim(log_likelihood_nats, image_shape):
 
   `log_likelihood_nats` is log p(x) of dequantised pixels x in [0, 256)^D (or a lower bound on it,
   e.g. the ELBO of Eq. 1), as returned by the model; every pre-processing log-det is already in it,
-  so no offset is added here (NOTES 1).
+  so no offset is added here (docs/design.md §1).
 
   Args:
     log_likelihood_nats: float tensor or array of any shape, one value per image.

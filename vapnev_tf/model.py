@@ -191,7 +191,7 @@ class VAPNEV(keras.Model):
     `n` is a positive Python int or an int32 scalar tensor.
 
     z ~ N(0, I); y ~ N(mu_y, (temperature * sigma_y)^2) (or y = mu_y); x = f_z^{-1}(y), clipped to
-    [0, 256) (the squash puts some mass outside, NOTES 1).
+    [0, 256) (the squash puts some mass outside, docs/design.md §1).
     """
     if not tf.is_tensor(n):
       n = validation.check_positive_int(n, "n")

@@ -11,7 +11,7 @@ class Encoder(keras.layers.Layer):
 
   `blocks` blocks of `layers_per_block` 3x3 ReLU convs; the first conv of block k has stride 2 and
   every conv of block k has `filters * 2**k` filters (32, 64, 128, 256 for the paper's 8 layers).
-  mu_z and sigma_z are separate dense projections; sigma_z = softplus(.) + min_scale (NOTES 6).
+  mu_z and sigma_z are separate dense projections; sigma_z = softplus(.) + min_scale (docs/design.md §6).
   """
 
   def __init__(self, latent_dim: int, filters: int = 32, blocks: int = 4,
@@ -41,7 +41,7 @@ class Decoder(keras.layers.Layer):
 
   Mirrors the Encoder: a dense projection of z to the encoder's output shape, then per block
   (from the widest) a stride-2 transposed conv, centre-cropped to the encoder's size at that stage
-  (the `vapnev_tf.sizing` rule, NOTES 5), and `layers_per_block - 1` 3x3 convs. Each head is a
+  (the `vapnev_tf.sizing` rule, docs/design.md §5), and `layers_per_block - 1` 3x3 convs. Each head is a
   separate linear 3x3 convolution (Sec. 4.2: "convolutional linear projections").
   """
 

@@ -1,4 +1,4 @@
-"""The one resolution rule shared by every upsampling path (NOTES 5).
+"""The one resolution rule shared by every upsampling path (docs/design.md §5).
 
 Paths that grow a small spatial map by repeated 2x upsampling (the decoder, Sec. 4.2, and the
 l2(z)/m2(z) deconvolution nets of the conditional coupling, Sec. 3.2) must land on sizes that are

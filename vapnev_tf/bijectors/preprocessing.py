@@ -1,11 +1,11 @@
-"""Exact pre-processing of dequantised 8-bit pixels as a bijector chain (Sec. 4.1, NOTES 1).
+"""Exact pre-processing of dequantised 8-bit pixels as a bijector chain (Sec. 4.1, docs/design.md §1).
 
     x in [0, 256)^D  --Scale(1/256)-->  [0, 1)  --Scale(1-2a), Shift(a)-->  x' in [a, 1-a)
                      --logit-->  R^D
 
 Each step's log-det enters log p(x) through the same machinery as the flow's:
     log|det| = -D log 256 + D log(1 - 2a) - sum(log x' + log(1 - x')).
-The paper's x' = a + (1 - a) x maps 1 to 1 and its logit is unbounded (NOTES 1); this is the
+The paper's x' = a + (1 - a) x maps 1 to 1 and its logit is unbounded (docs/design.md §1); this is the
 symmetric form of the Real NVP reference code.
 """
 import tensorflow as tf

@@ -18,7 +18,7 @@ class ResidualNet(keras.layers.Layer):
   """l1 / m1: conv in, `num_blocks` residual blocks, conv out. Shape-preserving in space.
 
   Input `(B, h, w, c_in)` -> output `(B, h, w, out_channels)`. No batch statistics are used, so the
-  flow's log-density is identical in training and evaluation (NOTES 7).
+  flow's log-density is identical in training and evaluation (docs/design.md §7).
   """
 
   def __init__(self, filters: int, out_channels: int, num_blocks: int = 2, **kwargs):
@@ -48,7 +48,7 @@ class LatentDeconvNet(keras.layers.Layer):
 
   A dense projection to a `start x start x filters` map (2x2 for square images), then one stride-2
   transposed convolution per doubling, each centre-cropped to the size the ceil-halving walk
-  prescribes (NOTES 5), then a linear 1x1 convolution to `out_channels`.
+  prescribes (docs/design.md §5), then a linear 1x1 convolution to `out_channels`.
   """
 
   def __init__(self, filters: int, out_channels: int, height: int, width: int, **kwargs):
@@ -89,7 +89,7 @@ class CouplingNetwork(keras.layers.Layer):
     num_res_blocks: residual blocks in l1 and m1 (2 in the paper).
     conditional: False drops l2/m2 (Fig. 1's dotted line): l = beta1 * l1(x) + b.
     log_scale_bound: l_z is passed through `bound * tanh(l / bound)` so exp(l) cannot overflow
-      (NOTES 6); the map is the identity to first order near 0.
+      (docs/design.md §6); the map is the identity to first order near 0.
 
   alpha, beta1, beta2 and b start at zero, so every coupling starts as the identity (the
   zero-initialised last layer of Glow/Real NVP, here the last operation is Eq. 16 itself).

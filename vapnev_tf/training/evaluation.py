@@ -1,9 +1,9 @@
 """Test-set bounds: the one evaluation routine used by the training loop and `vapnev_tf.evaluate`.
 
     ELBO (Eq. 1, KL weight 1, one z per image)        -> elbo_bpd
-    importance-weighted bound with k samples (NOTES 2) -> iw_bpd   (only when k > 1)
+    importance-weighted bound with k samples (docs/design.md §2) -> iw_bpd   (only when k > 1)
 
-Both are bounds on -log p(x) of the dequantised test images, in bits/dim (NOTES 1). Results are
+Both are bounds on -log p(x) of the dequantised test images, in bits/dim (docs/design.md §1). Results are
 sums over every test image (partial last batch included) divided by their number, so the value
 does not depend on the batch size or the number of replicas (up to the z draws).
 """
