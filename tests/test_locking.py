@@ -1,0 +1,70 @@
+"""The run-directory lock: exclusive across processes, re-entrant within one, released on any exit."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vapnev_tf import locking
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HOLD = """
+import sys, time
+from vapnev_tf import locking
+with locking.workdir_lock(sys.argv[1], "training"):
+  print("locked", flush=True)
+  time.sleep(120)
+"""
+
+
+def _start_holder(workdir):
+  env = dict(os.environ, PYTHONPATH=_REPO)
+  proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(workdir)], stdout=subprocess.PIPE,
+                          text=True, env=env)
+  assert proc.stdout.readline().strip() == "locked"
+  return proc
+
+
+def test_a_second_process_is_refused_naming_the_holder(tmp_path):
+  holder = _start_holder(tmp_path)
+  try:
+    with pytest.raises(locking.WorkdirLockedError) as err:
+      with locking.workdir_lock(str(tmp_path), "evaluation"):
+        pass
+    message = str(err.value)
+    assert f"pid {holder.pid}" in message and "training" in message and str(tmp_path) in message
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_a_killed_holder_leaves_a_stale_lock_that_is_taken_over_and_reported(tmp_path):
+  holder = _start_holder(tmp_path)
+  os.kill(holder.pid, signal.SIGKILL)
+  holder.wait()
+  told = []
+  with locking.workdir_lock(str(tmp_path), "training", log=told.append):
+    assert locking.read_holder(str(tmp_path))["pid"] == os.getpid()
+  assert len(told) == 1 and f"pid {holder.pid}" in told[0]
+  # Released cleanly: the next holder has nothing stale to report.
+  told.clear()
+  with locking.workdir_lock(str(tmp_path), "training", log=told.append):
+    pass
+  assert not told and locking.read_holder(str(tmp_path)) == {}
+
+
+def test_the_lock_is_reentrant_within_a_process_and_released_at_the_end(tmp_path):
+  with locking.workdir_lock(str(tmp_path), "training"):
+    with locking.workdir_lock(str(tmp_path), "export"):
+      assert locking.read_holder(str(tmp_path))["purpose"] == "training"
+    # still held by the outer block: another process is refused
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from vapnev_tf import locking\n"
+         "try:\n  locking.workdir_lock(sys.argv[1], 'x').__enter__()\nexcept "
+         "locking.WorkdirLockedError:\n  sys.exit(3)", str(tmp_path)],
+        env=dict(os.environ, PYTHONPATH=_REPO), timeout=60)
+    assert probe.returncode == 3
+  with locking.workdir_lock(str(tmp_path), "evaluation"):
+    pass
