@@ -21,7 +21,7 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=_requirements(),
     extras_require={"dev": ["pytest==9.2.0", "hypothesis==6.170.17", "matplotlib==3.11.2",
-                            "psutil==7.2.2"]},
+                            "psutil==7.2.2", "PyYAML==6.0.3"]},
     entry_points={
         "console_scripts": [
             "vapnev-train=vapnev_tf.train:run",

@@ -15,10 +15,12 @@ Re-entrant within one process: a nested `workdir_lock` on the same directory (th
 end-of-run export) shares the lock already held.
 
 Limits: `flock` is local to a machine (and unreliable on some network file systems); a multi-worker run
-locks from its chief only, which is the only worker that writes the run directory.
+locks from its chief only, which is the only worker that writes the run directory. A run directory given
+as a URL (`gs://...`) or on a file system without `flock` support is not locked: `log` is told so.
 """
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -65,6 +67,11 @@ def workdir_lock(workdir: str, purpose: str, log=None):
   Raises:
     WorkdirLockedError: another live process holds the lock; the message names it.
   """
+  if "://" in workdir:
+    if log is not None:
+      log(f"{workdir!r} is a URL: it cannot be locked, so make sure no other process writes it.")
+    yield
+    return
   os.makedirs(workdir, exist_ok=True)
   filename = os.path.realpath(os.path.join(workdir, LOCK_FILE))
   with _held_guard:
@@ -82,6 +89,7 @@ def workdir_lock(workdir: str, purpose: str, log=None):
     return
 
   fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
+  unsupported = None
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -89,6 +97,17 @@ def workdir_lock(workdir: str, purpose: str, log=None):
     raise WorkdirLockedError(
         f"workdir {workdir!r} is in use by {_describe(read_holder(workdir))}. Wait for it to "
         "finish (or stop it), or use another --workdir.") from None
+  except OSError as e:
+    os.close(fd)
+    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+      raise
+    unsupported = e
+  if unsupported is not None:
+    if log is not None:
+      log(f"the file system of {workdir!r} does not support locks ({unsupported}): it is not "
+          "locked, so make sure no other process writes it.")
+    yield
+    return
   try:
     previous = read_holder(workdir)
     if previous and log is not None:
