@@ -20,6 +20,7 @@ from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import
 from vapnev_tf.training.checkpointing import ConfigError
 
 SLURM_PORT_BASE = 8888  # first port of the Slurm workers (one per task on a node, counting up)
+SLURM_PORT_BASE_ENV = "VAPNEV_SLURM_PORT_BASE"  # overrides SLURM_PORT_BASE
 _SLURM_VARS = ("SLURM_PROCID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_TASKS",
                "SLURM_STEP_TASKS_PER_NODE")
 
@@ -39,11 +40,12 @@ def _slurm_resolver():
   """
   resolver_cls = tf.distribute.cluster_resolver.SlurmClusterResolver
   num_tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
+  port_base = int(os.environ.get(SLURM_PORT_BASE_ENV, SLURM_PORT_BASE))
   has_gpus = bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or shutil.which("nvidia-smi")
   if has_gpus:
-    return resolver_cls(jobs={"worker": num_tasks}, port_base=SLURM_PORT_BASE)
+    return resolver_cls(jobs={"worker": num_tasks}, port_base=port_base)
   tasks_per_node = expand_tasks_per_node(os.environ["SLURM_STEP_TASKS_PER_NODE"])
-  return resolver_cls(jobs={"worker": num_tasks}, port_base=SLURM_PORT_BASE,
+  return resolver_cls(jobs={"worker": num_tasks}, port_base=port_base,
                       gpus_per_node=max(tasks_per_node), gpus_per_task=1, auto_set_gpu=False)
 
 

@@ -1,10 +1,8 @@
 """tf.distribute plumbing: strategy by name, chief detection, the resumable training stream."""
-import json
-import os
-
 import tensorflow as tf
 
 from vapnev_tf import data as data_lib
+from vapnev_tf.training import cluster
 from vapnev_tf.training.checkpointing import ConfigError
 from vapnev_tf.training.config import STRATEGIES
 
@@ -14,7 +12,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
     mirrored      MirroredStrategy over all local devices (all GPUs, else the CPU(s): one replica
                   on a plain CPU machine, N with N logical CPU devices configured).
-    multi_worker  MultiWorkerMirroredStrategy; the cluster and this task come from TF_CONFIG.
+    multi_worker  MultiWorkerMirroredStrategy; the cluster and this task come from TF_CONFIG, or
+                  from Slurm's environment inside `srun` (`vapnev_tf.training.cluster`).
     one_device    OneDeviceStrategy on the first GPU, else the CPU.
   """
   if name == "mirrored":
@@ -23,17 +22,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
   if name == "multi_worker":
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-      raise ConfigError("strategy='multi_worker' needs the TF_CONFIG environment variable (the "
-                       "cluster spec and this task), e.g. TF_CONFIG='{\"cluster\": {\"worker\": "
-                       "[\"host1:port\", \"host2:port\"]}, \"task\": {\"type\": \"worker\", "
-                       "\"index\": 0}}'.")
-    try:
-      json.loads(raw)
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}.") from e
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster.cluster_resolver())
   raise ConfigError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
 
 

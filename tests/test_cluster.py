@@ -1,0 +1,213 @@
+"""The cluster recipes of docs/cluster.md: they parse, run the documented command, and the cluster
+each one produces resolves to the right tasks and builds a MultiWorkerMirroredStrategy."""
+import json
+import os
+import pathlib
+import shlex
+import socket
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+import yaml
+
+from vapnev_tf import train
+from vapnev_tf.training import cluster
+from vapnev_tf.training import distribute
+from vapnev_tf.training.checkpointing import ConfigError
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+RECIPES = REPO_ROOT / "configs" / "cluster"
+COMMAND = ["python", "-m", "vapnev_tf.train"]
+REQUIRED_ARGS = {"--strategy=multi_worker", "--flagfile=configs/celeba.flags"}
+
+
+def _tfjob():
+  return yaml.safe_load((RECIPES / "tfjob.yaml").read_text())
+
+
+def _vertex():
+  return yaml.safe_load((RECIPES / "vertex_custom_job.yaml").read_text())
+
+
+def _slurm_command():
+  text = (RECIPES / "slurm.sbatch").read_text().replace("\\\n", " ")
+  line = next(l for l in text.splitlines() if l.strip().startswith("srun "))
+  words = shlex.split(line)[1:]
+  words[0] = "python" if words[0].endswith("python") else words[0]
+  return words
+
+
+def _check_flags(args):
+  assert REQUIRED_ARGS <= set(args), args
+  workdir = [a for a in args if a.startswith("--workdir=")]
+  assert len(workdir) == 1
+  # Every argument is a flag of vapnev_tf.train with a valid value (placeholders expanded).
+  expanded = [os.path.expandvars(a.replace("${WORKDIR}", "/tmp/w").replace("${DATA_DIR}", "/d"))
+              for a in args]
+  cwd = os.getcwd()
+  os.chdir(REPO_ROOT)
+  try:
+    fv = train.parse_flags(["vapnev_tf.train", *expanded])
+  finally:
+    os.chdir(cwd)
+  assert fv.strategy == "multi_worker" and fv.dataset == "celeb_a"
+
+
+def test_tfjob_manifest_runs_the_documented_command():
+  job = _tfjob()
+  assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "TFJob"
+  worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+  container = worker["template"]["spec"]["containers"][0]
+  assert container["name"] == "tensorflow"  # the operator's TF_CONFIG goes to this container
+  assert container["command"] == COMMAND
+  _check_flags(container["args"])
+
+
+def test_vertex_custom_job_runs_the_documented_command_in_every_pool():
+  spec = _vertex()
+  pools = spec["workerPoolSpecs"]
+  assert len(pools) == 2 and pools[0]["replicaCount"] == 1
+  for pool in pools:
+    container = pool["containerSpec"]
+    assert container["command"] == COMMAND
+    _check_flags(container["args"])
+
+
+def test_slurm_script_runs_the_documented_command():
+  words = _slurm_command()
+  assert words[:3] == COMMAND
+  _check_flags(words[3:])
+  text = (RECIPES / "slurm.sbatch").read_text()
+  assert "unset TF_CONFIG" in text and "#SBATCH --nodes=2" in text
+
+
+def _tfjob_tf_configs(replicas, name="vapnev-celeba", namespace="default"):
+  """TF_CONFIG as the Kubeflow training operator writes it for each Worker pod."""
+  hosts = [f"{name}-worker-{i}.{namespace}.svc:2222" for i in range(replicas)]
+  return [{"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
+          for i in range(replicas)]
+
+
+def _vertex_tf_configs(workers):
+  """TF_CONFIG as Vertex AI writes it: pool 0 is the chief, pool 1 the workers."""
+  cluster_spec = {"chief": ["workerpool0-0:2222"],
+                  "worker": [f"workerpool1-{i}:2222" for i in range(workers)]}
+  tasks = [{"type": "chief", "index": 0}] + [{"type": "worker", "index": i}
+                                             for i in range(workers)]
+  return [{"cluster": cluster_spec, "task": t, "environment": "cloud", "job": {}} for t in tasks]
+
+
+def _slurm_envs(nodes, tasks_per_node):
+  n = nodes * tasks_per_node
+  nodelist = f"node[1-{nodes}]" if nodes > 1 else "node1"
+  return [{"SLURM_PROCID": str(r), "SLURM_STEP_NODELIST": nodelist, "SLURM_STEP_NUM_TASKS": str(n),
+           "SLURM_STEP_TASKS_PER_NODE": f"{tasks_per_node}(x{nodes})"} for r in range(n)]
+
+
+def _resolve(monkeypatch, env):
+  for name in ("TF_CONFIG", "SLURM_PROCID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_TASKS",
+               "SLURM_STEP_TASKS_PER_NODE", "CUDA_VISIBLE_DEVICES"):
+    monkeypatch.delenv(name, raising=False)
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  resolver = cluster.cluster_resolver()
+  spec = resolver.cluster_spec().as_dict()
+  fake_strategy = types.SimpleNamespace(cluster_resolver=resolver)
+  return spec, (resolver.task_type, int(resolver.task_id)), distribute.is_chief(fake_strategy)
+
+
+@pytest.mark.parametrize("recipe", ["tfjob", "vertex", "slurm"])
+def test_each_recipe_resolves_every_task_and_exactly_one_chief(monkeypatch, recipe):
+  if recipe == "tfjob":
+    replicas = _tfjob()["spec"]["tfReplicaSpecs"]["Worker"]["replicas"]
+    envs = [{"TF_CONFIG": json.dumps(c)} for c in _tfjob_tf_configs(replicas)]
+  elif recipe == "vertex":
+    envs = [{"TF_CONFIG": json.dumps(c)}
+            for c in _vertex_tf_configs(_vertex()["workerPoolSpecs"][1]["replicaCount"])]
+  else:
+    envs = _slurm_envs(nodes=2, tasks_per_node=1)
+  results = [_resolve(monkeypatch, env) for env in envs]
+  specs = {json.dumps(spec, sort_keys=True) for spec, _, _ in results}
+  assert len(specs) == 1, "every task must see the same cluster"
+  tasks = [task for _, task, _ in results]
+  assert len(set(tasks)) == len(envs), "every task is a different member of the cluster"
+  assert sum(chief for _, _, chief in results) == 1
+
+
+def test_slurm_gives_each_task_of_a_node_its_own_port(monkeypatch):
+  results = [_resolve(monkeypatch, env) for env in _slurm_envs(nodes=2, tasks_per_node=2)]
+  spec = results[0][0]
+  assert spec == {"worker": ["node1:8888", "node1:8889", "node2:8888", "node2:8889"]}
+  assert [task for _, task, _ in results] == [("worker", i) for i in range(4)]
+
+
+def test_no_cluster_at_all_is_a_clear_error(monkeypatch):
+  for name in ("TF_CONFIG", "SLURM_PROCID", "SLURM_STEP_NODELIST"):
+    monkeypatch.delenv(name, raising=False)
+  with pytest.raises(ConfigError, match="TF_CONFIG.*srun"):
+    cluster.cluster_resolver()
+  monkeypatch.setenv("TF_CONFIG", "{not json")
+  with pytest.raises(ConfigError, match="not valid JSON"):
+    cluster.cluster_resolver()
+
+
+_BUILD = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    from vapnev_tf.training import distribute
+    strategy = distribute.make_strategy("multi_worker")
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
+                            axis=None)
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "sum": float(total),
+                      "chief": distribute.is_chief(strategy)}))
+""")
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _run_workers(envs):
+  base = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+  for name in ("TF_CONFIG", "SLURM_PROCID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_TASKS",
+               "SLURM_STEP_TASKS_PER_NODE"):
+    base.pop(name, None)
+  procs = [subprocess.Popen([sys.executable, "-c", _BUILD], env=dict(base, **env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for env in envs]
+  outs = []
+  for proc in procs:
+    try:
+      out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+      for p in procs:
+        p.kill()
+      pytest.fail("a worker did not finish in 180 s")
+    assert proc.returncode == 0, err[-2000:]
+    outs.append(json.loads(out.strip().splitlines()[-1]))
+  return outs
+
+
+def test_the_strategy_builds_from_the_tfjob_tf_config_on_local_processes():
+  configs = _tfjob_tf_configs(2)
+  ports = [_free_port() for _ in configs]
+  for c in configs:  # the pods' service names become this machine's ports
+    c["cluster"]["worker"] = [f"localhost:{p}" for p in ports]
+  outs = _run_workers([{"TF_CONFIG": json.dumps(c)} for c in configs])
+  assert [o["replicas"] for o in outs] == [2, 2] and [o["sum"] for o in outs] == [2.0, 2.0]
+  assert [o["chief"] for o in outs] == [True, False]
+
+
+def test_the_strategy_builds_from_slurm_variables_on_local_processes():
+  envs = [dict(env, SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2",
+               VAPNEV_SLURM_PORT_BASE=str(_free_port()))
+          for env in _slurm_envs(nodes=1, tasks_per_node=2)]
+  envs[1]["VAPNEV_SLURM_PORT_BASE"] = envs[0]["VAPNEV_SLURM_PORT_BASE"]
+  outs = _run_workers(envs)
+  assert [o["replicas"] for o in outs] == [2, 2] and [o["sum"] for o in outs] == [2.0, 2.0]
+  assert [o["chief"] for o in outs] == [True, False]
