@@ -99,44 +99,54 @@ def _block(out):
       v.numpy()
 
 
-def graph_flops(graph):
-  """2 x multiply-adds of Conv2D / Conv2DBackprop{Input,Filter} / (Batch)MatMul ops of `graph`,
-  from static shapes. Returns dict with totals per op type and the number of ops whose shapes
-  were unknown (not counted) and of function-call ops (whose bodies are not counted)."""
-  totals, counts, unknown, calls = {}, {}, 0, 0
+_CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
+             "StatelessIf")
 
+
+def op_flops(op):
+  """2 x multiply-adds of one Conv2D / Conv2DBackprop{Input,Filter} / (Batch)MatMul op, from its
+  static shapes; 0 for any other op; None when its shapes are unknown."""
   def prod(shape):
     return math.prod(int(d) for d in shape)
 
+  t = op.type
+  try:
+    if t == "Conv2D":
+      k = op.inputs[1].shape  # (kh, kw, cin, cout)
+      return int(2 * prod(op.outputs[0].shape) * k[0] * k[1] * k[2])
+    if t == "Conv2DBackpropInput":
+      k, dy = op.inputs[1].shape, op.inputs[2].shape
+      return int(2 * prod(dy) * k[0] * k[1] * k[2])
+    if t == "Conv2DBackpropFilter":
+      k, dy = op.outputs[0].shape, op.inputs[2].shape
+      return int(2 * prod(dy) * k[0] * k[1] * k[2])
+    if t in ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul"):
+      a = op.inputs[0].shape
+      adj = op.get_attr("transpose_a") if t == "MatMul" else op.get_attr("adj_x")
+      kdim = a[-2] if adj else a[-1]
+      return int(2 * prod(op.outputs[0].shape) * int(kdim))
+  except (TypeError, ValueError):
+    return None
+  return 0
+
+
+def graph_flops(graph):
+  """`op_flops` summed over `graph`. Returns dict with totals per op type and the number of ops
+  whose shapes were unknown (not counted) and of function-call ops (whose bodies are not
+  counted)."""
+  totals, counts, unknown, calls = {}, {}, 0, 0
   for op in graph.get_operations():
-    t = op.type
-    try:
-      if t == "Conv2D":
-        k = op.inputs[1].shape  # (kh, kw, cin, cout)
-        f = 2 * prod(op.outputs[0].shape) * k[0] * k[1] * k[2]
-      elif t == "Conv2DBackpropInput":
-        k, dy = op.inputs[1].shape, op.inputs[2].shape
-        f = 2 * prod(dy) * k[0] * k[1] * k[2]
-      elif t == "Conv2DBackpropFilter":
-        k, dy = op.outputs[0].shape, op.inputs[2].shape
-        f = 2 * prod(dy) * k[0] * k[1] * k[2]
-      elif t in ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul"):
-        a = op.inputs[0].shape
-        adj = op.get_attr("transpose_a") if t == "MatMul" else op.get_attr("adj_x")
-        kdim = a[-2] if adj else a[-1]
-        f = 2 * prod(op.outputs[0].shape) * int(kdim)
-      elif t in ("PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
-                 "StatelessIf"):
-        calls += 1
-        continue
-      else:
-        continue
-      f = int(f)
-    except (TypeError, ValueError):
+    if op.type in _CALL_OPS:
+      calls += 1
+      continue
+    f = op_flops(op)
+    if f is None:
       unknown += 1
       continue
-    totals[t] = totals.get(t, 0) + f
-    counts[t] = counts.get(t, 0) + 1
+    if not f:
+      continue
+    totals[op.type] = totals.get(op.type, 0) + f
+    counts[op.type] = counts.get(op.type, 0) + 1
   return {"flops": int(sum(totals.values())), "by_type": totals, "op_counts": counts,
           "unknown_shape_ops": unknown, "function_call_ops": calls}
 
