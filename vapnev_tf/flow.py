@@ -55,7 +55,8 @@ class ConditionalRealNVP(keras.layers.Layer):
     latent_dim: size of z (ignored when `conditional=False`).
     num_scales: scales of the multi-scale architecture (2 in the paper).
     num_checkerboard, num_channelwise: couplings of each kind per scale (3 and 3 in the paper).
-    filters: residual-block filters at the first scale, doubled at each next scale (64 in the paper).
+    filters: residual-block filters at the first scale, doubled at each next scale (64 in the
+      paper).
     num_res_blocks: residual blocks in l1/m1 (2 in the paper).
     conditional: whether l_z, m_z depend on z (Eq. 16) or only on x (Fig. 1's dotted line).
     log_scale_bound: bound of the coupling log-scale (docs/design.md §6).

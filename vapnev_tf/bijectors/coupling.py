@@ -118,7 +118,7 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     """Puts the kept part back beside the changed one (inverse of `_split`)."""
     if self._mask_type == "channel":
       return tf.concat([net_in, out] if self._parity == 0 else [out, net_in], axis=-1)
-    # For the checkerboard, kept positions have log_scale = shift = 0, so `out` already equals x there.
+    # For the checkerboard, kept positions have log_scale = shift = 0: `out` already equals x there.
     return out
 
   def _couple(self, x, direction: str):

@@ -7,8 +7,8 @@ The paper's layout, `default_layout(num_scales, num_checkerboard, num_channelwis
     channel:0 channel:1 ...             num_channelwise couplings
     factor_out                          [not last scale] channels [2 C_s:] are final coordinates
                                         of y; [:2 C_s] go on to scale s+1
-and, implicitly, the inverse of every squeeze of the scale at its end (`StepKind.undone_at_scale_end`),
-so y has the image's shape (H, W, C).
+and, implicitly, the inverse of every squeeze of the scale at its end
+(`StepKind.undone_at_scale_end`), so y has the image's shape (H, W, C).
 
 String form (a config field can carry it):
 
@@ -17,8 +17,8 @@ String form (a config field can carry it):
     step   := kind [ ":" parity ] [ "(" option ( "," option )* ")" ] [ "*" count ]
     option := name "=" value                      value: int, float, true/false or a word
 
-`kind*n` repeats a step n times; for kinds with a parity it alternates, starting from the given parity
-(default 0). The paper's 2-scale layout is
+`kind*n` repeats a step n times; for kinds with a parity it alternates, starting from the given
+parity (default 0). The paper's 2-scale layout is
 
     "checkerboard*3 squeeze channel*3 factor_out | checkerboard*3 squeeze channel*3"
 
@@ -140,7 +140,7 @@ def _parse_step(token: str, scale: int):
   match = _STEP_RE.match(token)
   if match is None:
     raise ValueError(f"flow layout scale {scale}: cannot parse step {token!r}; expected "
-                     f"{STEP_GRAMMAR} with kind one of {', '.join(registry.registered_kinds())}.")
+                     f"{STEP_GRAMMAR}; registered kinds: {', '.join(registry.registered_kinds())}.")
   try:
     kind = registry.get_step_kind(match["kind"])
   except ValueError as e:
@@ -184,6 +184,12 @@ def _format_value(value) -> str:
   return str(value)
 
 
+def _repeats(first: StepSpec, other: StepSpec, n: int) -> bool:
+  """Whether `other`, n steps after `first`, continues `first*...` (same kind, options; parity)."""
+  return (other.kind == first.kind and other.options == first.options and
+          (first.parity is None or other.parity == (first.parity + n) % 2))
+
+
 def format_layout(layout) -> str:
   """The shortest string form of `layout`: runs of alternating parity become `kind*n`.
 
@@ -195,10 +201,7 @@ def format_layout(layout) -> str:
     words, i = [], 0
     while i < len(steps):
       spec, n = steps[i], 1
-      def continues(other, n=None):
-        return (other.kind == spec.kind and other.options == spec.options and
-                (spec.parity is None or other.parity == (spec.parity + n) % 2))
-      while i + n < len(steps) and continues(steps[i + n], n):
+      while i + n < len(steps) and _repeats(spec, steps[i + n], n):
         n += 1
       word = spec.kind + (f":{spec.parity}" if spec.parity else "")
       if spec.options:
