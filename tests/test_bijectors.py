@@ -179,3 +179,37 @@ def test_bad_arguments_raise_clear_errors():
                                  event_shape=(4, 4, 1)).forward(tf.zeros((1, 4, 4, 2)))
   with pytest.raises(ValueError, match="alpha"):
     vb.pixels_to_logits(0.5)
+
+
+@pytest.mark.parametrize("mask_type,parity", [("checkerboard", 0), ("checkerboard", 1),
+                                              ("channel", 0), ("channel", 1)])
+def test_coupling_takes_any_transform_fn(mask_type, parity):
+  """The transform is a separable part: a plain callable giving constant (shift, log_scale)."""
+  seen = []
+
+  def transform_fn(x_kept, z):
+    seen.append((tuple(x_kept.shape), None if z is None else tuple(z.shape)))
+    channels = 2 if mask_type == "checkerboard" else 1
+    shape = tf.concat([tf.shape(x_kept)[:-1], [channels]], axis=0)
+    constant = lambda value: tf.fill(shape, tf.constant(value, x_kept.dtype))
+    return constant(0.25), constant(0.5)  # shift, log_scale
+
+  x = ff.pixels((3, 4, 4, 2), "float64", low=-2, high=2)
+  bij = vb.ConditionalAffineCoupling(transform_fn, mask_type, parity, ff.latents((3,), "float64"))
+  y = bij.forward(x).numpy()
+  if mask_type == "checkerboard":
+    changed = 1.0 - vb.checkerboard_mask(4, 4, parity, tf.float64).numpy()
+    assert seen[0] == ((3, 4, 4, 3), (3, ff.LATENT_DIM))  # masked x + the mask channel
+  else:
+    changed = np.zeros((1, 1, 2))
+    changed[..., 1 - parity] = 1.0
+    assert seen[0] == ((3, 4, 4, 1), (3, ff.LATENT_DIM))
+  changed = np.broadcast_to(changed, (4, 4, 2))
+  expected = np.where(changed > 0, x.numpy() * np.exp(0.5) + 0.25, x.numpy())
+  np.testing.assert_allclose(y, expected, rtol=1e-12)
+  np.testing.assert_allclose(bij.forward_log_det_jacobian(x, event_ndims=3),
+                             [0.5 * changed.sum()] * 3, rtol=1e-12)
+  np.testing.assert_allclose(bij.inverse(ff.fresh(tf.constant(y))), x, rtol=1e-12)
+  assert bij.transform_fn is transform_fn
+  with pytest.raises(ValueError, match="transform_fn must be callable"):
+    vb.ConditionalAffineCoupling("network", mask_type, parity)

@@ -1,19 +1,20 @@
 """The conditional multi-scale flow f_z: pixels -> y (Sec. 3.1, 4.1, 4.2; docs/design.md §1, §3, §4).
 
-`ConditionalRealNVP` is a Keras layer that owns every coupling network; `bijector(z)` builds, per
+`ConditionalRealNVP` is a Keras layer that owns every step's weights; `bijector(z)` builds, per
 call, the TFP bijector of f_z closing over z, so that
 
     p(x | z) = TransformedDistribution(N(mu_y, sigma_y), Invert(f_z))           (Eq. 10-11)
 
-Layout (scale s has input (H_s, W_s, C_s), H_0 = H, C_0 = C):
+The layout is data (`vapnev_tf.flow_steps`): per scale, a tuple of `StepSpec`s whose kinds are
+registered parts. The default, the paper's (scale s has input (H_s, W_s, C_s), H_0 = H, C_0 = C):
     checkerboard couplings x num_checkerboard   on (H_s, W_s, C_s), alternating parity
     squeeze                                     -> (H_s/2, W_s/2, 4 C_s)
     channel-wise couplings x num_channelwise    alternating parity
     [not last scale] factor out: channels [2 C_s:] are final; [:2 C_s] go to scale s+1
     unsqueeze                                   -> back to (H_s, W_s, C_s)
-Every scale ends with the inverse of its squeeze, so y has the image's shape (H, W, C): the decoder's
-convolutional projections of mu_y and sigma_y predict a Gaussian per y coordinate at that layout
-(docs/design.md §3). H and W must be divisible by 2**num_scales.
+Every scale ends with the inverse of its squeezes, so y has the image's shape (H, W, C): the
+decoder's convolutional projections of mu_y and sigma_y predict a Gaussian per y coordinate at that
+layout (docs/design.md §3). With the default layout, H and W must be divisible by 2**num_scales.
 """
 import keras
 import numpy as np
@@ -21,15 +22,21 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vapnev_tf import bijectors as vb
+from vapnev_tf import flow_steps
 from vapnev_tf.layers import CouplingNetwork
 
 tfb = tfp.bijectors
 
 
-def check_flow_geometry(image_shape, num_scales: int):
-  """Raises ValueError unless the multi-scale flow can split `image_shape = (H, W, C)`."""
+def check_image_shape(image_shape):
+  """Raises ValueError unless `image_shape` is `(H, W, C)` with positive sizes."""
   if len(tuple(image_shape)) != 3 or any(int(d) <= 0 for d in image_shape):
     raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape!r}.")
+
+
+def check_flow_geometry(image_shape, num_scales: int):
+  """Raises ValueError unless the default multi-scale flow can split `image_shape = (H, W, C)`."""
+  check_image_shape(image_shape)
   if num_scales < 1:
     raise ValueError(f"num_scales must be >= 1, got {num_scales}.")
   height, width, _ = image_shape
@@ -41,48 +48,54 @@ def check_flow_geometry(image_shape, num_scales: int):
 
 
 class ConditionalRealNVP(keras.layers.Layer):
-  """Owns the coupling networks of f_z; builds its bijector per call.
+  """Owns the layers of every step of f_z; builds its bijector per call.
 
   Args:
     image_shape: `(H, W, C)` of the images.
     latent_dim: size of z (ignored when `conditional=False`).
     num_scales: scales of the multi-scale architecture (2 in the paper).
     num_checkerboard, num_channelwise: couplings of each kind per scale (3 and 3 in the paper).
-    filters: residual-block filters at the first scale, doubled at each next scale (64 in the paper).
+    filters: residual-block filters at the first scale, doubled at each next scale (64 in the
+      paper).
     num_res_blocks: residual blocks in l1/m1 (2 in the paper).
     conditional: whether l_z, m_z depend on z (Eq. 16) or only on x (Fig. 1's dotted line).
     log_scale_bound: bound of the coupling log-scale (docs/design.md §6).
     logit_alpha: alpha of the pre-processing squash (docs/design.md §1).
+    layout: None for `flow_steps.default_layout(num_scales, num_checkerboard, num_channelwise)`;
+      otherwise its string form or a sequence of scales of `StepSpec`s, which then replaces the
+      three counts (`num_scales` becomes the layout's; the counts are stored as None).
+
+  Each step whose kind has a layer owns it as the attribute `scale{s}_{kind}{i}` (e.g.
+  `scale0_checkerboard1`, `scale1_channel0`), created here in layout order.
   """
 
   def __init__(self, image_shape, latent_dim: int = 256, num_scales: int = 2,
                num_checkerboard: int = 3, num_channelwise: int = 3, filters: int = 64,
                num_res_blocks: int = 2, conditional: bool = True, log_scale_bound: float = 3.0,
-               logit_alpha: float = 0.05, **kwargs):
+               logit_alpha: float = 0.05, layout=None, **kwargs):
     super().__init__(**kwargs)
-    check_flow_geometry(image_shape, num_scales)
-    if num_checkerboard < 0 or num_channelwise < 0 or num_checkerboard + num_channelwise == 0:
-      raise ValueError("num_checkerboard and num_channelwise must be >= 0 and not both 0, got "
-                       f"{num_checkerboard} and {num_channelwise}.")
+    if layout is None:
+      check_flow_geometry(image_shape, num_scales)
+    else:
+      check_image_shape(image_shape)
+    self.layout = flow_steps.resolve_layout(layout, num_scales, num_checkerboard, num_channelwise)
     self.image_shape = tuple(int(d) for d in image_shape)
     self.latent_dim = int(latent_dim)
-    self.num_scales = num_scales
-    self.num_checkerboard = num_checkerboard
-    self.num_channelwise = num_channelwise
+    self.num_scales = len(self.layout)
+    self.num_checkerboard = num_checkerboard if layout is None else None
+    self.num_channelwise = num_channelwise if layout is None else None
     self.conditional = conditional
     self.logit_alpha = float(logit_alpha)
-    height, width, channels = self.image_shape
-    for s in range(num_scales):
-      scale_filters = filters * 2 ** s
-      common = dict(filters=scale_filters, num_res_blocks=num_res_blocks, conditional=conditional,
-                    log_scale_bound=log_scale_bound, dtype=self.dtype_policy)
-      for i in range(num_checkerboard):
-        setattr(self, f"scale{s}_checkerboard{i}", CouplingNetwork(
-            channels, height, width, name=f"scale{s}_checkerboard{i}", **common))
-      for i in range(num_channelwise):
-        setattr(self, f"scale{s}_channel{i}", CouplingNetwork(
-            2 * channels, height // 2, width // 2, name=f"scale{s}_channel{i}", **common))
-      height, width, channels = height // 2, width // 2, 2 * channels
+    self._plan = flow_steps.plan_layout(self.layout, self.image_shape)
+    for scale in self._plan:
+      for step in scale:
+        if step.kind.make_layer is None:
+          continue
+        setattr(self, step.name, step.kind.make_layer(flow_steps.LayerContext(
+            spec=step.spec, event_shape=step.event_shape, scale=step.scale,
+            filters=filters * 2 ** step.scale, num_res_blocks=num_res_blocks,
+            conditional=conditional, latent_dim=self.latent_dim,
+            log_scale_bound=log_scale_bound, dtype=self.dtype_policy, name=step.name)))
     self._build_by_tracing()
 
   def _build_by_tracing(self):
@@ -92,31 +105,32 @@ class ConditionalRealNVP(keras.layers.Layer):
     self.bijector(z).forward(x)
     self.built = True
 
+  def layout_string(self) -> str:
+    """The layout in its string form (`flow_steps.format_layout`)."""
+    return flow_steps.format_layout(self.layout)
+
+  def step_layers(self):
+    """Every step's Keras layer, in the order f_z applies them."""
+    return [getattr(self, step.name) for scale in self._plan for step in scale
+            if step.kind.make_layer is not None]
+
   def coupling_networks(self):
     """All CouplingNetwork layers in the order f_z applies them."""
-    nets = []
-    for s in range(self.num_scales):
-      nets += [getattr(self, f"scale{s}_checkerboard{i}") for i in range(self.num_checkerboard)]
-      nets += [getattr(self, f"scale{s}_channel{i}") for i in range(self.num_channelwise)]
-    return nets
+    return [layer for layer in self.step_layers() if isinstance(layer, CouplingNetwork)]
 
-  def _scale_bijector(self, s: int, z, channels: int):
-    """f for scale s and all scales after it; event (H_s, W_s, channels)."""
-    height, width = self.image_shape[0] // 2 ** s, self.image_shape[1] // 2 ** s
-    steps = []  # in the order they are applied
-    for i in range(self.num_checkerboard):
-      steps.append(vb.ConditionalAffineCoupling(
-          getattr(self, f"scale{s}_checkerboard{i}"), "checkerboard", i % 2, z,
-          event_shape=(height, width, channels), name=f"scale{s}_checkerboard{i}"))
-    steps.append(vb.Squeeze(name=f"scale{s}_squeeze"))
-    for i in range(self.num_channelwise):
-      steps.append(vb.ConditionalAffineCoupling(
-          getattr(self, f"scale{s}_channel{i}"), "channel", i % 2, z,
-          event_shape=(height // 2, width // 2, 4 * channels), name=f"scale{s}_channel{i}"))
-    if s + 1 < self.num_scales:
-      steps.append(vb.FactorOut(self._scale_bijector(s + 1, z, 2 * channels), 2 * channels,
-                                name=f"scale{s}_factor_out"))
-    steps.append(tfb.Invert(vb.Squeeze(name=f"scale{s}_squeeze"), name=f"scale{s}_unsqueeze"))
+  def _scale_bijector(self, s: int, z):
+    """f for scale s and all scales after it; events `self._plan[s][0].event_shape`."""
+    steps, undone = [], []  # in the order they are applied
+    for step in self._plan[s]:
+      call = flow_steps.StepCall(
+          spec=step.spec, event_shape=step.event_shape, z=z, name=step.name,
+          layer=getattr(self, step.name) if step.kind.make_layer is not None else None,
+          inner=self._scale_bijector(s + 1, z) if step.kind.splits else None)
+      steps.append(step.kind.make_bijector(call))
+      if step.kind.undone_at_scale_end:
+        undone.append((step.kind, call))
+    for kind, call in reversed(undone):
+      steps.append(tfb.Invert(kind.make_bijector(call), name=f"{call.name}_undo"))
     return tfb.Chain(steps[::-1], name=f"scale{s}")
 
   def bijector(self, z=None):
@@ -134,7 +148,7 @@ class ConditionalRealNVP(keras.layers.Layer):
     else:
       z = None
     preprocess = vb.pixels_to_logits(self.logit_alpha, dtype=self.compute_dtype)
-    return tfb.Chain([self._scale_bijector(0, z, self.image_shape[-1]), preprocess], name="f_z")
+    return tfb.Chain([self._scale_bijector(0, z), preprocess], name="f_z")
 
   def num_dims(self) -> int:
     return int(np.prod(self.image_shape))

@@ -7,9 +7,13 @@ inverse:
     x_{d+1:D} = (y_{d+1:D} - m_z(y_{1:d})) * exp(-l_z(y_{1:d}))  (Eq. 15)
 log|det J| = sum(l_z(x_{1:d}))                                  (Eq. 8)
 
-The split {1:d} / {d+1:D} is a checkerboard or channel-wise mask (Real NVP [3]), each with a
-complement (`parity`). l_z and m_z (Eq. 16) are computed by a Keras `CouplingNetwork` that owns all
-weights; this bijector is a stateless view built per call, closing over the conditioning z.
+Like TFP's `RealNVP(shift_and_log_scale_fn=...)`, the bijector and its transform are separate parts:
+the bijector owns the split {1:d} / {d+1:D} (a checkerboard or channel-wise mask of Real NVP [3],
+each with a complement, `parity`), both directions from one definition, and the log-det; a
+`transform_fn(x_kept, z) -> (shift m_z, log_scale l_z)` supplies the affine parameters (Eq. 16). In
+the flow that callable is a Keras `CouplingNetwork` layer, which owns every weight, starts at the
+identity and bounds the log-scale (docs/design.md §6); this bijector is a stateless view built per
+call, closing over the conditioning z.
 """
 import tensorflow as tf
 
@@ -29,32 +33,39 @@ def checkerboard_mask(height: int, width: int, parity: int, dtype):
 class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
   """Affine coupling whose l_z, m_z depend on the kept part of x and on z (Eq. 13, 16).
 
-  Event shape `(H, W, C)`; any batch shape. The kept part conditions the network:
-  - `"checkerboard"`: kept = pixels with (h + w + parity) even, all channels; the network sees the
-    masked image and the mask as an extra channel; l, m have shape `(H, W, C)` and act on the rest.
+  Event shape `(H, W, C)`; any batch shape. The kept part conditions `transform_fn`:
+  - `"checkerboard"`: kept = pixels with (h + w + parity) even, all channels; `transform_fn` sees
+    the masked image and the mask as an extra channel, `(N, H, W, C + 1)`, and returns shift and
+    log-scale of shape `(N, H, W, C)`; only the complementary pixels use them.
   - `"channel"`: C must be even; kept = first half of the channels when `parity == 0`, else the
-    second half; l, m have shape `(H, W, C/2)`.
+    second half; `transform_fn` sees `(N, H, W, C/2)` and returns `(N, H, W, C/2)` each.
+  N is the flattened batch size.
 
   Args:
-    network: a `vapnev_tf.layers.CouplingNetwork` built for this mask.
+    transform_fn: callable `(x_kept, z) -> (shift, log_scale)`, z `(N, latent_dim)` or None; e.g. a
+      `vapnev_tf.layers.CouplingNetwork` built for this mask. It is called once per forward or
+      inverse pass, and the greedy cache (`_greedy`) makes that once per `log_prob` or `sample`.
     mask_type: one of `MASK_TYPES`.
     parity: 0 or 1; 1 selects the complement mask.
     conditioning: z, `(*batch, latent_dim)` broadcastable to x's batch shape, or None when the
-      network is unconditional.
-    event_shape: optional `(H, W, C)` the network was built for; inputs of another event shape
+      transform is unconditional.
+    event_shape: optional `(H, W, C)` the transform was built for; inputs of another event shape
       raise a ValueError naming both.
   """
 
-  def __init__(self, network, mask_type: str, parity: int, conditioning=None, event_shape=None,
-               validate_args: bool = False, name: str | None = None):
+  def __init__(self, transform_fn, mask_type: str, parity: int, conditioning=None,
+               event_shape=None, validate_args: bool = False, name: str | None = None):
     parameters = dict(locals())
+    if not callable(transform_fn):
+      raise ValueError(f"transform_fn must be callable (x_kept, z) -> (shift, log_scale), got "
+                       f"{transform_fn!r}.")
     if mask_type not in MASK_TYPES:
       raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
     if parity not in (0, 1):
       raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
     name = name or f"{mask_type}_coupling_{parity}"
     with tf.name_scope(name) as name:
-      self._network = network
+      self._transform_fn = transform_fn
       self._mask_type = mask_type
       self._parity = parity
       self._conditioning = conditioning
@@ -63,8 +74,13 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
                        parameters=parameters, name=name)
 
   @property
+  def transform_fn(self):
+    return self._transform_fn
+
+  @property
   def network(self):
-    return self._network
+    """The transform, under the name it has when it is a `CouplingNetwork`."""
+    return self._transform_fn
 
   def _check_event(self, x):
     if x.shape.rank is not None and x.shape.rank < 3:
@@ -77,6 +93,34 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
       raise ValueError(f"{self.name}: channel-wise masking needs an even channel count, "
                        f"got C={channels}.")
 
+  def _flat_conditioning(self, x, batch_shape):
+    """z broadcast to x's batch shape and flattened: `(N, latent_dim)`, or None."""
+    if self._conditioning is None:
+      return None
+    z = tf.convert_to_tensor(self._conditioning, dtype=x.dtype)
+    _check_broadcastable(self.name, z.shape[:-1], x.shape[:-3])
+    z = tf.broadcast_to(z, tf.concat([batch_shape, tf.shape(z)[-1:]], axis=0))
+    return tf.reshape(z, [-1, z.shape[-1]])
+
+  def _split(self, flat):
+    """`(N, H, W, C)` -> (input of transform_fn, the part it changes, mask or None)."""
+    if self._mask_type == "checkerboard":
+      mask = checkerboard_mask(flat.shape[1], flat.shape[2], self._parity, flat.dtype)
+      kept = flat * mask
+      net_in = tf.concat([kept, tf.broadcast_to(mask, tf.shape(kept[..., :1]))], axis=-1)
+      return net_in, flat, mask
+    half = flat.shape[-1] // 2
+    first, second = flat[..., :half], flat[..., half:]
+    kept, changed = (first, second) if self._parity == 0 else (second, first)
+    return kept, changed, None
+
+  def _merge(self, net_in, out):
+    """Puts the kept part back beside the changed one (inverse of `_split`)."""
+    if self._mask_type == "channel":
+      return tf.concat([net_in, out] if self._parity == 0 else [out, net_in], axis=-1)
+    # For the checkerboard, kept positions have log_scale = shift = 0: `out` already equals x there.
+    return out
+
   def _couple(self, x, direction: str):
     """Applies Eq. 13 (`direction="forward"`) or Eq. 15 (`"inverse"`) and returns the log-det.
 
@@ -85,25 +129,11 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     """
     self._check_event(x)
     flat, batch_shape = _greedy.flatten_batch(x)  # (N, H, W, C)
-    z = None
-    if self._conditioning is not None:
-      z = tf.convert_to_tensor(self._conditioning, dtype=x.dtype)
-      _check_broadcastable(self.name, z.shape[:-1], x.shape[:-3])
-      z = tf.broadcast_to(z, tf.concat([batch_shape, tf.shape(z)[-1:]], axis=0))
-      z = tf.reshape(z, [-1, z.shape[-1]])  # (N, latent)
-
-    if self._mask_type == "checkerboard":
-      mask = checkerboard_mask(flat.shape[1], flat.shape[2], self._parity, flat.dtype)
-      kept = flat * mask
-      net_in = tf.concat([kept, tf.broadcast_to(mask, tf.shape(kept[..., :1]))], axis=-1)
-      shift, log_scale = self._network(net_in, z)
+    z = self._flat_conditioning(x, batch_shape)  # (N, latent) or None
+    net_in, changed, mask = self._split(flat)
+    shift, log_scale = self._transform_fn(net_in, z)
+    if mask is not None:
       shift, log_scale = shift * (1. - mask), log_scale * (1. - mask)
-      changed = flat
-    else:
-      half = flat.shape[-1] // 2
-      first, second = flat[..., :half], flat[..., half:]
-      kept, changed = (first, second) if self._parity == 0 else (second, first)
-      shift, log_scale = self._network(kept, z)
 
     if direction == "forward":
       out = changed * tf.exp(log_scale) + shift
@@ -112,10 +142,7 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
       out = (changed - shift) * tf.exp(-log_scale)
       log_det = -tf.reduce_sum(log_scale, axis=[1, 2, 3])
 
-    if self._mask_type == "channel":
-      out = tf.concat([kept, out] if self._parity == 0 else [out, kept], axis=-1)
-    # For the checkerboard, kept positions have log_scale = shift = 0, so `out` already equals x there.
-    out = tf.reshape(out, tf.shape(x))
+    out = tf.reshape(self._merge(net_in, out), tf.shape(x))
     return out, tf.reshape(log_det, batch_shape)
 
   def _augmented_forward(self, x):
