@@ -1,4 +1,5 @@
 """Tests for vapnev_tf.data: every source, dequantisation, flips, distribution and bad input."""
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from unittest import mock
 
 import numpy as np
 from PIL import Image
@@ -60,6 +62,19 @@ def _write_idx(path, magic, array):
     f.write(header + array.astype(np.uint8).tobytes())
 
 
+@contextlib.contextmanager
+def _mock_prepared_tfds(tmp_path, num_examples):
+  """tfds.testing.mock_data, with every TFDS dataset reported prepared in tmp_path / "tfds".
+
+  celeb_a and cifar10 are read only when prepared (never downloaded), and mock_data does not mock
+  the on-disk preparedness check.
+  """
+  (tmp_path / "tfds").mkdir(exist_ok=True)
+  with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
+      tfds.core.DatasetBuilder, "is_prepared", lambda self: True):
+    yield
+
+
 def _first_batches(ds, count):
   return [batch.numpy() for batch in ds.take(count)]
 
@@ -76,7 +91,7 @@ def _all_images(cfg, split):
 def test_tfds_sources_under_mock_data(tmp_path, name, shape):
   # fashion_mnist_dir points nowhere (see _config), so fashion_mnist takes its TFDS path too.
   cfg = _config(tmp_path, name, batch_size=4, eval_batch_size=3, shuffle_buffer=8)
-  with tfds.testing.mock_data(num_examples=6):
+  with _mock_prepared_tfds(tmp_path, num_examples=6):
     assert data.image_shape(name) == shape
     for split in data.SPLITS:
       images = _all_images(cfg, split)
