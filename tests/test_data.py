@@ -523,6 +523,28 @@ def test_bad_sources_raise_naming_the_source(tmp_path, case, message):
   assert str(info.value).startswith(source)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_image_in_a_folder_is_named_when_the_source_is_opened(tmp_path, suffix):
+  # Issue 18: a truncated file passed the header checks and crashed training at step 1 with a
+  # TensorFlow error that named no file.
+  arrays = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), np.uint8) for i in range(4)]
+  for i, array in enumerate(arrays):
+    _write_png(tmp_path / "imgs" / "train" / "a" / f"{i}{suffix}", array)
+  _write_png(tmp_path / "imgs" / "test" / "a" / f"t{suffix}", arrays[0])
+  damaged = tmp_path / "imgs" / "train" / "a" / f"2{suffix}"
+  raw = damaged.read_bytes()
+  damaged.write_bytes(raw[:len(raw) // 2])
+  source = f"folder:{tmp_path / 'imgs'}"
+  assert data.image_shape(source) == (64, 64, 3)  # the header is intact
+  cfg = _config(tmp_path, source, batch_size=2)
+  for split in data.SPLITS:  # either split checks every file of the source
+    with pytest.raises(ValueError, match="does not decode") as info:
+      data.load_images(cfg, split)
+    assert str(info.value).startswith(source) and repr(str(damaged)) in str(info.value)
+  damaged.write_bytes(raw)
+  assert data.num_examples(cfg, "train") == 4
+
+
 def test_fewer_images_than_one_global_batch(tmp_path):
   cfg = _config(tmp_path, _write_npz(tmp_path, images=_indexed_images(5)), batch_size=8)
   with pytest.raises(ValueError, match="fewer than one global batch") as info:

@@ -342,7 +342,8 @@ def _deterministic_options() -> tf.data.Options:
 def _local_or_prepared_dataset(cfg: DataConfig, name: str, split: str) -> tf.data.Dataset:
   """celeb_a / cifar10 from official files or a prepared TFDS directory; never a download."""
   source = locate_lib.locate(name, cfg.data_dir)
-  _log.info("%s/%s: reading %s (%s)", name, split, source.location, source.kind)
+  where = source.location.data_dir if source.kind == "tfds" else source.location
+  _log.info("%s/%s: reading %s (%s)", name, split, where, source.kind)
   if source.kind == "celeb_a_files":
     return source.location.dataset(split)
   if source.kind == "cifar10_files":

@@ -44,6 +44,9 @@ class OfficialFiles:
   images_dir: str
   partition_file: str
 
+  def __str__(self):
+    return f"{self.images_dir}/ with {self.partition_file}"
+
   def split_files(self, split: str) -> list[str]:
     """Paths of the images of `split` ("train", "validation" or "test"), in file-name order.
 
