@@ -174,7 +174,7 @@ def test_celeb_a_official_files_follow_the_partition_file(tmp_path, no_download)
       n for n, p in zip(names, CELEB_A_PARTITIONS) if p == 0]
   assert [os.path.basename(p) for p in source.location.split_files("test")] == [
       n for n, p in zip(names, CELEB_A_PARTITIONS) if p == 2]
-  assert data.image_shape("celeb_a", cfg) == (64, 64, 3)
+  assert data.check_available(cfg).startswith(f"celeb_a: {tmp_path / celeb_a.IMAGES_DIR}")
   train, test = _images(cfg, "train"), _images(cfg, "test")
   assert train.shape == (4, 64, 64, 3) and test.shape == (2, 64, 64, 3)
   assert data.num_examples(cfg, "train") == 4 and data.num_examples(cfg, "test") == 2
@@ -255,7 +255,7 @@ def test_incomplete_celeb_a_layout_says_what_is_missing(tmp_path, layout, messag
     (tmp_path / "img_align_celeba.zip").write_bytes(b"PK")
   cfg = _config(tmp_path, "celeb_a", tmp_path)
   with pytest.raises(data.DatasetUnavailableError, match=message):
-    data.image_shape("celeb_a", cfg)
+    data.check_available(cfg)
 
 
 # ------------------------------------------------------------------------- CIFAR-10 binary files
@@ -274,7 +274,7 @@ def test_cifar10_binary_files_round_trip(tmp_path, layout, no_download):
     data_dir.mkdir()
     _tar_gz(folder, data_dir / cifar10.ARCHIVE)
   cfg = _config(tmp_path, "cifar10", data_dir, batch_size=4, eval_batch_size=2, shuffle_buffer=8)
-  assert data.image_shape("cifar10", cfg) == (32, 32, 3)
+  assert data.check_available(cfg).endswith("(cifar10_files)")
   for split in data.SPLITS:
     np.testing.assert_array_equal(_images(cfg, split), expected[split])
   assert data.num_examples(cfg, "train") == 10 and data.num_examples(cfg, "test") == 3
@@ -364,16 +364,19 @@ def test_missing_dataset_fails_at_once_with_both_fixes(tmp_path, name, no_downlo
   empty = tmp_path / "empty"
   empty.mkdir()
   cfg = _config(tmp_path, name, empty)
-  for attempt in (lambda: data.image_shape(name, cfg), lambda: data.load_images(cfg, "test"),
+  assert data.image_shape(name, cfg) in ((64, 64, 3), (32, 32, 3))  # configs parse without data
+  for attempt in (lambda: data.check_available(cfg), lambda: data.load_images(cfg, "test"),
                   lambda: data.train_dataset(cfg)):
     with pytest.raises(data.DatasetUnavailableError) as info:
       attempt()
     message = str(info.value)
     assert f"dataset {name!r} is not available" in message
-    assert str(empty) in message and os.path.join(str(empty), name) in message  # where it looked
+    official = celeb_a.PARTITION_FILE if name == "celeb_a" else cifar10.ARCHIVE
+    assert os.path.join(str(empty), official) in message  # where it looked: the official files
+    assert os.path.join(str(empty), name) in message  # and the TFDS directory
     assert "--data_dir=DIR" in message and "download_and_prepare()" in message  # the two fixes
   with pytest.raises(data.DatasetUnavailableError, match="is not a directory"):
-    data.image_shape(name, _config(tmp_path, name, tmp_path / "absent"))
+    data.check_available(_config(tmp_path, name, tmp_path / "absent"))
 
 
 def test_celeba_flagfile_with_an_empty_data_dir_fails_fast(tmp_path):

@@ -135,21 +135,35 @@ def image_shape(dataset: str, cfg: DataConfig | None = None) -> tuple[int, int, 
   """(H, W, C) of the images `load_images` yields for `dataset`.
 
   Named datasets answer from a table; an npz source reads its `images` array (npz members cannot
-  be memory-mapped); a folder source reads the header of its first training image only. No shape
-  depends on `cfg`, but given a `cfg` (as the CLIs do, first thing) `celeb_a` and `cifar10` are
-  located in `cfg.data_dir` at once: a missing dataset fails here, in well under a second,
-  with DatasetUnavailableError, before any model is built.
+  be memory-mapped); a folder source reads the header of its first training image only. `cfg` is
+  accepted so callers can pass their config, but no shape depends on its other fields (and
+  nothing is looked up: see `check_available`).
   """
+  del cfg  # Unused: see the docstring.
   kind, value = _parse_source(dataset)
   if kind == "tfds":
-    if cfg is not None and value in locate_lib.LOCAL_DATASETS:
-      locate_lib.locate(value, cfg.data_dir)
     return _TFDS_IMAGE_SHAPES[value]
   if kind == "npz":
     train_images, _ = _read_npz(dataset, value)
     return tuple(int(d) for d in train_images.shape[1:])
   train_files, _ = _folder_split_files(dataset, value)
   return _image_file_shape(dataset, train_files[0])
+
+
+def check_available(cfg: DataConfig) -> str:
+  """Where `cfg.dataset` will be read from; DatasetUnavailableError at once if nowhere.
+
+  For `celeb_a` and `cifar10` this looks at the file system only (official files in
+  `cfg.data_dir`, else a prepared TFDS directory; `vapnev_tf.datasets.locate`), so a machine
+  without the data fails in well under a second instead of retrying downloads. Trainers call it
+  before building anything. Other sources are checked when they are opened (`load_images`).
+  """
+  kind, value = _parse_source(cfg.dataset)
+  if kind == "tfds" and value in locate_lib.LOCAL_DATASETS:
+    source = locate_lib.locate(value, cfg.data_dir)
+    where = source.location.data_dir if source.kind == "tfds" else source.location
+    return f"{value}: {where} ({source.kind})"
+  return cfg.dataset
 
 
 def load_images(cfg: DataConfig, split: str) -> tf.data.Dataset:

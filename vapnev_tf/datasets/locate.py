@@ -5,7 +5,8 @@ Detection order in `data_dir` (the `--data_dir` flag):
   celeb_a: `img_align_celeba/` + `list_eval_partition.txt` (official files), then a prepared
            TFDS `celeb_a` (`data_dir/celeb_a/<version>/dataset_info.json`).
   cifar10: `cifar-10-batches-bin/`, `data_dir` itself holding `data_batch_1.bin`,
-           `cifar-10-binary.tar.gz`, then a prepared TFDS `cifar10`.
+           `cifar-10-binary.tar.gz`, then a prepared TFDS `cifar10`; the Python version
+           (`cifar-10-python.tar.gz`, `cifar-10-batches-py/`) alone is refused.
 Without a data_dir only TFDS's default directory is searched for a prepared dataset. All checks
 look at the file system only, so a machine without internet fails in well under a second.
 """
@@ -26,6 +27,11 @@ _OFFICIAL_LAYOUT = {
                 "(CelebA's aligned-and-cropped images and its Eval partition file)"),
     "cifar10": (f"DIR/{cifar10.ARCHIVE} or its extracted DIR/{cifar10.FOLDER}/ (CIFAR-10's binary "
                 "version)"),
+}
+
+_OFFICIAL_NAMES = {
+    "celeb_a": (celeb_a.IMAGES_DIR + "/", celeb_a.PARTITION_FILE),
+    "cifar10": (cifar10.FOLDER + "/", cifar10.ARCHIVE),
 }
 
 
@@ -65,8 +71,10 @@ def _not_found_message(name: str, data_dir: str | None, tfds_dir: str) -> str:
     where = (f"no --data_dir was given, and TFDS's default directory has no prepared {name} "
              f"(looked for {os.path.join(tfds_dir, 'dataset_info.json')})")
   else:
-    where = (f"data_dir {data_dir!r} holds neither the official files nor a prepared TFDS "
-             f"{name} (looked for {os.path.join(tfds_dir, 'dataset_info.json')})")
+    official = " and ".join(os.path.join(data_dir, f) for f in _OFFICIAL_NAMES[name])
+    where = (f"data_dir {data_dir!r} holds neither the official files (looked for {official}) "
+             f"nor a prepared TFDS {name} (looked for "
+             f"{os.path.join(tfds_dir, 'dataset_info.json')})")
   other = sorted(glob.glob(os.path.join(os.path.dirname(tfds_dir), "*", "dataset_info.json")))
   if other:
     where += (f"; found other TFDS versions {[os.path.basename(os.path.dirname(p)) for p in other]}"
