@@ -11,12 +11,14 @@ import sys
 import tarfile
 import time
 from unittest import mock
+import zipfile
 
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as celeb_lib
 
 from vapnev_tf import data
 from vapnev_tf.datasets import celeb_a
@@ -121,11 +123,9 @@ def _prepare_tfds_celeb_a(raw_root, names, data_dir):
   The builder also wants the attribute, landmark and identity files and the zip of the images;
   they are generated here with TFDS's own column names.
   """
-  from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as celeb_lib  # pylint: disable=g-import-not-at-top
   extra = raw_root / "builder_inputs"
   extra.mkdir()
   zip_path = extra / "img_align_celeba.zip"
-  import zipfile  # pylint: disable=g-import-not-at-top
   with zipfile.ZipFile(zip_path, "w") as archive:
     for name in names:
       archive.write(raw_root / celeb_a.IMAGES_DIR / name, f"img_align_celeba/{name}")

@@ -3,8 +3,8 @@
 Layout: `cifar-10-binary.tar.gz` or its extracted folder `cifar-10-batches-bin/` holding
 `data_batch_1.bin` .. `data_batch_5.bin` (train, 10,000 images each) and `test_batch.bin`. Each
 record is 1 label byte followed by 3072 pixel bytes: the 32x32 red plane, then green, then blue
-(CHW), in the order TFDS's `cifar10` builder reads them. The Python version (`cifar-10-python.tar.gz`,
-pickled batches) is refused: unpickling a file can run arbitrary code.
+(CHW), in the order TFDS's `cifar10` builder reads them. The Python version
+(`cifar-10-python.tar.gz`, pickled batches) is refused: unpickling a file can run arbitrary code.
 """
 import functools
 import os
