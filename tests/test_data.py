@@ -1,4 +1,5 @@
 """Tests for vapnev_tf.data: every source, dequantisation, flips, distribution and bad input."""
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from unittest import mock
 
 import numpy as np
 from PIL import Image
@@ -60,6 +62,19 @@ def _write_idx(path, magic, array):
     f.write(header + array.astype(np.uint8).tobytes())
 
 
+@contextlib.contextmanager
+def _mock_prepared_tfds(tmp_path, num_examples):
+  """tfds.testing.mock_data, with every TFDS dataset reported prepared in tmp_path / "tfds".
+
+  celeb_a and cifar10 are read only when prepared (never downloaded), and mock_data does not mock
+  the on-disk preparedness check.
+  """
+  (tmp_path / "tfds").mkdir(exist_ok=True)
+  with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
+      tfds.core.DatasetBuilder, "is_prepared", lambda self: True):
+    yield
+
+
 def _first_batches(ds, count):
   return [batch.numpy() for batch in ds.take(count)]
 
@@ -76,7 +91,7 @@ def _all_images(cfg, split):
 def test_tfds_sources_under_mock_data(tmp_path, name, shape):
   # fashion_mnist_dir points nowhere (see _config), so fashion_mnist takes its TFDS path too.
   cfg = _config(tmp_path, name, batch_size=4, eval_batch_size=3, shuffle_buffer=8)
-  with tfds.testing.mock_data(num_examples=6):
+  with _mock_prepared_tfds(tmp_path, num_examples=6):
     assert data.image_shape(name) == shape
     for split in data.SPLITS:
       images = _all_images(cfg, split)
@@ -506,6 +521,28 @@ def test_bad_sources_raise_naming_the_source(tmp_path, case, message):
   with pytest.raises(ValueError, match=message) as info:
     data.load_images(cfg, "train")
   assert str(info.value).startswith(source)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_image_in_a_folder_is_named_when_the_source_is_opened(tmp_path, suffix):
+  # Issue 18: a truncated file passed the header checks and crashed training at step 1 with a
+  # TensorFlow error that named no file.
+  arrays = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), np.uint8) for i in range(4)]
+  for i, array in enumerate(arrays):
+    _write_png(tmp_path / "imgs" / "train" / "a" / f"{i}{suffix}", array)
+  _write_png(tmp_path / "imgs" / "test" / "a" / f"t{suffix}", arrays[0])
+  damaged = tmp_path / "imgs" / "train" / "a" / f"2{suffix}"
+  raw = damaged.read_bytes()
+  damaged.write_bytes(raw[:len(raw) // 2])
+  source = f"folder:{tmp_path / 'imgs'}"
+  assert data.image_shape(source) == (64, 64, 3)  # the header is intact
+  cfg = _config(tmp_path, source, batch_size=2)
+  for split in data.SPLITS:  # either split checks every file of the source
+    with pytest.raises(ValueError, match="does not decode") as info:
+      data.load_images(cfg, split)
+    assert str(info.value).startswith(source) and repr(str(damaged)) in str(info.value)
+  damaged.write_bytes(raw)
+  assert data.num_examples(cfg, "train") == 4
 
 
 def test_fewer_images_than_one_global_batch(tmp_path):

@@ -3,13 +3,16 @@
 Sources, chosen by `DataConfig.dataset`:
   "fashion_mnist"  28x28x1; the Debian IDX files in `fashion_mnist_dir` when present (offline),
                    otherwise TFDS `fashion_mnist`.
-  "mnist"          28x28x1, TFDS.
-  "cifar10"        32x32x3, TFDS.
-  "celeb_a"        64x64x3, TFDS, cropped and resized as in Real NVP (see `_celeb_a_crop_resize`).
+  "mnist"          28x28x1, TFDS (downloaded when not prepared in `data_dir`).
+  "cifar10"        32x32x3, the official binary files in `data_dir`, else a prepared TFDS
+                   `cifar10` (see `vapnev_tf.datasets.locate` for the order); never downloaded.
+  "celeb_a"        64x64x3, the official `img_align_celeba/` + `list_eval_partition.txt` in
+                   `data_dir`, else a prepared TFDS `celeb_a`; never downloaded. Both are
+                   cropped and resized as in Real NVP by the same `celeb_a.crop_resize`.
   "npz:PATH"       an `.npz` with a uint8 array `images` (N, H, W[, C]), optionally `test_images`.
   "folder:PATH"    PNG/JPEG files: `PATH/train/<label>/*` (the `tfds.folder_dataset.ImageFolder`
                    layout, with an optional `test`, `validation` or `val` split directory) or files
-                   directly in `PATH`.
+                   directly in `PATH`. Every file is decode-checked when the source is opened.
 A source without a test split gives a fixed, seeded `validation_fraction` of its images to "test".
 
 Every element leaves `load_images` as uint8 (H, W, C). `train_dataset` and `eval_dataset` add the
@@ -29,6 +32,12 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vapnev_tf.datasets import celeb_a as celeb_a_lib
+from vapnev_tf.datasets import cifar10 as cifar10_lib
+from vapnev_tf.datasets import images as images_lib
+from vapnev_tf.datasets import locate as locate_lib
+from vapnev_tf.datasets.errors import DatasetUnavailableError
+
 DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "celeb_a")
 SPLITS = ("train", "test")
 
@@ -42,10 +51,6 @@ _TFDS_IMAGE_SHAPES = {
 # likelihoods are usually reported without augmentation, so flips are off there and for user data.
 _FLIP_BY_DEFAULT = ("cifar10", "celeb_a")
 
-# Real NVP's CelebA window (research/real_nvp/real_nvp_multiscale_dataset.py: image[40:188, 15:163])
-# 148x148 out of 218x178, centred horizontally and 5 rows below the vertical centre, on the face.
-_CELEB_A_CROP = (40, 15, 148, 148)  # (offset_height, offset_width, height, width)
-_CELEB_A_SIZE = (64, 64)
 
 _FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -65,10 +70,6 @@ _TRAIN_STREAM = 1
 _EVAL_STREAM = 2
 
 _log = logging.getLogger(__name__)
-
-
-class DatasetUnavailableError(ValueError):
-  """A dataset can be obtained neither from local files nor through TFDS."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +136,8 @@ def image_shape(dataset: str, cfg: DataConfig | None = None) -> tuple[int, int, 
 
   Named datasets answer from a table; an npz source reads its `images` array (npz members cannot
   be memory-mapped); a folder source reads the header of its first training image only. `cfg` is
-  accepted so callers can pass their config, but no shape depends on its other fields.
+  accepted so callers can pass their config, but no shape depends on its other fields (and
+  nothing is looked up: see `check_available`).
   """
   del cfg  # Unused: see the docstring.
   kind, value = _parse_source(dataset)
@@ -146,6 +148,22 @@ def image_shape(dataset: str, cfg: DataConfig | None = None) -> tuple[int, int, 
     return tuple(int(d) for d in train_images.shape[1:])
   train_files, _ = _folder_split_files(dataset, value)
   return _image_file_shape(dataset, train_files[0])
+
+
+def check_available(cfg: DataConfig) -> str:
+  """Where `cfg.dataset` will be read from; DatasetUnavailableError at once if nowhere.
+
+  For `celeb_a` and `cifar10` this looks at the file system only (official files in
+  `cfg.data_dir`, else a prepared TFDS directory; `vapnev_tf.datasets.locate`), so a machine
+  without the data fails in well under a second instead of retrying downloads. Trainers call it
+  before building anything. Other sources are checked when they are opened (`load_images`).
+  """
+  kind, value = _parse_source(cfg.dataset)
+  if kind == "tfds" and value in locate_lib.LOCAL_DATASETS:
+    source = locate_lib.locate(value, cfg.data_dir)
+    where = source.location.data_dir if source.kind == "tfds" else source.location
+    return f"{value}: {where} ({source.kind})"
+  return cfg.dataset
 
 
 def load_images(cfg: DataConfig, split: str) -> tf.data.Dataset:
@@ -163,6 +181,8 @@ def load_images(cfg: DataConfig, split: str) -> tf.data.Dataset:
     ds = _folder_dataset(cfg, value, split)
   elif value == "fashion_mnist":
     ds = _fashion_mnist_dataset(cfg, split)
+  elif value in locate_lib.LOCAL_DATASETS:
+    ds = _local_or_prepared_dataset(cfg, value, split)
   else:
     ds = _tfds_dataset(cfg, value, split)
   take = cfg.train_take if split == "train" else cfg.eval_take
@@ -333,8 +353,24 @@ def _deterministic_options() -> tf.data.Options:
 # ------------------------------------------------------------------------------------- sources
 
 
+def _local_or_prepared_dataset(cfg: DataConfig, name: str, split: str) -> tf.data.Dataset:
+  """celeb_a / cifar10 from official files or a prepared TFDS directory; never a download."""
+  source = locate_lib.locate(name, cfg.data_dir)
+  where = source.location.data_dir if source.kind == "tfds" else source.location
+  _log.info("%s/%s: reading %s (%s)", name, split, where, source.kind)
+  if source.kind == "celeb_a_files":
+    return source.location.dataset(split)
+  if source.kind == "cifar10_files":
+    return tf.data.Dataset.from_tensor_slices(cifar10_lib.read_split(source.location, split))
+  ds = source.location.as_dataset(split=split, shuffle_files=False)
+  ds = ds.map(lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
+  if name == "celeb_a":
+    ds = ds.map(celeb_a_lib.crop_resize, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds
+
+
 def _tfds_dataset(cfg: DataConfig, name: str, split: str) -> tf.data.Dataset:
-  """TFDS `name`/`split` as uint8 images; CelebA cropped and resized to 64x64x3."""
+  """TFDS `name`/`split` as uint8 images, downloaded if needed (mnist, fashion_mnist)."""
   try:
     ds = tfds.load(name, split=split, data_dir=cfg.data_dir, download=True, shuffle_files=False)
   except Exception as err:  # TFDS raises many types (network, checksum, manual download...).
@@ -342,17 +378,11 @@ def _tfds_dataset(cfg: DataConfig, name: str, split: str) -> tf.data.Dataset:
         f"dataset {name!r}: TFDS could not provide split {split!r} (data_dir={cfg.data_dir!r}): "
         f"{type(err).__name__}: {err}. Run once on a machine with internet access so TFDS can "
         "download and prepare it, then copy that data_dir here.") from err
-  ds = ds.map(lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
-  if name == "celeb_a":
-    ds = ds.map(_celeb_a_crop_resize, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds
+  return ds.map(lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _celeb_a_crop_resize(image):
-  """(218, 178, 3) uint8 -> (64, 64, 3) uint8: Real NVP's 148x148 window, antialiased resize."""
-  image = tf.image.crop_to_bounding_box(image, *_CELEB_A_CROP)
-  image = tf.image.resize(image, _CELEB_A_SIZE, method="bilinear", antialias=True)  # float32
-  return tf.saturate_cast(tf.round(image), tf.uint8)
+# The one crop-and-resize of both CelebA sources (the name the tests and older code use).
+_celeb_a_crop_resize = celeb_a_lib.crop_resize
 
 
 def _fashion_mnist_dataset(cfg: DataConfig, split: str) -> tf.data.Dataset:
@@ -466,10 +496,11 @@ def _folder_dataset(cfg: DataConfig, root: str, split: str) -> tf.data.Dataset:
   else:
     files = train_files if split == "train" else test_files
 
+  images_lib.check_decodable(cfg.dataset, train_files + (test_files or []), channels=shape[2],
+                             fix="Re-export or remove it.")
+
   def decode(path):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=shape[2], dtype=tf.uint8,
-                               expand_animations=False)
-    return tf.ensure_shape(image, shape)
+    return tf.ensure_shape(images_lib.decode_file(path, shape[2]), shape)
 
   return tf.data.Dataset.from_tensor_slices(files).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -249,6 +249,10 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
     raise checkpointing.ConfigError(
         f"model image_shape {tuple(model_cfg.image_shape)} does not match dataset "
         f"{data_cfg.dataset!r}, whose images are {data_shape}.")
+  try:  # a dataset that is not there fails now, before the workdir or the model (never downloads)
+    logging.info("Data: %s", data_lib.check_available(data_cfg))
+  except data_lib.DatasetUnavailableError as e:
+    raise checkpointing.ConfigError(str(e)) from e
   strategy = strategy or distribute.make_strategy(train_cfg.strategy)
   distribute.check_batch_sizes(data_cfg, strategy)
   chief = distribute.is_chief(strategy)
