@@ -585,7 +585,7 @@ def main(argv):
                    "window_seconds": FLAGS.window_seconds, "warmup_steps": FLAGS.warmup_steps,
                    "smoke": FLAGS.smoke,
                    "model_config_source": "parsed from configs/NAME.flags "
-                                          "(benchmarks.common.model_config_values)"}
+                                          "(benchmarks.common.run_configs)"}
   p["models"] = []
   json_path = os.path.join(FLAGS.out_dir, "throughput.json")
   for name in FLAGS.configs:

@@ -3,11 +3,11 @@
 A field becomes the flag `flag_name(field)` (its own name unless its metadata says otherwise) with
 the field's default and help (plus, for numbers, the bounds in words); a validator runs the
 field's own checker (`config_fields.check_field`) on every parsed value, so a bad value (out of
-range, NaN, inf) is refused at parse time with "--name must be ..., got ...". Special cases, all in metadata:
-`flag_map` (an enum flag whose strings map to values: --flip=default|on|off -> None/True/False),
-`flag_none` (a flag value meaning None: --train_take=0), `flag=None` (no flag: derived by the
-caller, e.g. ModelConfig.image_shape) and `define_flag=False` (the flag belongs to another
-config's field: DataConfig.seed is --seed).
+range, NaN, inf) is refused at parse time with "--name must be ..., got ...". Special cases, all
+in metadata: `flag_map` (an enum flag whose strings map to values: --flip=default|on|off ->
+None/True/False), `flag_none` (a flag value meaning None: --train_take=0), `flag=None` (no flag:
+derived by the caller, e.g. ModelConfig.image_shape) and `define_flag=False` (the flag belongs to
+another config's field: DataConfig.seed is --seed).
 """
 import dataclasses
 
