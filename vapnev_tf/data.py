@@ -104,8 +104,7 @@ class DataConfig(ConfigBase):
   """
 
   dataset: str = str_field("fashion_mnist", f"One of {DATASET_NAMES}, 'npz:PATH' or "
-                           "'folder:PATH'.", nonempty=False,
-                           check=_check_dataset)
+                           "'folder:PATH'.", nonempty=False, check=_check_dataset)
   batch_size: int = int_field(64, "GLOBAL training batch size (split evenly over replicas).",
                               lo=1)
   eval_batch_size: int = int_field(256, "GLOBAL evaluation batch size.", lo=1, **_FREE_ON_RESUME)
@@ -123,10 +122,12 @@ class DataConfig(ConfigBase):
   validation_fraction: float = float_field(0.1, "Share held out as 'test' when the source has "
                                            "no test split.", lo=0.0, lo_open=True, hi=1.0,
                                            hi_open=True)
-  train_take: int | None = int_field(None, "Use only the first N training images (0 = all).",
-                                     lo=1, optional=True, flag_none=0)
-  eval_take: int | None = int_field(None, "Evaluate only the first N test images (0 = all).",
-                                    lo=1, optional=True, flag_none=0)
+  train_take: int | None = int_field(
+      None, "Use only the first N training images (None, flag 0: all).", lo=1, optional=True,
+      flag_none=0)
+  eval_take: int | None = int_field(
+      None, "Evaluate only the first N test images (None, flag 0: all).", lo=1, optional=True,
+      flag_none=0)
   eval_drop_remainder: bool = bool_field(False, "Drop the last partial evaluation batch (default: "
                                          "evaluate every example).", flag=None)
 
