@@ -82,10 +82,22 @@ def test_benchmark_parser_gives_the_same_config(name):
   assert ModelConfig(**common.model_config_values(name)) == configs[0]
 
 
+def test_flags_text_is_unchanged():
+  """WORKDIR/flags.txt (`flags_into_string`) as the hand-written flags gave it (taken from the
+  code before the change with --workdir=/tmp/x and configs/smoke.flags)."""
+  with contextlib.chdir(REPO_ROOT):
+    fv = train_cli.parse_flags(["vapnev_tf.train", "--workdir=/tmp/x",
+                                "--flagfile=configs/smoke.flags"])
+  golden = (GOLDEN_DIR / "smoke_flags.txt").read_text()
+  assert sorted(fv.flags_into_string().splitlines()) == sorted(golden.splitlines())
+
+
 def test_every_flag_name_still_exists():
   fv = flags.FlagValues()
   train_cli.define_flags(fv)
   assert set(FLAG_NAMES) <= set(fv)
+  # ... and belongs to vapnev_tf.train, so `python -m vapnev_tf.train --help` lists it.
+  assert set(FLAG_NAMES) <= {f.name for f in fv.get_flags_for_module(train_cli.__name__)}
 
 
 # --- flags are generated from the dataclasses ---------------------------------------------------

@@ -17,6 +17,10 @@ from vapnev_tf.config_fields import check_field
 from vapnev_tf.config_fields import expectation
 from vapnev_tf.config_fields import flag_name
 
+# The flags defined here belong to the module that calls `define_config_flags` (so `--help` of
+# `python -m vapnev_tf.train` lists them as its own).
+flags.disclaim_key_flags()
+
 
 def flag_to_value(meta: dict, flag_value):
   """The field value that a parsed flag value stands for."""
@@ -31,8 +35,8 @@ def _flag_default(field: dataclasses.Field):
   meta, default = field.metadata, field.default
   if meta["flag_map"] is not None:
     return next(key for key, value in meta["flag_map"].items() if value == default)
-  if default is None and meta["flag_none"] is not None:
-    return meta["flag_none"]
+  if default is None and meta["flag_none"] is not None and meta["kind"] in ("int", "float"):
+    return meta["flag_none"]  # --train_take defaults to 0 (= None); a str flag stays unset
   return default
 
 
