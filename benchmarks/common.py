@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vapnev_tf import train as train_cli
 from vapnev_tf.bijectors import pixels_to_logits
 
 tfb = tfp.bijectors
@@ -28,37 +29,16 @@ tfd = tfp.distributions
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 
-# ModelConfig fields that the flagfiles set (the flag names equal the field names).
-MODEL_FLAGS = ("latent_dim", "encoder_filters", "encoder_blocks", "encoder_layers_per_block",
-               "flow_scales", "flow_checkerboard", "flow_channelwise", "flow_filters",
-               "flow_res_blocks", "likelihood")
-IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "celeb_a": (64, 64, 3)}
 
-
-def parse_flagfile(name: str) -> dict:
-  """`configs/NAME.flags` (following nested --flagfile lines) -> {flag: string value}."""
-  values = {}
-  path = CONFIG_DIR / f"{name}.flags"
-  for line in path.read_text().splitlines():
-    line = line.strip()
-    if not line or line.startswith("#"):
-      continue
-    key, _, value = line.lstrip("-").partition("=")
-    if key == "flagfile":
-      values.update(parse_flagfile(pathlib.Path(value).stem))
-    else:
-      values[key] = value
-  return values
+def run_configs(name: str):
+  """(ModelConfig, DataConfig, TrainConfig) of `configs/NAME.flags`, resolved by the training
+  program's own flag parser (`vapnev_tf.train.configs_from_flagfile`), nested flagfiles included."""
+  return train_cli.configs_from_flagfile(str(CONFIG_DIR / f"{name}.flags"), root=str(REPO_ROOT))
 
 
 def model_config_values(name: str) -> dict:
-  """ModelConfig keyword arguments parsed from `configs/NAME.flags` (image shape from --dataset)."""
-  flags = parse_flagfile(name)
-  out = {"image_shape": IMAGE_SHAPES[flags["dataset"]]}
-  for key in MODEL_FLAGS:
-    if key in flags:
-      out[key] = flags[key] if key == "likelihood" else int(flags[key])
-  return out
+  """ModelConfig keyword arguments of `configs/NAME.flags` (image shape from its --dataset)."""
+  return run_configs(name)[0].to_dict()
 
 
 def count_params(variables) -> int:

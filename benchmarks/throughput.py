@@ -4,9 +4,10 @@ r"""Throughput, memory and FLOP efficiency of VAPNEV on this machine (issue 8, d
     python -m benchmarks.throughput --smoke         # tiny configs, for tests
 
 Model configs: the ModelConfig values are PARSED from configs/{quick,fashion_mnist,cifar10}.flags
-(`common.model_config_values`), batch size from the flagfile too. Weights are random (throughput
-does not depend on them). Each measurement runs in its own subprocess so that the peak RSS
-(`resource.getrusage(RUSAGE_SELF).ru_maxrss`) belongs to that configuration alone.
+by the training program's own parser (`common.run_configs`), batch size from the flagfile too.
+Weights are random (throughput does not depend on them). Each measurement runs in its own
+subprocess so that the peak RSS (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) belongs to that
+configuration alone.
 
 Per config and per jit_compile in (off, on):
   train      the library's training step (`make_train_step`, OneDeviceStrategy, Adam, KL annealing;
@@ -485,13 +486,11 @@ def run_worker(spec: dict, timeout: int) -> dict:
 
 
 def sizes_for(name: str) -> tuple[dict, int]:
-  values = common.model_config_values("smoke" if FLAGS.smoke else name)
-  flags_ = common.parse_flagfile(name)
-  size = dict(values)
-  size["image_shape"] = common.IMAGE_SHAPES[common.parse_flagfile(name)["dataset"]]
-  batch = int(common.parse_flagfile("smoke" if FLAGS.smoke else name).get("batch_size", 64))
-  del flags_
-  return size, batch
+  """ModelConfig values and batch size of configs/NAME.flags (of smoke.flags with NAME's image
+  shape under --smoke)."""
+  model_cfg, data_cfg, _ = common.run_configs("smoke" if FLAGS.smoke else name)
+  size = dict(model_cfg.to_dict(), image_shape=common.model_config_values(name)["image_shape"])
+  return size, data_cfg.batch_size
 
 
 def base_spec():
@@ -596,7 +595,7 @@ def main(argv):
                    "window_seconds": FLAGS.window_seconds, "warmup_steps": FLAGS.warmup_steps,
                    "smoke": FLAGS.smoke,
                    "model_config_source": "parsed from configs/NAME.flags "
-                                          "(benchmarks.common.model_config_values)"}
+                                          "(benchmarks.common.run_configs)"}
   p["models"] = []
   json_path = os.path.join(FLAGS.out_dir, "throughput.json")
   for name in FLAGS.configs:

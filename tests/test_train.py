@@ -15,6 +15,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
+from vapnev_tf import config_run
 from vapnev_tf import train as train_cli
 from vapnev_tf import training
 from vapnev_tf import workdir as workdir_lib
@@ -158,10 +159,10 @@ def test_contradicting_config_is_refused_naming_the_fields(smoke_run):
 
 def test_config_differences_ignore_locations_and_eval_batch(smoke_run):
   workdir, _ = smoke_run
-  model_cfg, data_cfg, _ = train_cli.configs_from_flags(
-      parse(workdir, "--eval_batch_size=8", "--data_dir=/elsewhere", "--eval_take=10"))
+  requested = config_run.run_config_dict(*train_cli.configs_from_flags(
+      parse(workdir, "--eval_batch_size=8", "--data_dir=/elsewhere", "--eval_take=10")))
   stored = workdir_lib.read_config(str(workdir))
-  assert checkpointing.config_differences(stored, model_cfg, data_cfg) == [
+  assert config_run.config_differences(stored, requested) == [
       "data.eval_take: stored 48, requested 10"]
 
 

@@ -32,6 +32,12 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vapnev_tf.config_fields import RESUMABLE
+from vapnev_tf.config_fields import ConfigBase
+from vapnev_tf.config_fields import bool_field
+from vapnev_tf.config_fields import float_field
+from vapnev_tf.config_fields import int_field
+from vapnev_tf.config_fields import str_field
 from vapnev_tf.datasets import celeb_a as celeb_a_lib
 from vapnev_tf.datasets import cifar10 as cifar10_lib
 from vapnev_tf.datasets import images as images_lib
@@ -72,60 +78,59 @@ _EVAL_STREAM = 2
 _log = logging.getLogger(__name__)
 
 
+def _check_dataset(value: str, label: str) -> None:
+  """Field check of `DataConfig.dataset` (and of --dataset): what `_parse_source` accepts."""
+  try:
+    _parse_source(value)
+  except ValueError:
+    kind, sep, _ = value.partition(":")
+    if sep and kind in ("npz", "folder"):
+      raise ValueError(f"{label}={value!r} names no path; expected '{kind}:PATH'.") from None
+    raise ValueError(f"Unknown dataset {value!r}: {label} must be one of {DATASET_NAMES}, "
+                     "'npz:PATH' or 'folder:PATH'.") from None
+
+
+_FREE_ON_RESUME = dict(resume=RESUMABLE, why="where files are, or how big evaluation batches "
+                       "are, does not change what the model is trained on")
+
+
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(ConfigBase):
   """Everything the input pipeline needs; validated on construction.
 
-  dataset:             a name in DATASET_NAMES, "npz:PATH" or "folder:PATH".
-  batch_size:          GLOBAL training batch size (split evenly over replicas).
-  eval_batch_size:     GLOBAL evaluation batch size.
-  data_dir:            TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets).
-  fashion_mnist_dir:   directory of the Debian `dataset-fashion-mnist` IDX files.
-  flip:                random horizontal flips in training; None = the dataset's default.
-  shuffle_buffer:      tf.data shuffle buffer size (examples).
-  seed:                seed of the training shuffle, flips and dequantisation noise.
-  validation_fraction: share held out as "test" when the source has no test split.
-  train_take:          use only the first `train_take` training examples (None: all).
-  eval_take:           use only the first `eval_take` test examples (None: all).
-  eval_drop_remainder: drop the last partial evaluation batch (default: evaluate every example).
+  Each field's default, bounds and help live in its declaration below (`vapnev_tf.config_fields`);
+  the `--flag`s of `vapnev_tf.train` are generated from them. `seed` has no flag of its own: it is
+  the run's --seed.
   """
 
-  dataset: str = "fashion_mnist"
-  batch_size: int = 64
-  eval_batch_size: int = 256
-  data_dir: str | None = None
-  fashion_mnist_dir: str = "/usr/share/datasets/fashion-mnist"
-  flip: bool | None = None
-  shuffle_buffer: int = 10_000
-  seed: int = 0
-  validation_fraction: float = 0.1
-  train_take: int | None = None
-  eval_take: int | None = None
-  eval_drop_remainder: bool = False
-
-  def __post_init__(self):
-    _parse_source(self.dataset)
-    for name in ("batch_size", "eval_batch_size", "shuffle_buffer"):
-      _check_int(name, getattr(self, name), minimum=1)
-    _check_int("seed", self.seed, minimum=0)
-    for name in ("train_take", "eval_take"):
-      if getattr(self, name) is not None:
-        _check_int(name, getattr(self, name), minimum=1)
-    if self.data_dir is not None and not isinstance(self.data_dir, str):
-      raise ValueError(f"DataConfig.data_dir must be a str or None, got {self.data_dir!r}.")
-    if not isinstance(self.fashion_mnist_dir, str) or not self.fashion_mnist_dir:
-      raise ValueError("DataConfig.fashion_mnist_dir must be a non-empty str, got "
-                       f"{self.fashion_mnist_dir!r}.")
-    if self.flip is not None and not isinstance(self.flip, bool):
-      raise ValueError(f"DataConfig.flip must be True, False or None (dataset default), got "
-                       f"{self.flip!r}.")
-    if not isinstance(self.eval_drop_remainder, bool):
-      raise ValueError(f"DataConfig.eval_drop_remainder must be a bool, got "
-                       f"{self.eval_drop_remainder!r}.")
-    fraction = self.validation_fraction
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-      raise ValueError("DataConfig.validation_fraction must be a number in the open interval "
-                       f"(0, 1), got {fraction!r}.")
+  dataset: str = str_field("fashion_mnist", f"One of {DATASET_NAMES}, 'npz:PATH' or "
+                           "'folder:PATH'.", nonempty=False, check=_check_dataset)
+  batch_size: int = int_field(64, "GLOBAL training batch size (split evenly over replicas).",
+                              lo=1)
+  eval_batch_size: int = int_field(256, "GLOBAL evaluation batch size.", lo=1, **_FREE_ON_RESUME)
+  data_dir: str | None = str_field(None, "Where the data set is: the official CelebA/CIFAR-10 "
+                                   "files or a TFDS data_dir prepared elsewhere (README: Data; "
+                                   "unset: TFDS's default, ~/tensorflow_datasets).",
+                                   optional=True, flag_none="", **_FREE_ON_RESUME)
+  fashion_mnist_dir: str = str_field("/usr/share/datasets/fashion-mnist", "Directory of the Debian "
+                                     "dataset-fashion-mnist IDX files.", **_FREE_ON_RESUME)
+  flip: bool | None = bool_field(None, "Random horizontal flips in training: the dataset's default "
+                                 "(on for cifar10/celeb_a), on or off.", optional=True,
+                                 flag_map={"default": None, "on": True, "off": False})
+  shuffle_buffer: int = int_field(10_000, "Shuffle buffer (examples).", lo=1)
+  seed: int = int_field(0, "Seed of the training shuffle, flips and dequantisation noise (the "
+                        "run's --seed).", lo=0, flag="seed", define_flag=False)
+  validation_fraction: float = float_field(0.1, "Share held out as 'test' when the source has "
+                                           "no test split.", lo=0.0, lo_open=True, hi=1.0,
+                                           hi_open=True)
+  train_take: int | None = int_field(
+      None, "Use only the first N training images (None, flag 0: all).", lo=1, optional=True,
+      flag_none=0)
+  eval_take: int | None = int_field(
+      None, "Evaluate only the first N test images (None, flag 0: all).", lo=1, optional=True,
+      flag_none=0)
+  eval_drop_remainder: bool = bool_field(False, "Drop the last partial evaluation batch (default: "
+                                         "evaluate every example).", flag=None)
 
 
 # ----------------------------------------------------------------------------- public entry points

@@ -58,11 +58,18 @@ def read_config(workdir: str) -> dict:
   return read_json(filename)
 
 
+def run_configs(workdir: str, sections=("model", "data", "train")) -> tuple:
+  """The configs (ModelConfig, DataConfig, TrainConfig by default) stored in `workdir`'s
+  config.json (`config_run.configs_from_run_dict`); ValueError naming a missing section."""
+  from vapnev_tf import config_run  # pylint: disable=g-import-not-at-top (training imports us)
+  try:
+    return config_run.configs_from_run_dict(read_config(workdir), sections)
+  except ValueError as e:
+    raise ValueError(f"{path(workdir, CONFIG_FILE)}: {e}") from e
+
+
 def model_config(workdir: str) -> ModelConfig:
-  cfg = read_config(workdir)
-  if "model" not in cfg:
-    raise ValueError(f"{path(workdir, CONFIG_FILE)} has no 'model' section.")
-  return ModelConfig.from_dict(cfg["model"])
+  return run_configs(workdir, ("model",))[0]
 
 
 def latest_checkpoint(workdir: str, subdir: str = CHECKPOINT_DIR) -> str:

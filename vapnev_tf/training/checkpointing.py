@@ -1,7 +1,5 @@
 """The run directory's safety checks: writability, config compatibility, robust restore."""
-import dataclasses
 import glob
-import json
 import os
 import re
 import shutil
@@ -10,12 +8,8 @@ import uuid
 from absl import logging
 import tensorflow as tf
 
+from vapnev_tf import config_run
 from vapnev_tf import workdir as workdir_lib
-
-# Data fields that may change when a run resumes: where files are and how big evaluation batches
-# are do not change what the model is trained on.
-DATA_FIELDS_FREE_ON_RESUME = ("eval_batch_size", "data_dir", "fashion_mnist_dir")
-
 
 class ConfigError(ValueError):
   """The run cannot start: bad or contradicting configuration, unusable run directory."""
@@ -53,34 +47,11 @@ def prepare_workdir(workdir: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
                         "summaries; free space or choose another --workdir.")
 
 
-def _normalised(values: dict) -> dict:
-  """JSON round trip, so tuples compare equal to the lists config.json stores."""
-  return json.loads(json.dumps(values, default=str))
-
-
-def config_differences(stored: dict, model_cfg, data_cfg) -> list[str]:
-  """`section.field: stored X, requested Y` for every model/data field that differs."""
-  diffs = []
-  missing = object()
-  for section, cfg, free in (("model", model_cfg, ()),
-                             ("data", data_cfg, DATA_FIELDS_FREE_ON_RESUME)):
-    old = _normalised(stored.get(section, {}))
-    new = _normalised(dataclasses.asdict(cfg))
-    for key in sorted(set(old) | set(new)):
-      if key in free:
-        continue
-      a, b = old.get(key, missing), new.get(key, missing)
-      if a != b:
-        diffs.append(f"{section}.{key}: stored {_show(a, missing)}, requested {_show(b, missing)}")
-  return diffs
-
-
-def _show(value, missing) -> str:
-  return "<absent>" if value is missing else repr(value)
-
-
-def check_resume_config(workdir: str, model_cfg, data_cfg, force: bool = False) -> dict | None:
-  """Refuses to reuse a run directory written with a different model or data config.
+def check_resume_config(workdir: str, model_cfg, data_cfg, train_cfg,
+                        force: bool = False) -> dict | None:
+  """Refuses to reuse a run directory written with different run-defining config values
+  (`config_run.config_differences`: every model field, the data and train fields whose metadata
+  says RUN_DEFINING).
 
   Returns the stored config (None for a fresh directory). With `force`, differences are logged
   and accepted (the caller then overwrites config.json).
@@ -89,7 +60,8 @@ def check_resume_config(workdir: str, model_cfg, data_cfg, force: bool = False) 
   if not tf.io.gfile.exists(filename):
     return None
   stored = workdir_lib.read_json(filename)
-  diffs = config_differences(stored, model_cfg, data_cfg)
+  diffs = config_run.config_differences(
+      stored, config_run.run_config_dict(model_cfg, data_cfg, train_cfg))
   if diffs and not force:
     raise ConfigError(
         f"workdir {workdir!r} holds a run with a different configuration ({filename}); refusing "

@@ -17,7 +17,6 @@ The step (`make_train_step`) is one `tf.function` running `strategy.run`:
 A skipped step changes nothing but the `step` and `skipped_steps` counters (Adam's moments and
 iteration count stay as they were).
 """
-import dataclasses
 import hashlib
 import os
 import shutil
@@ -32,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import vapnev_tf
+from vapnev_tf import config_run
 from vapnev_tf import data as data_lib
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
@@ -223,7 +223,7 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
     model_cfg, data_cfg, train_cfg: the frozen configs of the run.
     workdir: the run directory (`vapnev_tf.workdir` layout); an existing one is resumed.
     strategy: default `distribute.make_strategy(train_cfg.strategy)`.
-    force_config: resume even if config.json holds a different model/data config.
+    force_config: resume even if config.json holds different run-defining values.
     flags_text: written to WORKDIR/flags.txt when given.
 
   Returns:
@@ -260,10 +260,10 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
   # --- run directory: checks before anything expensive ---------------------------------------
   if chief:
     checkpointing.prepare_workdir(workdir)
-  checkpointing.check_resume_config(workdir, model_cfg, data_cfg, force=force_config)
+  checkpointing.check_resume_config(workdir, model_cfg, data_cfg, train_cfg, force=force_config)
   if chief:
     workdir_lib.write_json_atomic(workdir_lib.path(workdir, workdir_lib.CONFIG_FILE), {
-        "model": model_cfg.to_dict(), "data": _data_dict(data_cfg), "train": train_cfg.to_dict(),
+        **config_run.run_config_dict(model_cfg, data_cfg, train_cfg),
         "version": vapnev_tf.__version__, "tensorflow": tf.__version__,
         "keras": keras.__version__, "strategy": type(strategy).__name__,
         "num_replicas": strategy.num_replicas_in_sync})
@@ -448,10 +448,6 @@ def weights_fingerprint(model) -> str:
   for v in model.weights:
     digest.update(np.ascontiguousarray(np.asarray(v.numpy())).tobytes())
   return digest.hexdigest()
-
-
-def _data_dict(data_cfg) -> dict:
-  return dataclasses.asdict(data_cfg)
 
 
 def _log_window(window: _Window, s: int, train_cfg: TrainConfig, images_per_step: int, out: dict,

@@ -1,0 +1,68 @@
+"""The run's config as one dict, its inverse, and the resume comparison.
+
+    {"model": ModelConfig.to_dict(), "data": DataConfig.to_dict(), "train": TrainConfig.to_dict()}
+
+`run_config_dict` is the only producer of that dict: WORKDIR/config.json is written from it (plus
+version keys) and the export metadata carries config.json. `configs_from_run_dict` is its inverse;
+`config_differences` is what the resume check compares (the RESUMABLE fields are skipped, see
+`vapnev_tf.config_fields`).
+"""
+import dataclasses
+import json
+
+from vapnev_tf.config import ModelConfig
+from vapnev_tf.config_fields import RESUMABLE
+from vapnev_tf.data import DataConfig
+from vapnev_tf.training.config import TrainConfig
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _jsonable(values: dict) -> dict:
+  """JSON round trip: tuples become lists, exactly as config.json stores them."""
+  return json.loads(json.dumps(values))
+
+
+def run_config_dict(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig) -> dict:
+  """{"model", "data", "train"}: each config's `to_dict()`, JSON-ready (shapes as lists)."""
+  out = {}
+  for (section, cls), cfg in zip(SECTIONS.items(), (model_cfg, data_cfg, train_cfg)):
+    if not isinstance(cfg, cls):
+      raise ValueError(f"run_config_dict: the {section} config must be a {cls.__name__}, got "
+                       f"{type(cfg).__name__}.")
+    out[section] = _jsonable(cfg.to_dict())
+  return out
+
+
+def configs_from_run_dict(run_config: dict, sections=tuple(SECTIONS)) -> tuple:
+  """The configs of `sections` (default all: (ModelConfig, DataConfig, TrainConfig)) from a run
+  config dict (e.g. config.json; other keys are ignored); ValueError naming a missing section or
+  an unknown field."""
+  out = []
+  for section in sections:
+    if section not in run_config:
+      raise ValueError(f"the run config has no {section!r} section (keys: {sorted(run_config)}).")
+    out.append(SECTIONS[section].from_dict(run_config[section]))
+  return tuple(out)
+
+
+def config_differences(stored: dict, requested: dict) -> list[str]:
+  """"section.field: stored X, requested Y" for every run-defining field whose values differ
+  between two run config dicts (a field absent on one side shows as <absent>)."""
+  missing = object()
+  diffs = []
+  for section, cls in SECTIONS.items():
+    free = {f.name for f in dataclasses.fields(cls) if f.metadata["resume"] == RESUMABLE}
+    old = _jsonable(stored.get(section, {}))
+    new = _jsonable(requested.get(section, {}))
+    for key in sorted(set(old) | set(new)):
+      if key in free:
+        continue
+      a, b = old.get(key, missing), new.get(key, missing)
+      if a != b:
+        diffs.append(f"{section}.{key}: stored {_show(a, missing)}, requested {_show(b, missing)}")
+  return diffs
+
+
+def _show(value, missing) -> str:
+  return "<absent>" if value is missing else repr(value)
