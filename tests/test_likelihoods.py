@@ -130,6 +130,8 @@ def test_float64_tensor_into_a_float32_model_is_refused_by_every_entry_point(mod
   for call in (model.encode, model.elbo, model.log_likelihood_bound):
     with pytest.raises(ValueError, match="float64.*vapnev_tf.data.dequantize"):
       call(x)
+  with pytest.raises(ValueError, match=r"z must have this model's dtype float32, got a float64"):
+    model.p_x_given_z(tf.zeros((1, 8), tf.float64))
 
 
 # --------------------------------------------------------------------- temperatures (B.2)
@@ -177,7 +179,7 @@ def test_to_uint8_refuses_non_finite_images():
 
 
 @pytest.mark.parametrize("mode", ["eager", "function"])
-@pytest.mark.parametrize("name", ["vapnev", "pixel_logistic"])
+@pytest.mark.parametrize("name", likelihoods.VAE_LIKELIHOODS)
 def test_log_prob_broadcasts_x_against_z_like_tfp(models, mode, name):
   model = models[name]
   run = (lambda f, *a: f(*a)) if mode == "eager" else (lambda f, *a: tf.function(f)(*a))
@@ -196,6 +198,19 @@ def test_log_prob_broadcasts_x_against_z_like_tfp(models, mode, name):
   np.testing.assert_allclose(got3, np.stack(by_hand)[:, 0], rtol=1e-5)
   samples = run(lambda z: model.p_x_given_z(z).sample(4, seed=(2, 2)), z)
   assert samples.shape == (4, 3, 2) + SHAPE
+  assert p[1:].batch_shape == (2, 2)  # slicing slices z
+  np.testing.assert_allclose(p[1:, 0].log_prob(x[:1]), np.stack(by_hand)[1:, 0], rtol=1e-5)
+
+
+def test_log_prob_static_shapes_in_a_graph_with_unknown_batches(models):
+  model = models["vapnev"]
+  spec = [tf.TensorSpec([None, None, 8], tf.float32), tf.TensorSpec([None] + list(SHAPE))]
+  graph = tf.function(lambda z, x: model.p_x_given_z(z).log_prob(x), input_signature=spec)
+  assert graph.get_concrete_function().structured_outputs.shape.as_list() == [None, None]
+  z = model.prior.sample([3, 2], seed=(1, 1))
+  np.testing.assert_allclose(graph(z, _x(2)), model.p_x_given_z(z).log_prob(_x(2)), rtol=1e-5)
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    graph(z, _x(3))  # batches (3, 2) and (3,) do not broadcast
 
 
 def test_realnvp_p_x_has_an_empty_batch_and_takes_any_x_batch(models):

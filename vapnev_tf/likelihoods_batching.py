@@ -19,7 +19,8 @@ tfd = tfp.distributions
 
 
 class PixelDistribution(tfd.Distribution):
-  """p(x|z) over dequantised pixels x in [0, 256)^(H, W, C): batch `z.shape[:-1]`, event `(H, W, C)`.
+  """p(x|z) over dequantised pixels x in [0, 256)^(H, W, C): batch `z.shape[:-1]`, event
+  `(H, W, C)`.
 
   Checks on x (in `log_prob`/`prob`), following TFP's `validate_args`:
     * always (static, free): x's dtype must be this distribution's float dtype (integer images:
@@ -106,4 +107,5 @@ class PixelDistribution(tfd.Distribution):
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
-    return {}
+    # z carries the batch (so e.g. p[1:] slices z); the rest are not tensors.
+    return dict(z=tfp.util.ParameterProperties(event_ndims=1))

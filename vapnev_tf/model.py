@@ -7,7 +7,8 @@
     ELBO    = log p(x|z) - KL(q(z|x) || p(z)),  z ~ q(z|x)                          (Eq. 1)
 
 x is always dequantised pixels in [0, 256); every pre-processing log-det is inside p(x|z), so
-`bits_per_dim(elbo, image_shape)` is directly comparable with the literature.
+`bits_per_dim(elbo, image_shape)` is directly comparable with the literature. The baselines
+(`config.likelihood`) differ only in their `vapnev_tf.likelihoods` object, chosen once in __init__.
 """
 import keras
 import tensorflow as tf
@@ -21,7 +22,6 @@ from vapnev_tf.likelihoods_batching import PixelDistribution
 from vapnev_tf.networks import Decoder
 from vapnev_tf.networks import Encoder
 
-tfb = tfp.bijectors
 tfd = tfp.distributions
 
 _MAX_PIXEL = 256.0 - 2.0 ** -8  # largest float32 image value we emit (< 256, exactly representable)

@@ -89,20 +89,23 @@ def check_temperature(temperature, name: str = "temperature"):
 
 
 def _check_temperature_value(value, name):
-  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) and not (
-      isinstance(value, np.ndarray) and value.shape == () and np.issubdtype(value.dtype, np.number)):
+  is_number = isinstance(value, (int, float, np.integer, np.floating)) or (
+      isinstance(value, np.ndarray) and value.shape == () and np.issubdtype(value.dtype, np.number))
+  if isinstance(value, bool) or not is_number or not (np.isfinite(value) and value >= 0):
     raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-  value = float(value)
-  if not (np.isfinite(value) and value >= 0.0):
-    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-  return value
+  return float(value)
 
 
 def check_latent(z, latent_dim: int, name: str = "z", dtype=tf.float32,
                  batch_ranks: bool = False):
   """Returns z as a float tensor `(B, latent_dim)` with B >= 1; ValueError otherwise (in a graph,
   an assertion op checks B >= 1). With `batch_ranks`, `(*batch, latent_dim)` with at least one
-  batch dimension is accepted, every batch dimension >= 1."""
+  batch dimension is accepted, every batch dimension >= 1. A tensor of another dtype than `dtype`
+  is refused (cast it first), not converted."""
+  dtype = tf.as_dtype(dtype)
+  if tf.is_tensor(z) and z.dtype != dtype:
+    raise ValueError(f"{name} must have this model's dtype {dtype.name}, got a {z.dtype.name} "
+                     f"tensor; cast it with tf.cast({name}, tf.{dtype.name}).")
   z = tf.convert_to_tensor(z, dtype=dtype)
   rank = z.shape.rank
   if rank is None or z.shape[-1] != latent_dim or (rank < 2 if batch_ranks else rank != 2):
