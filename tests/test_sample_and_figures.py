@@ -241,3 +241,46 @@ def test_sample_cli_errors(exported, tmp_path):
     sample_lib.write_figure(str(tmp_path / "x.png"), "panel", saved_model=str(exported),
                             images_path=str(bad), num=4)
   assert not (tmp_path / "x.png").exists()
+
+
+def test_chunked_samples_are_the_per_chunk_draws_and_one_chunk_is_one_batch(saved):
+  """samples mode draws `chunk_size` images per call; chunk j is the one-batch draw with
+  `chunk_seed(seed, j)` (seed itself for j = 0), so up to `chunk_size` images nothing changes."""
+  chunked = sample_lib.sample_images(saved, 10, 0.8, seed=3, chunk_size=4)
+  seeds = [sample_lib.chunk_seed(3, j) for j in range(3)]
+  assert seeds[0] == 3 and len(set(seeds)) == 3 and all(0 <= s < 2 ** 63 for s in seeds)
+  by_hand = np.concatenate([saved.sample(4, 0.8, seeds[0]), saved.sample(4, 0.8, seeds[1]),
+                            saved.sample(2, 0.8, seeds[2])])
+  np.testing.assert_array_equal(chunked, by_hand)
+  one_batch = sample_lib.sample_images(saved, 10, 0.8, seed=3, chunk_size=10)
+  np.testing.assert_array_equal(one_batch, saved.sample(10, 0.8, 3))
+  np.testing.assert_array_equal(chunked[:4], one_batch[:4])  # the first chunk is the same draw
+  np.testing.assert_array_equal(
+      sample_lib.make_figure(saved, "samples", num=5, temperature=0.8, seed=1, chunk_size=8),
+      figures.samples_grid(saved, 5, 0.8, seed=1))
+  grid = sample_lib.make_figure(saved, "samples", num=10, temperature=0.8, seed=3, chunk_size=4)
+  np.testing.assert_array_equal(grid, figures.image_grid(by_hand, 3, 4))
+  mean = sample_lib.sample_images(saved, 5, 0.8, seed=2, use_mean_y=True, chunk_size=2)
+  np.testing.assert_array_equal(mean[2:4], saved.sample_mean(2, sample_lib.chunk_seed(2, 1)))
+
+
+@pytest.mark.parametrize("temperature", [float("inf"), float("nan"), -1.0])
+def test_make_figure_refuses_bad_temperatures(saved, temperature):
+  for mode in ("samples", "panel"):
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+      sample_lib.make_figure(saved, mode, num=2, temperature=temperature,
+                             images=random_images(2, seed=1))
+  with pytest.raises(ValueError, match="temperatures must be a finite number >= 0"):
+    sample_lib.make_figure(saved, "temperatures", temperatures=[0.5, temperature], per_row=2)
+
+
+@pytest.mark.parametrize("flag", ["--temperature=inf", "--temperature=-1", "--temperatures=0,nan",
+                                  "--num=0", "--chunk_size=0"])
+def test_sample_cli_refuses_bad_flags_in_one_line(exported, tmp_path, flag):
+  out = tmp_path / "x.png"
+  code, stdout, stderr = Background(
+      [PYTHON, "-m", "vapnev_tf.sample", f"--saved_model={exported}", f"--out={out}", flag],
+      tmp_path, "bad_flag", cwd=str(REPO_ROOT)).wait(check=False)
+  assert code != 0 and not out.exists()
+  errors = [line for line in (stdout + stderr).splitlines() if "FATAL" in line]
+  assert len(errors) == 1 and flag.split("=")[0] in errors[0], stdout + stderr

@@ -7,10 +7,9 @@
     ELBO    = log p(x|z) - KL(q(z|x) || p(z)),  z ~ q(z|x)                          (Eq. 1)
 
 x is always dequantised pixels in [0, 256); every pre-processing log-det is inside p(x|z), so
-`bits_per_dim(elbo, image_shape)` is directly comparable with the literature.
+`bits_per_dim(elbo, image_shape)` is directly comparable with the literature. The baselines
+(`config.likelihood`) differ only in their `vapnev_tf.likelihoods` object, chosen once in __init__.
 """
-import math
-
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -18,11 +17,11 @@ import tensorflow_probability as tfp
 from vapnev_tf import validation
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.flow import ConditionalRealNVP
+from vapnev_tf.likelihoods import make_likelihood
+from vapnev_tf.likelihoods_batching import PixelDistribution
 from vapnev_tf.networks import Decoder
 from vapnev_tf.networks import Encoder
-from vapnev_tf.pixel_distributions import discretized_logistic
 
-tfb = tfp.bijectors
 tfd = tfp.distributions
 
 _MAX_PIXEL = 256.0 - 2.0 ** -8  # largest float32 image value we emit (< 256, exactly representable)
@@ -30,6 +29,10 @@ _MAX_PIXEL = 256.0 - 2.0 ** -8  # largest float32 image value we emit (< 256, ex
 
 class VAPNEV(keras.Model):
   """VAPNEV and its baselines (selected by `config.likelihood`), one code path.
+
+  The likelihood object (`vapnev_tf.likelihoods`, chosen once here) says whether there is a VAE and
+  a flow and turns the layers' outputs into p(x|z); the layers (encoder, decoder, flow) are this
+  model's attributes, so Keras owns every weight.
 
   Args:
     config: a `ModelConfig`.
@@ -40,19 +43,20 @@ class VAPNEV(keras.Model):
       raise ValueError(f"config must be a vapnev_tf.ModelConfig, got {type(config).__name__}.")
     super().__init__(dtype=config.dtype, **kwargs)
     self.config = config
-    if config.has_vae:
+    self._likelihood = make_likelihood(config.likelihood, config.image_shape, self.compute_dtype)
+    if self._likelihood.needs_vae:
       self.encoder = Encoder(config.latent_dim, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, config.min_scale,
                              dtype=config.dtype, name="encoder")
       self.decoder = Decoder(config.image_shape, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, num_heads=2, dtype=config.dtype,
                              name="decoder")
-    if config.uses_flow:
+    if self._likelihood.uses_flow:
       self.flow = ConditionalRealNVP(
           config.image_shape, latent_dim=config.latent_dim, num_scales=config.flow_scales,
           num_checkerboard=config.flow_checkerboard, num_channelwise=config.flow_channelwise,
           filters=config.flow_filters, num_res_blocks=config.flow_res_blocks,
-          conditional=config.likelihood == "vapnev", log_scale_bound=config.log_scale_bound,
+          conditional=self._likelihood.conditional_flow, log_scale_bound=config.log_scale_bound,
           logit_alpha=config.logit_alpha, dtype=config.dtype, name="flow")
     self._build_weights()
 
@@ -60,6 +64,15 @@ class VAPNEV(keras.Model):
     x = tf.fill((1,) + self.config.image_shape, tf.constant(128.0, self.compute_dtype))
     self.elbo(x, seed=(0, 0))
     self.built = True
+
+  @property
+  def likelihood(self):
+    """The `vapnev_tf.likelihoods.Likelihood` of `config.likelihood` (stateless, no weights)."""
+    return self._likelihood
+
+  @property
+  def has_vae(self) -> bool:
+    return self._likelihood.needs_vae
 
   # --- distributions -------------------------------------------------------------------------
 
@@ -77,41 +90,61 @@ class VAPNEV(keras.Model):
     return tfd.MultivariateNormalDiag(loc=mu_z, scale_diag=sigma_z, name="q_z_given_x")
 
   def decode(self, z):
-    """The decoder's two heads for z `(B, latent_dim)`, each `(B, H, W, C)` (Eq. 20-21).
+    """The likelihood's parameters from the decoder's two heads at z `(B, latent_dim)`, each
+    `(B, H, W, C)` (Eq. 20-21; `Likelihood.parameters`).
 
     Flow likelihoods: (mu_y, sigma_y) of y's Gaussian. pixel_gaussian: (mean, scale) of pixels/256.
     pixel_logistic: (loc, scale) in pixel units.
     """
     self._require_vae("decode")
-    z = validation.check_latent(z, self.config.latent_dim, dtype=self.compute_dtype)
+    return self._decode(validation.check_latent(z, self.config.latent_dim,
+                                                dtype=self.compute_dtype))
+
+  def _decode(self, z):
     head_mean, head_scale = self.decoder(z)
-    scale = tf.nn.softplus(head_scale) + self.config.min_scale
-    if self.config.likelihood == "pixel_logistic":
-      # Location in pixel units; scale starts near 16 * softplus(0) ~ 11 levels.
-      return 256.0 * tf.sigmoid(head_mean) - 0.5, 16.0 * scale
-    return head_mean, scale
+    return self._likelihood.parameters(head_mean, head_scale, self.config.min_scale)
 
-  def p_x_given_z(self, z, temperature=1.0):
-    """p(x|z): batch `[B]`, event `image_shape`, over dequantised pixels (Eq. 10-11, 20-22).
+  def _flow_bijector(self, z):
+    """f_z (None without a flow; the unconditional flow ignores z)."""
+    if not self._likelihood.uses_flow:
+      return None
+    return self.flow.bijector(z if self._likelihood.conditional_flow else None)
 
-    For `likelihood="realnvp"` there is no z: pass None and get the flow's p(x) (batch `[]`).
-    `temperature` scales the base scale (sigma_y or the standard normal); 1 is the model itself.
+  def _flat_likelihood(self, temperature):
+    """z `(N, latent_dim)` (or None) -> p(x|z) with batch `[N]` (or `[]`)."""
+    def make(z):
+      params = self._decode(z) if z is not None else None
+      return self._likelihood.distribution(params, self._flow_bijector(z), temperature)
+    return make
+
+  def p_x_given_z(self, z, temperature=1.0, validate_args: bool = True):
+    """p(x|z): batch `z.shape[:-1]`, event `image_shape`, over dequantised pixels (Eq. 10-11,
+    20-22); a `PixelDistribution`.
+
+    z is `(B, latent_dim)` or `(*batch, latent_dim)`; `log_prob(x)` broadcasts x
+    `(*sample, H, W, C)` against that batch (z `(k, B, L)` with x `(B, H, W, C)` gives `(k, B)`).
+    Without a VAE (`likelihood="realnvp"`) there is no z: pass None and get the flow's p(x)
+    (batch `[]`). `temperature` (finite, >= 0) scales the base scale (sigma_y or the standard
+    normal); 1 is the model itself.
+
+    x checks in `log_prob` (TFP's `validate_args` convention): dtype and trailing shape always (a
+    float tensor of another dtype or integer pixels raise ValueError naming the dtype and
+    `vapnev_tf.data.dequantize`); values in [0, 256), NaN refused, when `validate_args` (the
+    default here; a ValueError eagerly, an assertion op in a graph). The model's own bounds check x
+    once on entry and then pass `validate_args=False`.
     """
-    cfg = self.config
-    if cfg.likelihood == "realnvp":
-      zeros = tf.zeros(cfg.image_shape, self.compute_dtype)
-      base = tfd.Independent(tfd.Normal(zeros, temperature * tf.ones_like(zeros)), 3)
-      return tfd.TransformedDistribution(base, tfb.Invert(self.flow.bijector()), name="p_x")
-    loc, scale = self.decode(z)
-    scale = temperature * scale
-    if cfg.likelihood == "pixel_logistic":
-      return discretized_logistic(loc, scale)
-    base = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=3, name="p_y_given_z")
-    if cfg.likelihood == "pixel_gaussian":
-      to_pixels = tfb.Scale(tf.constant(256.0, self.compute_dtype), name="to_pixels")
-      return tfd.TransformedDistribution(base, to_pixels, name="p_x_given_z")
-    return tfd.TransformedDistribution(base, tfb.Invert(self.flow.bijector(z)),
-                                       name="p_x_given_z")
+    temperature = validation.check_temperature(temperature)
+    if self._likelihood.needs_vae:
+      if z is None:
+        raise ValueError(f"z is required: likelihood={self.config.likelihood!r} is a VAE; pass z "
+                         f"of shape (batch, {self.config.latent_dim}).")
+      z = validation.check_latent(z, self.config.latent_dim, dtype=self.compute_dtype,
+                                  batch_ranks=True)
+    else:
+      z = None
+    return PixelDistribution(self._flat_likelihood(temperature), z, self.config.image_shape,
+                             self.compute_dtype, self._likelihood.reparameterization_type,
+                             validate_args=validate_args, name="p_x_given_z")
 
   # --- bounds ----------------------------------------------------------------------------------
 
@@ -122,12 +155,12 @@ class VAPNEV(keras.Model):
     analytically. For "realnvp", log_px_given_z is the exact log p(x) and kl is 0.
     """
     x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
-    if not self.config.has_vae:
-      log_px = self.p_x_given_z(None).log_prob(x)
+    if not self.has_vae:
+      log_px = self.p_x_given_z(None, validate_args=False).log_prob(x)
       return {"log_px_given_z": log_px, "kl": tf.zeros_like(log_px)}
     q = self.encode(x)
     z = q.sample(seed=seed)
-    return {"log_px_given_z": self.p_x_given_z(z).log_prob(x),
+    return {"log_px_given_z": self.p_x_given_z(z, validate_args=False).log_prob(x),
             "kl": tfd.kl_divergence(q, self.prior)}
 
   def elbo(self, x, kl_weight=1.0, seed=None):
@@ -149,8 +182,8 @@ class VAPNEV(keras.Model):
       num_samples = validation.check_positive_int(num_samples, "num_samples")
     chunk_size = validation.check_positive_int(chunk_size, "chunk_size")
     x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
-    if not self.config.has_vae:
-      return self.p_x_given_z(None).log_prob(x)
+    if not self.has_vae:
+      return self.p_x_given_z(None, validate_args=False).log_prob(x)
     q = self.encode(x)
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
     num_chunks = (num_samples + chunk_size - 1) // chunk_size
@@ -172,10 +205,7 @@ class VAPNEV(keras.Model):
 
   def _log_importance_weights(self, x, q, z):
     """log p(x|z) + log p(z) - log q(z|x) for z `(n, B, latent)`; returns `(n, B)`."""
-    n, batch = tf.shape(z)[0], tf.shape(x)[0]
-    z_flat = tf.reshape(z, [-1, self.config.latent_dim])
-    x_tiled = tf.reshape(tf.tile(x[None], [n, 1, 1, 1, 1]), (-1,) + self.config.image_shape)
-    log_px = tf.reshape(self.p_x_given_z(z_flat).log_prob(x_tiled), [n, batch])
+    log_px = self.p_x_given_z(z, validate_args=False).log_prob(x)  # broadcasts x to (n, B)
     return log_px + self.prior.log_prob(z) - q.log_prob(z)
 
   def call(self, x, training=False):
@@ -188,21 +218,24 @@ class VAPNEV(keras.Model):
   def sample(self, n, temperature=1.0, use_mean_y: bool = False, seed=None):
     """Generation (Sec. 3.4, Eq. 23-27): `(n, H, W, C)` floats in [0, 256).
 
-    `n` is a positive Python int or an int32 scalar tensor.
+    `n` is a positive Python int or an int32 scalar tensor; `temperature` a finite number >= 0
+    (a Python number is checked now, ValueError; a tensor by an assertion op in a graph).
 
     z ~ N(0, I); y ~ N(mu_y, (temperature * sigma_y)^2) (or y = mu_y); x = f_z^{-1}(y), clipped to
     [0, 256) (the squash puts some mass outside, docs/design.md §1).
     """
     if not tf.is_tensor(n):
       n = validation.check_positive_int(n, "n")
+    temperature = validation.check_temperature(temperature)
     z_seed, x_seed = tfp.random.split_seed(seed)
-    if not self.config.has_vae:
+    if not self.has_vae:
       return self._sample_x(None, temperature, use_mean_y, x_seed, n=n)
     return self._sample_x(self.prior.sample(n, seed=z_seed), temperature, use_mean_y, x_seed)
 
   def reconstruct(self, x, use_mean_y: bool = False, seed=None, temperature=1.0):
     """Reconstruction (Sec. 3.5, Eq. 28-34): z ~ q(z|x), then as `sample`. `(B, H, W, C)`."""
     self._require_vae("reconstruct")
+    temperature = validation.check_temperature(temperature)
     z_seed, x_seed = tfp.random.split_seed(seed)
     z = self.encode(x).sample(seed=z_seed)
     return self._sample_x(z, temperature, use_mean_y, x_seed)
@@ -214,7 +247,7 @@ class VAPNEV(keras.Model):
     """
     if z is not None:
       z = validation.check_latent(z, self.config.latent_dim, dtype=self.compute_dtype)
-    return self._sample_x(z, temperature, use_mean_y, seed)
+    return self._sample_x(z, validation.check_temperature(temperature), use_mean_y, seed)
 
   def decode_images(self, z):
     """The deterministic image of z: x = f_z^{-1}(mu_y) (the mu_y path), `(B, H, W, C)`."""
@@ -222,26 +255,40 @@ class VAPNEV(keras.Model):
                                                   dtype=self.compute_dtype), 1.0, True, None)
 
   def _sample_x(self, z, temperature, use_mean_y, seed, n=None):
-    p = self.p_x_given_z(z, temperature=temperature)
+    """Samples of p(x|z) (n of them without a VAE), or its mean image; clipped to [0, 256)."""
     if use_mean_y:
-      x = self._mean_image(p)
+      params = self._decode(z) if self.has_vae else None
+      x = self._likelihood.mean_image(params, self._flow_bijector(z))
       if n is not None:
         x = tf.tile(x[None], [n, 1, 1, 1])
     else:
+      p = self.p_x_given_z(z, temperature=temperature, validate_args=False)
       x = p.sample(n, seed=seed) if n is not None else p.sample(seed=seed)
     return tf.clip_by_value(x, 0.0, _MAX_PIXEL)
 
-  def _mean_image(self, p):
-    if self.config.likelihood == "pixel_logistic":
-      loc = p.discrete.distribution.distribution.loc
-      return tf.floor(tf.clip_by_value(loc + 0.5, 0.0, 255.0)) + 0.5
-    return p.bijector.forward(p.distribution.mean())
-
   def _require_vae(self, what: str):
-    if not self.config.has_vae:
-      raise ValueError(f"{what}() needs a VAE, but likelihood='realnvp' has no encoder/decoder.")
+    if not self.has_vae:
+      raise ValueError(f"{what}() needs a VAE, but likelihood={self.config.likelihood!r} has no "
+                       "encoder/decoder.")
 
 
 def to_uint8(images):
-  """Floats in [0, 256) -> uint8 pixels (floor, clipped to 0..255)."""
+  """Floats in [0, 256) -> uint8 pixels (floor, clipped to 0..255), same shape.
+
+  Non-finite input is refused (a NaN would otherwise become a black pixel): ValueError eagerly, an
+  assertion op (tf.errors.InvalidArgumentError) in a graph. Integer input is refused too.
+  """
+  images = tf.convert_to_tensor(images)
+  if not images.dtype.is_floating:
+    raise ValueError(f"images must be float pixels in [0, 256), got dtype {images.dtype.name}.")
+  message = ("to_uint8: images must be finite; NaN/inf usually come from a non-finite temperature "
+             "or a diverged model")
+  if tf.executing_eagerly():
+    bad = int(tf.reduce_sum(tf.cast(~tf.math.is_finite(images), tf.int32)))
+    if bad:
+      raise ValueError(f"{message} (got {bad} non-finite values of {int(tf.size(images))}).")
+  else:
+    with tf.control_dependencies([tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(images)), [message])]):
+      images = tf.identity(images)
   return tf.cast(tf.clip_by_value(tf.floor(images), 0.0, 255.0), tf.uint8)

@@ -3,12 +3,16 @@
     python -m vapnev_tf.sample (--workdir=DIR [--checkpoint=PREFIX] | --saved_model=OUT)
         --out=FILE.png [--mode=samples|panel|interpolate|temperatures] [--num=64]
         [--temperature=0.8] [--use_mean_y] [--seed=0] [--images=FILE.npy|.npz]
+        [--chunk_size=256]
 
 Modes (figures in `vapnev_tf.figures`):
   samples        `num` samples at `temperature` (or on the mu_y path with --use_mean_y).
   panel          the paper's Fig. 3/4: `num` test images | reconstructions | samples.
   interpolate    `pairs` rows of latent interpolations (`steps` points) between test images.
   temperatures   one row of `per_row` samples per value of --temperatures, one seed.
+samples mode draws `chunk_size` images per call (`sample_images`), so --num=100000 never builds
+one huge batch; chunk j uses `chunk_seed(seed, j)` (seed itself for j = 0, so up to `chunk_size`
+images are exactly one `sample` call with `seed`).
 Test images (panel, interpolate) come from --images (a uint8 (N, H, W, C) .npy, or an .npz with
 `test_images` or `images`), else from the test split of the run's data config (`config.json`, or
 the export's metadata when it was exported from a run directory).
@@ -23,10 +27,39 @@ import tensorflow as tf
 
 from vapnev_tf import export as export_lib
 from vapnev_tf import figures
+from vapnev_tf import validation
 from vapnev_tf import workdir as workdir_lib
 
 MODES = ("samples", "panel", "interpolate", "temperatures")
 DEFAULT_TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
+SAMPLE_CHUNK_SIZE = 256  # images per sampling call: bounds memory (a 256-image flow batch)
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+  """The seed of chunk `chunk` of a chunked draw with `seed`: `seed` for chunk 0, else the first
+  63 bits of `numpy.random.SeedSequence([seed, chunk])` (a non-negative int64, as the export's
+  signatures take). Chunk j's images therefore depend only on (seed, j, the chunk's length)."""
+  if chunk == 0:
+    return int(seed)
+  return int(np.random.SeedSequence([int(seed), int(chunk)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def sample_images(ep: figures.Endpoints, num: int, temperature: float, seed: int,
+                  use_mean_y: bool = False, chunk_size: int = SAMPLE_CHUNK_SIZE) -> np.ndarray:
+  """`num` samples, uint8 `(num, H, W, C)`, drawn `chunk_size` at a time.
+
+  Chunk j holds images [j chunk_size, min((j + 1) chunk_size, num)) and is one call of
+  `ep.sample` (or `ep.sample_mean` with `use_mean_y`) with `chunk_seed(seed, j)`: a draw of at most
+  `chunk_size` images is exactly the one-batch draw with `seed`.
+  """
+  num = validation.check_positive_int(num, "num")
+  chunk_size = validation.check_positive_int(chunk_size, "chunk_size")
+  temperature = validation.check_temperature(temperature)
+  chunks = []
+  for j, start in enumerate(range(0, num, chunk_size)):
+    n, s = min(chunk_size, num - start), chunk_seed(seed, j)
+    chunks.append(ep.sample_mean(n, s) if use_mean_y else ep.sample(n, temperature, s))
+  return np.concatenate(chunks, axis=0)
 
 
 def _check_source(workdir: str | None, saved_model: str | None) -> None:
@@ -94,10 +127,13 @@ def _read_image_file(path: str) -> np.ndarray:
 
 def make_figure(ep: figures.Endpoints, mode: str, *, num: int = 64, temperature: float = 0.8,
                 use_mean_y: bool = False, seed: int = 0, images=None, pairs: int = 8,
-                steps: int = 8, temperatures=DEFAULT_TEMPERATURES, per_row: int = 8) -> np.ndarray:
+                steps: int = 8, temperatures=DEFAULT_TEMPERATURES, per_row: int = 8,
+                chunk_size: int = SAMPLE_CHUNK_SIZE) -> np.ndarray:
   """The uint8 `(H', W', C)` figure of `mode` (see the module docstring)."""
+  temperature = validation.check_temperature(temperature)
   if mode == "samples":
-    return figures.samples_grid(ep, num, temperature, seed, use_mean_y=use_mean_y)
+    images = sample_images(ep, num, temperature, seed, use_mean_y, chunk_size)
+    return figures.image_grid(images, *figures.square_grid_shape(num))
   if mode == "panel":
     return figures.paper_panel(ep, images[:num], seed, temperature=temperature)
   if mode == "interpolate":
@@ -105,6 +141,8 @@ def make_figure(ep: figures.Endpoints, mode: str, *, num: int = 64, temperature:
       raise ValueError(f"interpolate needs 2 * pairs = {2 * pairs} images, got {images.shape[0]}.")
     return figures.interpolation_rows(ep, images[:pairs], images[pairs:2 * pairs], steps, seed)
   if mode == "temperatures":
+    for t in temperatures:
+      validation.check_temperature(t, "temperatures")
     return figures.temperature_rows(ep, temperatures, per_row, seed)
   raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
 
@@ -149,8 +187,10 @@ def _define_flags():
   flags.DEFINE_string("saved_model", None, "Export directory written by vapnev_tf.export.")
   flags.DEFINE_string("out", None, "Output PNG file.")
   flags.DEFINE_enum("mode", "samples", MODES, "Which figure to draw.")
-  flags.DEFINE_integer("num", 64, "Samples (samples mode) or test images (panel mode).")
-  flags.DEFINE_float("temperature", 0.8, "Temperature on sigma_y for samples and panel samples.")
+  flags.DEFINE_integer("num", 64, "Samples (samples mode) or test images (panel mode).",
+                       lower_bound=1)
+  flags.DEFINE_float("temperature", 0.8, "Temperature on sigma_y for samples and panel samples "
+                     "(finite, >= 0).")
   flags.DEFINE_bool("use_mean_y", False, "samples mode: decode z ~ N(0, I) on the mu_y path.")
   flags.DEFINE_integer("seed", 0, "Seed (non-negative int).")
   flags.DEFINE_string("images", None, "uint8 (N, H, W, C) .npy/.npz of test images.")
@@ -159,7 +199,22 @@ def _define_flags():
   flags.DEFINE_list("temperatures", [str(t) for t in DEFAULT_TEMPERATURES],
                     "temperatures mode: one row per value.")
   flags.DEFINE_integer("per_row", 8, "temperatures mode: samples per row.")
+  flags.DEFINE_integer("chunk_size", SAMPLE_CHUNK_SIZE, "samples mode: images per sampling call "
+                       "(bounds memory; see the module docstring for the per-chunk seeds).",
+                       lower_bound=1)
   flags.mark_flag_as_required("out")
+  flags.register_validator("temperature", _finite_non_negative,
+                           message="--temperature must be a finite number >= 0")
+  flags.register_validator("temperatures", lambda values: all(map(_finite_non_negative, values)),
+                           message="--temperatures must be finite numbers >= 0")
+
+
+def _finite_non_negative(value) -> bool:
+  try:
+    validation.check_temperature(float(value))
+  except (TypeError, ValueError):
+    return False
+  return True
 
 
 def main(argv):
@@ -171,7 +226,8 @@ def main(argv):
         f.out, f.mode, workdir=f.workdir, checkpoint=f.checkpoint, saved_model=f.saved_model,
         images_path=f.images, num=f.num, temperature=f.temperature, use_mean_y=f.use_mean_y,
         seed=f.seed, pairs=f.pairs, steps=f.steps,
-        temperatures=[float(t) for t in f.temperatures], per_row=f.per_row)
+        temperatures=[float(t) for t in f.temperatures], per_row=f.per_row,
+        chunk_size=f.chunk_size)
   except ValueError as e:  # bad input: the message, not a traceback
     raise app.UsageError(str(e)) from e
   print(json.dumps({"out": os.path.abspath(f.out), "mode": f.mode, "shape": list(figure.shape)}))

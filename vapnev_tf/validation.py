@@ -6,48 +6,119 @@ import tensorflow as tf
 def check_images(x, image_shape, name: str = "x", dtype=tf.float32):
   """Returns `x` as a float tensor `(B, H, W, C)` of dequantised pixels in [0, 256).
 
-  Raises ValueError for a non-float dtype (8-bit images must be dequantised first), a rank other than
-  4, a trailing shape other than `image_shape`, an empty batch, or (when the values are known, i.e.
-  eagerly) values outside [0, 256). In a graph, range and non-emptiness are assertion ops.
+  Raises ValueError for a non-float dtype (8-bit images must be dequantised first), a float tensor
+  of another dtype than `dtype`, a rank other than 4, a trailing shape other than `image_shape`, an
+  empty batch, or (when the values are known, i.e. eagerly) values outside [0, 256). In a graph,
+  range and non-emptiness are assertion ops.
   """
-  if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating) or (
-      tf.is_tensor(x) and not x.dtype.is_floating):
-    raise ValueError(
-        f"{name} must be dequantised float pixels in [0, 256), got dtype {x.dtype}; convert 8-bit "
-        "images with vapnev_tf.data.dequantize(images, seed).")
-  x = tf.convert_to_tensor(x, dtype=dtype)
-  if x.shape.rank != 4 or tuple(x.shape[1:]) != tuple(image_shape):
+  x = check_pixels(x, image_shape, name, dtype, check_values=False)
+  if x.shape.rank != 4:
     raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, image_shape))}), got "
                      f"{tuple(x.shape)}.")
   if x.shape[0] == 0:
     raise ValueError(f"{name} must hold at least one image, got an empty batch {tuple(x.shape)}.")
+  x = check_pixel_values(x, name)
   if tf.executing_eagerly():
-    lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-    if not (lo >= 0.0 and hi < 256.0):
-      raise ValueError(f"{name} must lie in [0, 256) (dequantised pixels), got values in "
-                       f"[{lo}, {hi}].")
     return x
-  with tf.control_dependencies([
-      _assert_not_empty(x, f"{name} must hold at least one image"),
-      tf.debugging.assert_greater_equal(x, tf.zeros([], x.dtype),
-                                        message=f"{name} must lie in [0, 256)"),
-      tf.debugging.assert_less(x, tf.constant(256.0, x.dtype),
-                               message=f"{name} must lie in [0, 256)")]):
+  with tf.control_dependencies([_assert_not_empty(x, f"{name} must hold at least one image")]):
     return tf.identity(x)
 
 
-def check_latent(z, latent_dim: int, name: str = "z", dtype=tf.float32):
+def check_pixels(x, image_shape, name: str = "x", dtype=tf.float32, check_values: bool = True):
+  """Returns `x` as a `dtype` tensor `(*batch, H, W, C)` of dequantised pixels in [0, 256).
+
+  Always (static, free): the dtype (integer images and float tensors of another dtype are refused
+  with the fix in the message; float numpy arrays and Python numbers are converted) and the
+  trailing shape. With `check_values`: the range [0, 256) (which also refuses NaN), a ValueError
+  eagerly and an assertion op in a graph (`check_pixel_values`).
+  """
+  dtype = tf.as_dtype(dtype)
+  is_array = isinstance(x, np.ndarray) or isinstance(x, np.generic)
+  if (is_array and not np.issubdtype(x.dtype, np.floating)) or (
+      tf.is_tensor(x) and not x.dtype.is_floating):
+    got = tf.as_dtype(x.dtype).name
+    raise ValueError(
+        f"{name} must be dequantised {dtype.name} pixels in [0, 256), got dtype {got}; convert "
+        "8-bit images with vapnev_tf.data.dequantize(images, seed).")
+  if tf.is_tensor(x) and x.dtype != dtype:
+    raise ValueError(
+        f"{name} must have this model's dtype {dtype.name}, got a {x.dtype.name} tensor; cast it "
+        f"with tf.cast({name}, tf.{dtype.name}) (vapnev_tf.data.dequantize(images, seed) gives "
+        "float32 pixels from 8-bit images).")
+  x = tf.convert_to_tensor(x, dtype=dtype)
+  rank = x.shape.rank
+  if rank is None or rank < 3 or tuple(x.shape[-3:]) != tuple(image_shape):
+    raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, image_shape))}), got "
+                     f"{tuple(x.shape) if rank is not None else 'an unknown shape'}.")
+  return check_pixel_values(x, name) if check_values else x
+
+
+def check_pixel_values(x, name: str = "x"):
+  """`x` after checking that every value lies in [0, 256) (NaN fails): ValueError eagerly, an
+  assertion op (tf.errors.InvalidArgumentError naming `name`) in a graph."""
+  if tf.executing_eagerly():
+    if tf.size(x) == 0:
+      return x
+    lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    finite = bool(tf.reduce_all(tf.math.is_finite(x)))
+    if not (finite and lo >= 0.0 and hi < 256.0):
+      raise ValueError(f"{name} must lie in [0, 256) (dequantised pixels), got values in "
+                       f"[{lo}, {hi}]{'' if finite else ' and NaN/inf'}.")
+    return x
+  in_range = tf.logical_and(x >= tf.zeros([], x.dtype), x < tf.constant(256.0, x.dtype))
+  with tf.control_dependencies([tf.debugging.Assert(
+      tf.reduce_all(in_range), [f"{name} must lie in [0, 256) (dequantised pixels)"])]):
+    return tf.identity(x)
+
+
+def check_temperature(temperature, name: str = "temperature"):
+  """A finite temperature >= 0: a Python/numpy number is checked now (ValueError) and returned as
+  a float; a tensor is checked now when eager, else by assertion ops in the graph."""
+  if tf.is_tensor(temperature):
+    if not temperature.dtype.is_floating:
+      raise ValueError(f"{name} must be a float >= 0, got a {temperature.dtype.name} tensor.")
+    if hasattr(temperature, "numpy"):  # eager: the value is known
+      _check_temperature_value(temperature.numpy(), name)
+      return temperature
+    message = f"{name} must be a finite number >= 0"
+    ok = tf.reduce_all(tf.logical_and(tf.math.is_finite(temperature),
+                                      temperature >= tf.zeros([], temperature.dtype)))
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message, temperature])]):
+      return tf.identity(temperature)
+  return _check_temperature_value(temperature, name)
+
+
+def _check_temperature_value(value, name):
+  is_number = isinstance(value, (int, float, np.integer, np.floating)) or (
+      isinstance(value, np.ndarray) and value.shape == () and np.issubdtype(value.dtype, np.number))
+  if isinstance(value, bool) or not is_number or not (np.isfinite(value) and value >= 0):
+    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+  return float(value)
+
+
+def check_latent(z, latent_dim: int, name: str = "z", dtype=tf.float32,
+                 batch_ranks: bool = False):
   """Returns z as a float tensor `(B, latent_dim)` with B >= 1; ValueError otherwise (in a graph,
-  an assertion op checks B >= 1)."""
+  an assertion op checks B >= 1). With `batch_ranks`, `(*batch, latent_dim)` with at least one
+  batch dimension is accepted, every batch dimension >= 1. A tensor of another dtype than `dtype`
+  is refused (cast it first), not converted."""
+  dtype = tf.as_dtype(dtype)
+  if tf.is_tensor(z) and z.dtype != dtype:
+    raise ValueError(f"{name} must have this model's dtype {dtype.name}, got a {z.dtype.name} "
+                     f"tensor; cast it with tf.cast({name}, tf.{dtype.name}).")
   z = tf.convert_to_tensor(z, dtype=dtype)
-  if z.shape.rank != 2 or z.shape[-1] != latent_dim:
-    raise ValueError(f"{name} must have shape (batch, {latent_dim}), got {tuple(z.shape)}.")
-  if z.shape[0] == 0:
+  rank = z.shape.rank
+  if rank is None or z.shape[-1] != latent_dim or (rank < 2 if batch_ranks else rank != 2):
+    more = f", or (*batch, {latent_dim})" if batch_ranks else ""
+    raise ValueError(f"{name} must have shape (batch, {latent_dim}){more}, got "
+                     f"{tuple(z.shape) if rank is not None else 'an unknown shape'}.")
+  if 0 in z.shape[:-1]:
     raise ValueError(f"{name} must hold at least one latent code, got an empty batch "
                      f"{tuple(z.shape)}.")
   if tf.executing_eagerly():
     return z
-  with tf.control_dependencies([_assert_not_empty(z, f"{name} must hold at least one code")]):
+  with tf.control_dependencies([tf.debugging.assert_positive(
+      tf.reduce_prod(tf.shape(z)[:-1]), message=f"{name} must hold at least one code")]):
     return tf.identity(z)
 
 
