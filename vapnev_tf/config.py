@@ -10,6 +10,7 @@ from vapnev_tf.config_fields import choice_field
 from vapnev_tf.config_fields import float_field
 from vapnev_tf.config_fields import int_field
 from vapnev_tf.config_fields import shape_field
+from vapnev_tf.config_fields import str_field
 
 LIKELIHOODS = ("vapnev", "vae_flow", "pixel_gaussian", "pixel_logistic", "realnvp")
 FLOW_LIKELIHOODS = ("vapnev", "vae_flow", "realnvp")
@@ -55,6 +56,11 @@ class ModelConfig(ConfigBase):
   flow_filters: int = int_field(64, "Coupling filters at the first scale (doubled per scale).",
                                 lo=1)
   flow_res_blocks: int = int_field(2, "Residual blocks in l1/m1.", lo=0)
+  flow_layout: str = str_field(
+      "", "The flow's steps per scale in the grammar of vapnev_tf.flow_steps.layout, e.g. "
+      "'checkerboard*3 squeeze channel*3 factor_out | checkerboard*3 squeeze channel*3'; "
+      "empty: flow_scales scales of flow_checkerboard + flow_channelwise couplings (Sec. 4.2). "
+      "When set, it replaces those three fields.", nonempty=False)
   log_scale_bound: float = float_field(
       3.0, "Bound b of coupling log-scales, b * tanh(l / b) (docs/design.md §6).", lo=0.0,
       lo_open=True, hi=MAX_LOG_SCALE_BOUND)
@@ -66,11 +72,19 @@ class ModelConfig(ConfigBase):
   dtype: str = choice_field("float32", "Model dtype.", DTYPES)
 
   def _check_consistency(self):
-    if self.uses_flow and self.flow_checkerboard + self.flow_channelwise == 0:
+    if not self.uses_flow:
+      return
+    if self.flow_layout.strip():
+      from vapnev_tf import flow_steps  # pylint: disable=g-import-not-at-top
+      try:
+        flow_steps.plan_layout(flow_steps.parse_layout(self.flow_layout), self.image_shape)
+      except ValueError as e:
+        raise ValueError(f"ModelConfig.flow_layout={self.flow_layout!r}: {e}") from None
+      return
+    if self.flow_checkerboard + self.flow_channelwise == 0:
       raise ValueError("flow_checkerboard + flow_channelwise must be >= 1 for a flow likelihood.")
-    if self.uses_flow:
-      from vapnev_tf.flow import check_flow_geometry  # pylint: disable=g-import-not-at-top
-      check_flow_geometry(self.image_shape, self.flow_scales)
+    from vapnev_tf.flow import check_flow_geometry  # pylint: disable=g-import-not-at-top
+    check_flow_geometry(self.image_shape, self.flow_scales)
 
   @property
   def uses_flow(self) -> bool:

@@ -57,7 +57,8 @@ class VAPNEV(keras.Model):
           num_checkerboard=config.flow_checkerboard, num_channelwise=config.flow_channelwise,
           filters=config.flow_filters, num_res_blocks=config.flow_res_blocks,
           conditional=self._likelihood.conditional_flow, log_scale_bound=config.log_scale_bound,
-          logit_alpha=config.logit_alpha, dtype=config.dtype, name="flow")
+          logit_alpha=config.logit_alpha, layout=config.flow_layout.strip() or None,
+          dtype=config.dtype, name="flow")
     self._build_weights()
 
   def _build_weights(self):
