@@ -15,13 +15,13 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
+from vapnev_tf import figures
 from vapnev_tf import train as train_cli
 from vapnev_tf import training
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
-from vapnev_tf.training import images
 from vapnev_tf.training import schedules
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -333,5 +333,5 @@ def test_train_config_validates_with_the_field_named():
 
 
 def test_image_grid_layout():
-  grid = images.image_grid(np.zeros((5, 4, 3, 1), np.uint8), columns=3)
+  grid = figures.image_grid(np.zeros((5, 4, 3, 1), np.uint8), rows=2, cols=3)
   assert grid.shape == (2 * 5 + 1, 3 * 4 + 1, 1) and grid.dtype == np.uint8
