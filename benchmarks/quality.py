@@ -39,7 +39,6 @@ from absl import flags
 from absl import logging
 import keras
 import numpy as np
-import tensorflow as tf
 
 from benchmarks import common
 from vapnev_tf import data as data_lib

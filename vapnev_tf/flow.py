@@ -16,7 +16,6 @@ convolutional projections of mu_y and sigma_y predict a Gaussian per y coordinat
 (docs/design.md §3). H and W must be divisible by 2**num_scales.
 """
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -135,6 +134,3 @@ class ConditionalRealNVP(keras.layers.Layer):
       z = None
     preprocess = vb.pixels_to_logits(self.logit_alpha, dtype=self.compute_dtype)
     return tfb.Chain([self._scale_bijector(0, z, self.image_shape[-1]), preprocess], name="f_z")
-
-  def num_dims(self) -> int:
-    return int(np.prod(self.image_shape))

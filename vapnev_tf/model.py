@@ -9,7 +9,6 @@
 x is always dequantised pixels in [0, 256); every pre-processing log-det is inside p(x|z), so
 `bits_per_dim(elbo, image_shape)` is directly comparable with the literature.
 """
-import math
 
 import keras
 import tensorflow as tf

@@ -9,8 +9,9 @@ SIGTERM/SIGINT) the state of the last step is saved: after a skipped step it equ
 weights with the counters advanced, a consistent state to resume or export from.
 
 Non-finite policy: a step whose loss or gradient is not finite is skipped (`training.step`);
-`max_consecutive_bad_steps` in a row abort the run; a run whose every step was skipped fails
-without saving anything (both `NonFiniteTrainingError`).
+`max_consecutive_bad_steps` in a row abort the run; a run whose every step was skipped (no update
+ever applied: `optimizer.iterations` is 0) fails without saving anything (both
+`NonFiniteTrainingError`).
 """
 import dataclasses
 
@@ -46,7 +47,7 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
   state, checkpoints = run.state, run.checkpoints
   s = run.start_step
   last_out, interrupted = None, None
-  consecutive_bad = good = 0
+  consecutive_bad = 0
   if s >= train_cfg.train_steps:
     logging.info("Step %d >= train_steps=%d: nothing to train.", s, train_cfg.train_steps)
   while s < train_cfg.train_steps:
@@ -59,7 +60,6 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
     reporter.record(out)
     if out["ok"]:
       consecutive_bad = 0
-      good += 1
     else:
       consecutive_bad += 1
       _on_bad_step(s, out, consecutive_bad, int(state.skipped_steps.numpy()), train_cfg,
@@ -73,12 +73,12 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
       checkpoints.save(s)
   if interrupted is None:
     interrupted = stop.received
-  if interrupted is None and s > run.start_step and good == 0:
+  if interrupted is None and s > run.start_step and int(state.optimizer.iterations.numpy()) == 0:
     raise NonFiniteTrainingError(
-        f"every one of the {s - run.start_step} steps run (steps {run.start_step + 1}..{s}) had "
-        "a non-finite loss or gradient, so no update was applied; nothing was saved (latest "
-        f"checkpoint: {checkpoints.latest or 'none'}). Lower the learning rate, enable "
-        "--clip_grad_norm or check the data.")
+        f"no step of this run applied an update: all {s} steps had a non-finite loss or "
+        f"gradient and were skipped; nothing was saved (latest checkpoint: "
+        f"{checkpoints.latest or 'none'}). Lower the learning rate, enable --clip_grad_norm or "
+        "check the data.")
   if checkpoints.saved_at != s:
     checkpoints.save(s)
   return LoopOutcome(step=s, last_out=last_out, interrupted=interrupted)
