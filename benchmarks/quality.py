@@ -173,7 +173,7 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
       "train_seconds": round(trained, 2),
       "first_step_seconds": round(first_step, 2),
       "train_images_per_s": round(images_per_s, 1) if images_per_s else None,
-      "skipped_steps": int(skipped.numpy()),
+      "skipped_steps": int(state.skipped_steps.numpy()),
       "final_train_loss_bpd": float(bits_per_dim(-np.mean(tail), (28, 28, 1))),  # loss = -bound
       "load_average_start": [round(v, 2) for v in load_start],
       "load_average_end": [round(v, 2) for v in load_end],

@@ -4,6 +4,12 @@
     result = training.train(model_cfg, data_cfg, train_cfg, workdir)
 
 Library code only: configs come in as arguments (`vapnev_tf.train` turns flags into them).
+
+Modules: `run` (`train`, a table of contents of the stages below), `rundir` (checks, lock, the
+config record), `restore` (state built or restored), `loop` (the steps and their cadences),
+`finish` (final evaluation, export, figures); their parts: `step` (the public training step),
+`reporting` (logs, TensorBoard, eval.json), `signals`, `eval_runner`, `evaluation`, `images`,
+`checkpointing`, `distribute`, `schedules`, `config`.
 """
 from vapnev_tf.training.checkpointing import CheckpointError
 from vapnev_tf.training.checkpointing import ConfigError
