@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: machine/version records, flagfile parsing, the TFP Glow baseline.
 
 `GlowFlow` exposes the small part of `VAPNEV`'s interface that the library's training step
-(`vapnev_tf.training.loop.make_train_step`) and evaluator (`vapnev_tf.training.Evaluator`) use
+(`vapnev_tf.training.step.make_train_step`) and evaluator (`vapnev_tf.training.Evaluator`) use
 (`elbo_terms`, `log_likelihood_bound`, `trainable_variables`, `config.image_shape`), so every model
 of the benchmarks is trained and evaluated by exactly the same code.
 """

@@ -6,7 +6,7 @@ r"""Quality at equal wall-clock budget on real Fashion-MNIST (issue 8, deliverab
 Every model is trained for the same wall-clock budget, with the same batch size, data stream and
 optimiser (Adam, lr 5e-4 -- the stable rate of configs/fashion_mnist.flags, see BUILD_NOTES
 "Long run" -- Keras defaults otherwise, constant learning rate), by the LIBRARY's own
-training step (`vapnev_tf.training.loop.make_train_step`, on a OneDeviceStrategy): per-example loss
+training step (`vapnev_tf.training.step.make_train_step`, on a OneDeviceStrategy): per-example loss
 -(log p(x|z) - w_KL(step) KL), w_KL linear 0 -> 1 over `--kl_anneal_steps` (no KL for flows).
 The budget clock starts after the first (tracing) step, whose time is reported separately, and is
 paused while the learning curve is evaluated.
@@ -27,6 +27,7 @@ Models ("same flow" for vapnev, vae_flow and realnvp; see MODEL_SIZE):
 Outputs: OUT_DIR/quality.json, OUT_DIR/quality.md, OUT_DIR/quality_curve.png (test ELBO bits/dim
 on `--curve_take` images vs training minutes).
 """
+import functools
 import json
 import os
 import time
@@ -38,7 +39,6 @@ from absl import flags
 from absl import logging
 import keras
 import numpy as np
-import tensorflow as tf
 
 from benchmarks import common
 from vapnev_tf import data as data_lib
@@ -48,7 +48,9 @@ from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import Evaluator
 from vapnev_tf.training import TrainConfig
 from vapnev_tf.training import make_strategy
-from vapnev_tf.training.loop import make_train_step
+from vapnev_tf.training.step import TrainState
+from vapnev_tf.training.step import counter
+from vapnev_tf.training.step import make_train_step
 
 ALL_MODELS = ("vapnev", "vae_flow", "realnvp", "pixel_gaussian", "pixel_logistic", "glow")
 # Our models' size: trains meaningfully in minutes on 2 cores. The paper's layout (2 scales x
@@ -120,10 +122,8 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
     model, info = build_model(name, size, x_build, realnvp_flow_params)
     optimizer = keras.optimizers.Adam(learning_rate=FLAGS.learning_rate)
     optimizer.build(list(model.trainable_variables))
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
-  train_step = make_train_step(model, optimizer, strategy, train_cfg, FLAGS.batch_size, step,
-                               skipped)
+    state = TrainState(model, optimizer, counter("step"), counter("skipped_steps"))
+  train_step = functools.partial(make_train_step(strategy, train_cfg, FLAGS.batch_size), state)
   do_curve = FLAGS.curve_points > 0 and ("all" in FLAGS.curve_models or name in FLAGS.curve_models)
   curve_eval = Evaluator(model, curve_data_cfg, num_samples=1, seed=0, strategy=strategy)
   budget = FLAGS.budget_minutes * 60.0
@@ -173,7 +173,7 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
       "train_seconds": round(trained, 2),
       "first_step_seconds": round(first_step, 2),
       "train_images_per_s": round(images_per_s, 1) if images_per_s else None,
-      "skipped_steps": int(skipped.numpy()),
+      "skipped_steps": int(state.skipped_steps.numpy()),
       "final_train_loss_bpd": float(bits_per_dim(-np.mean(tail), (28, 28, 1))),  # loss = -bound
       "load_average_start": [round(v, 2) for v in load_start],
       "load_average_end": [round(v, 2) for v in load_end],
@@ -317,7 +317,7 @@ def main(argv):
       "curve_take": FLAGS.curve_take, "models": FLAGS.models, "model_size": size,
       "smoke": FLAGS.smoke, "max_steps": FLAGS.max_steps, "train_take": FLAGS.train_take,
       "seed": FLAGS.seed,
-      "training_step": "vapnev_tf.training.loop.make_train_step (library), OneDeviceStrategy, "
+      "training_step": "vapnev_tf.training.step.make_train_step (library), OneDeviceStrategy, "
                        "Adam constant lr, linear KL annealing (VAEs)"}
   payload["results"], payload["errors"] = [], []
   os.makedirs(FLAGS.out_dir, exist_ok=True)

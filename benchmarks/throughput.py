@@ -188,19 +188,18 @@ def make_step(model, batch, jit, strategy, kl_anneal_steps=1000):
   tf = _tf()
   import keras  # pylint: disable=g-import-not-at-top
   from vapnev_tf.training import TrainConfig  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training.loop import make_train_step  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
   train_cfg = TrainConfig(strategy="one_device", jit_compile=jit, kl_anneal_steps=kl_anneal_steps,
                           export_at_end=False)
   with strategy.scope():
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(list(model.trainable_variables))
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
-  train_step = make_train_step(model, optimizer, strategy, train_cfg, int(batch.shape[0]), step,
-                               skipped)
+    state = step_lib.TrainState(model, optimizer, step_lib.counter("step"),
+                                step_lib.counter("skipped_steps"))
+  train_step = step_lib.make_train_step(strategy, train_cfg, int(batch.shape[0]))
   ds = tf.data.Dataset.from_tensors(batch).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(ds))
-  return (lambda: train_step(iterator)), train_step, iterator
+  return (lambda: train_step(state, iterator)), train_step, iterator
 
 
 def train_flop_graphs(model, batch_shape):
@@ -342,14 +341,15 @@ def worker_real_data(spec):
   # The same train_step function object can't take both iterator types without retracing, so a
   # second step (sharing the model) reads the real pipeline.
   from vapnev_tf.training import TrainConfig  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training.loop import make_train_step  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
   with strategy.scope():
     opt = keras.optimizers.Adam(1e-3)
     opt.build(list(model.trainable_variables))
-    s, k = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
-  real_step = make_train_step(model, opt, strategy, TrainConfig(strategy="one_device"), b, s, k)
+    real_state = step_lib.TrainState(model, opt, step_lib.counter("step"),
+                                     step_lib.counter("skipped_steps"))
+  real_step = step_lib.make_train_step(strategy, TrainConfig(strategy="one_device"), b)
   real_it = iter(data_lib.distributed_dataset(strategy, cfg, "train"))
-  real = lambda: float(real_step(real_it)["loss"])
+  real = lambda: float(real_step(real_state, real_it)["loss"])
   mem = lambda: float(step_mem()["loss"])
   real(), mem(), real(), mem()
   mem_rates, real_rates = [], []

@@ -2,6 +2,8 @@
 safety, schedules and flags. Subprocess-level behaviour (kill/resume, 2 devices, 2 workers,
 bitwise resume) is in test_train_processes.py."""
 import dataclasses
+import hashlib
+import inspect
 import json
 import math
 import os
@@ -16,13 +18,17 @@ from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
 from vapnev_tf import config_run
+from vapnev_tf import export as export_lib
+from vapnev_tf import figures
+from vapnev_tf import seeds
 from vapnev_tf import train as train_cli
 from vapnev_tf import training
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
-from vapnev_tf.training import images
+from vapnev_tf.training import evaluation
+from vapnev_tf.training import finish
 from vapnev_tf.training import schedules
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -334,5 +340,118 @@ def test_train_config_validates_with_the_field_named():
 
 
 def test_image_grid_layout():
-  grid = images.image_grid(np.zeros((5, 4, 3, 1), np.uint8), columns=3)
+  grid = figures.image_grid(np.zeros((5, 4, 3, 1), np.uint8), rows=2, cols=3)
   assert grid.shape == (2 * 5 + 1, 3 * 4 + 1, 1) and grid.dtype == np.uint8
+
+
+# --- never start over, consistent starts, non-finite results (issue 18) --------------------------
+
+
+def _snapshot(directory) -> dict:
+  """{relative path: sha256 of the file, or "dir"} for everything under `directory`."""
+  tree = {}
+  for path in sorted(pathlib.Path(directory).rglob("*")):
+    key = str(path.relative_to(directory))
+    tree[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+  return tree
+
+
+def _copy_of(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def test_a_run_with_nothing_restorable_is_never_started_over(smoke_run, tmp_path):
+  workdir = _copy_of(smoke_run, tmp_path)
+  for index in (workdir / "checkpoints").glob("*.index"):
+    index.unlink()
+  before = _snapshot(workdir)
+  with pytest.raises(training.UnrestorableRunError) as err:
+    run_smoke(workdir)
+  message = str(err.value)
+  assert "config.json" in message and "ckpt-6.data-00000-of-00001" in message
+  assert "no checkpoints/*.index" in message and "use a new --workdir" in message
+  assert isinstance(err.value, training.CheckpointError)  # the CLI's one-line exit 1
+  assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("extra, error", [
+    (["--latent_dim=9"], training.CheckpointError),  # the restore fails
+    (["--batch_size=512"], training.ConfigError),  # 256 training images < one batch
+])
+def test_a_failed_start_leaves_the_run_directory_exactly_as_it_was(smoke_run, tmp_path, extra,
+                                                                   error):
+  workdir = _copy_of(smoke_run, tmp_path)
+  before = _snapshot(workdir)
+  with pytest.raises(error):
+    run_smoke(workdir, *extra, force_config=True)  # --force_config
+  assert _snapshot(workdir) == before
+  again = run_smoke(workdir)  # the corrected command works
+  assert again["restored_from"].endswith("ckpt-6") and again["eval"] is not None
+
+
+def test_a_run_whose_every_step_was_skipped_fails_and_saves_nothing(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(training.NonFiniteTrainingError,
+                     match="no step of this run applied an update: all 3 steps"):
+    run_smoke(workdir, "--train_steps=3", "--debug_inject_nan_at_step=1",
+              "--debug_inject_nan_num_steps=100", "--eval_every=0", "--eval_num_samples=1")
+  assert not (workdir / "checkpoints").exists() and not (workdir / "config.json").exists()
+
+
+def test_a_non_finite_final_bound_fails_and_eval_json_stays_strict(tmp_path, monkeypatch):
+  real_call = evaluation.Evaluator.__call__
+
+  def nan_bounds(self, *args, **kwargs):
+    return dict(real_call(self, *args, **kwargs), elbo_bpd=float("nan"), iw_bpd=float("inf"))
+
+  monkeypatch.setattr(evaluation.Evaluator, "__call__", nan_bounds)
+  workdir = tmp_path / "run"
+  with pytest.raises(training.NonFiniteTrainingError,
+                     match="final evaluation at step 2 is not finite"):
+    run_smoke(workdir, "--train_steps=2", "--eval_every=0")
+
+  def refuse(token):
+    raise ValueError(f"non-strict JSON token {token}")
+
+  stored = json.loads((workdir / "eval.json").read_text(), parse_constant=refuse)
+  assert stored["step"] == 2 and stored["elbo_bpd"] is None and stored["iw_bpd"] is None
+  assert not (workdir / "export").exists()
+
+
+def test_strict_json_writer_writes_missing_values_as_null(tmp_path):
+  filename = str(tmp_path / "x.json")
+  workdir_lib.write_json_atomic(filename, {"a": float("nan"), "b": [np.float32(1.5), np.inf],
+                                           "c": np.int64(3), "d": (1, None)})
+  text = pathlib.Path(filename).read_text()
+  assert "NaN" not in text and "Infinity" not in text
+  assert json.loads(text) == {"a": None, "b": [1.5, None], "c": 3, "d": [1, None]}
+
+
+def test_a_skipped_last_step_is_checkpointed_and_exported_as_that_step(tmp_path):
+  workdir = tmp_path / "run"
+  result = run_smoke(workdir, "--train_steps=4", "--debug_inject_nan_at_step=4",
+                     "--eval_every=0", "--eval_num_samples=1", "--export_at_end=true",
+                     "--num_image_samples=2")
+  assert result["step"] == 4 and result["skipped_steps"] == 1
+  latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+  assert latest.endswith("ckpt-4")
+  skipped, step = tf.Variable(-1, dtype=tf.int64), tf.Variable(-1, dtype=tf.int64)
+  tf.train.Checkpoint(skipped_steps=skipped, step=step).restore(latest).expect_partial()
+  assert int(skipped.numpy()) == 1 and int(step.numpy()) == 4
+  # The state saved after the skipped step holds exactly the weights the run ended with.
+  model, _ = workdir_lib.restore_model(str(workdir), latest)
+  assert finish.weights_fingerprint(model) == result["weights_sha256"]
+  metadata = export_lib.load_metadata(str(workdir / "export"))
+  assert metadata["step"] == 4 and metadata["checkpoint"] == latest
+  assert (workdir / "figures" / "panel_step4.png").exists()
+
+
+def test_seed_tags_and_chunk_size_have_one_home():
+  assert seeds.DATA_TEST != seeds.DATA_TRAIN
+  assert len({seeds.TRAIN_Z, seeds.EVAL_Z, seeds.IMAGES}) == 3
+  assert training.TrainConfig().eval_chunk_size == seeds.IW_CHUNK_SIZE
+  bound = inspect.signature(VAPNEV.log_likelihood_bound).parameters["chunk_size"]
+  assert bound.default == seeds.IW_CHUNK_SIZE

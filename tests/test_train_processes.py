@@ -14,6 +14,7 @@ import time
 import pytest
 import tensorflow as tf
 
+from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.training import checkpointing
 
@@ -211,5 +212,30 @@ def test_multi_worker_mirrored_strategy_workers_agree(jobs):
   # Only the chief (worker 0) wrote the run directory; worker 1 saved into a temporary directory.
   workdir = root / "multi_worker"
   assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-6")
-  assert sorted(p.name for p in workdir.iterdir()) == [
+  assert sorted(p.name for p in workdir.iterdir() if p.name != locking.LOCK_FILE) == [
       "best", "checkpoints", "config.json", "eval.json", "flags.txt", "tensorboard"]
+
+
+def test_a_second_training_on_the_same_workdir_is_refused(jobs, tmp_path):
+  del jobs  # started first so that they run meanwhile
+  workdir = tmp_path / "run"
+  first = _start(_train_cmd(workdir, "--train_steps=100000", "--eval_every=0", "--log_every=1000",
+                            "--checkpoint_every=1000"), tmp_path / "first.log")
+  deadline = time.time() + TIMEOUT
+  while locking.read_holder(str(workdir)).get("pid") != first.pid:  # the first holds the lock
+    assert proc_alive(first), (tmp_path / "first.log").read_text()[-2000:]
+    assert time.time() < deadline, "the first training never took the lock"
+    time.sleep(0.2)
+  second = _start(_train_cmd(workdir, "--train_steps=3"), tmp_path / "second.log")
+  code, log = _finish(second, tmp_path / "second.log")
+  first.send_signal(signal.SIGTERM)
+  first_code, first_log = _finish(first, tmp_path / "first.log")
+  assert code == 1, log[-2000:]
+  assert f"WorkdirLockedError: workdir '{workdir}' is in use by training (pid {first.pid}" in log
+  assert "use another --workdir" in log
+  assert first_code == 128 + signal.SIGTERM, first_log[-2000:]
+  assert locking.read_holder(str(workdir)) == {}  # released when the first one stopped
+
+
+def proc_alive(proc) -> bool:
+  return proc.poll() is None

@@ -32,6 +32,7 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vapnev_tf import seeds
 from vapnev_tf.config_fields import RESUMABLE
 from vapnev_tf.config_fields import ConfigBase
 from vapnev_tf.config_fields import bool_field
@@ -71,9 +72,6 @@ _PIL_MODE_CHANNELS = {"L": 1, "RGB": 3}
 # Fixed, so the held-out test images do not change with the training seed.
 _HOLDOUT_SEED = 0
 
-# Stream tags keep training and evaluation noise independent even under equal seeds.
-_TRAIN_STREAM = 1
-_EVAL_STREAM = 2
 
 _log = logging.getLogger(__name__)
 
@@ -253,7 +251,7 @@ def train_dataset(cfg: DataConfig, input_context: tf.distribute.InputContext | N
 
   def augment(position, example):
     index, image = example
-    key = _element_key(cfg.seed, _TRAIN_STREAM, position // epoch_size, index)
+    key = _element_key(cfg.seed, seeds.DATA_TRAIN, position // epoch_size, index)
     flip_key, noise_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     if flip:
       image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
@@ -282,8 +280,9 @@ def eval_dataset(cfg: DataConfig, seed: int = 0,
   if cfg.eval_drop_remainder and _count(indexed, cfg.dataset) < batch:
     raise ValueError(f"{cfg.dataset}: fewer test images than one evaluation batch of {batch} "
                      "with eval_drop_remainder=True; nothing would be evaluated.")
-  ds = indexed.map(lambda index, image: dequantize(image, _element_key(seed, _EVAL_STREAM, index)),
-                   num_parallel_calls=tf.data.AUTOTUNE)
+  ds = indexed.map(
+      lambda index, image: dequantize(image, _element_key(seed, seeds.DATA_TEST, index)),
+      num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=cfg.eval_drop_remainder)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_deterministic_options())
 

@@ -15,6 +15,7 @@ from absl import flags
 from absl import logging
 
 from vapnev_tf import data as data_lib
+from vapnev_tf import seeds
 from vapnev_tf import workdir as workdir_lib
 
 
@@ -62,7 +63,7 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
   data_cfg = dataclasses.replace(data_cfg, **overrides)
   num_samples = num_samples or train_section.get("eval_num_samples", 1)
   seed = train_section.get("eval_seed", 0) if seed is None else seed
-  chunk_size = chunk_size or train_section.get("eval_chunk_size", 16)
+  chunk_size = chunk_size or train_section.get("eval_chunk_size", seeds.IW_CHUNK_SIZE)
   checkpoint = checkpoint or workdir_lib.latest_checkpoint(workdir)
   model, step = workdir_lib.restore_model(workdir, checkpoint)
   logging.info("Evaluating %s (step %d) on %s test images with k=%d.", checkpoint, step,

@@ -39,7 +39,6 @@ A JSON file `OUT/vapnev_metadata.json` (`METADATA_FILE`) describes the export: m
 test bits/dim when known, signatures, package versions, parameter count, TF's fingerprint.
 """
 import datetime
-import inspect
 import json
 import os
 import platform
@@ -55,6 +54,7 @@ import tensorflow_probability as tfp
 
 import vapnev_tf
 from vapnev_tf import data as data_lib
+from vapnev_tf import seeds
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.metrics import bits_per_dim
 from vapnev_tf.model import VAPNEV
@@ -67,8 +67,6 @@ FLOW_SIGNATURES = ("sample", "log_likelihood_bound")
 RESERVED_METADATA_KEYS = ("format", "model_config", "likelihood", "image_shape", "latent_dim",
                           "signatures", "seeding", "log_likelihood_chunk_size", "num_parameters",
                           "versions", "fingerprint", "exported_at")
-# The model's own chunking of the importance samples; the export mirrors it so both draw the same z.
-DEFAULT_CHUNK_SIZE = inspect.signature(VAPNEV.log_likelihood_bound).parameters["chunk_size"].default
 
 
 # --------------------------------------------------------------------------------------- seeding
@@ -329,7 +327,7 @@ def _metadata(model, signatures, metadata, num_parameters, saved_model_dir) -> d
                   "(dequantize_seed, model_seed); uint8 images -> vapnev_tf.data.dequantize("
                   "images, dequantize_seed); model methods get seed=model_seed; encode uses "
                   "pixel + 0.5."),
-      "log_likelihood_chunk_size": DEFAULT_CHUNK_SIZE,
+      "log_likelihood_chunk_size": seeds.IW_CHUNK_SIZE,
       "num_parameters": num_parameters,
       "versions": {"vapnev_tf": vapnev_tf.__version__, "tensorflow": tf.__version__,
                    "tensorflow_probability": tfp.__version__, "keras": keras.__version__,

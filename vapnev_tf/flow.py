@@ -17,7 +17,6 @@ decoder's convolutional projections of mu_y and sigma_y predict a Gaussian per y
 layout (docs/design.md §3). With the default layout, H and W must be divisible by 2**num_scales.
 """
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -149,6 +148,3 @@ class ConditionalRealNVP(keras.layers.Layer):
       z = None
     preprocess = vb.pixels_to_logits(self.logit_alpha, dtype=self.compute_dtype)
     return tfb.Chain([self._scale_bijector(0, z), preprocess], name="f_z")
-
-  def num_dims(self) -> int:
-    return int(np.prod(self.image_shape))

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vapnev_tf import seeds
 from vapnev_tf import validation
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.flow import ConditionalRealNVP
@@ -169,7 +170,8 @@ class VAPNEV(keras.Model):
     terms = self.elbo_terms(x, seed=seed)
     return terms["log_px_given_z"] - kl_weight * terms["kl"]
 
-  def log_likelihood_bound(self, x, num_samples=1, seed=None, chunk_size: int = 16):
+  def log_likelihood_bound(self, x, num_samples=1, seed=None,
+                           chunk_size: int = seeds.IW_CHUNK_SIZE):
     """Importance-weighted bound (Burda et al.) on log p(x), `(B,)` nats; k = 1 is the ELBO.
 
         log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x)

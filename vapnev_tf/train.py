@@ -8,7 +8,6 @@ its config.json is refused unless --force_config. SIGTERM/SIGINT checkpoint and 
 128 + signal number); run the same command again to continue.
 """
 import contextlib
-import json
 import os
 import time
 
@@ -102,16 +101,18 @@ def main(argv):
   from vapnev_tf import training  # pylint: disable=g-import-not-at-top
   if fv.deterministic_ops:
     tf.config.experimental.enable_op_determinism()
+  from vapnev_tf import locking  # pylint: disable=g-import-not-at-top
+  from vapnev_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
     strategy = training.make_strategy(train_cfg.strategy)
     result = training.train(model_cfg, data_cfg, train_cfg, fv.workdir, strategy=strategy,
                             force_config=fv.force_config, flags_text=fv.flags_into_string())
-  except (training.ConfigError, training.CheckpointError, training.NonFiniteTrainingError) as e:
+  except (training.ConfigError, training.CheckpointError, training.NonFiniteTrainingError,
+          locking.WorkdirLockedError) as e:
     logging.error("%s: %s", type(e).__name__, e)
     return 1
   if fv.debug_result_file:
-    with open(fv.debug_result_file, "w") as f:
-      json.dump(result, f, indent=2, default=str)
+    workdir_lib.write_json_atomic(fv.debug_result_file, result)
   if result["interrupted"] is not None:
     print(f"interrupted at step {result['step']} (checkpoint saved; rerun to resume)")
     return 128 + result["interrupted"]

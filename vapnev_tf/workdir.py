@@ -12,8 +12,10 @@
 Every reader/writer of that layout goes through this module.
 """
 import json
+import math
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from vapnev_tf.config import ModelConfig
@@ -32,11 +34,33 @@ def path(workdir: str, *parts: str) -> str:
 
 
 def write_json_atomic(filename: str, payload: dict) -> None:
-  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+  """Writes strict JSON through a temporary file and a rename, so readers never see half a file.
+
+  The one JSON writer of the package. Strict: a value that is not a finite number (NaN, +-inf)
+  is a missing value and is written as `null` (`allow_nan=False`: no `NaN` tokens, which most
+  JSON readers refuse); numpy scalars and arrays become numbers and lists; any other non-JSON
+  object is written as its `str`.
+  """
+  text = json.dumps(_strict(payload), indent=2, sort_keys=True, allow_nan=False, default=str)
   tmp = filename + ".tmp"
   with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    f.write(text)
   tf.io.gfile.rename(tmp, filename, overwrite=True)
+
+
+def _strict(value):
+  """`value` with non-finite floats as None and numpy values as Python ones (recursively)."""
+  if isinstance(value, dict):
+    return {k: _strict(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_strict(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _strict(value.tolist())
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 def read_json(filename: str) -> dict:

@@ -4,6 +4,12 @@
     result = training.train(model_cfg, data_cfg, train_cfg, workdir)
 
 Library code only: configs come in as arguments (`vapnev_tf.train` turns flags into them).
+
+Modules: `run` (`train`, a table of contents of the stages below), `rundir` (checks, lock, the
+config record), `restore` (state built or restored), `loop` (the steps and their cadences),
+`finish` (final evaluation, export, figures); their parts: `step` (the public training step),
+`reporting` (logs, TensorBoard, eval.json), `signals`, `eval_runner`, `evaluation`, `images`,
+`checkpointing`, `distribute`, `schedules`, `config`.
 """
 from vapnev_tf.training.checkpointing import CheckpointError
 from vapnev_tf.training.checkpointing import ConfigError
@@ -17,10 +23,14 @@ from vapnev_tf.training.evaluation import evaluate
 from vapnev_tf.training.evaluation import summary_line
 from vapnev_tf.training.evaluation import write_eval_json
 from vapnev_tf.training.loop import NonFiniteTrainingError
-from vapnev_tf.training.loop import train
+from vapnev_tf.training.rundir import UnrestorableRunError
+from vapnev_tf.training.run import train
 from vapnev_tf.training.schedules import WarmupDecay
 from vapnev_tf.training.schedules import kl_weight
+from vapnev_tf.training.step import TrainState
+from vapnev_tf.training.step import make_train_step
 
 __all__ = ["CheckpointError", "ConfigError", "Evaluator", "KL_SCHEDULES", "LR_DECAYS",
-           "NonFiniteTrainingError", "STRATEGIES", "TrainConfig", "WarmupDecay", "evaluate",
-           "kl_weight", "make_strategy", "summary_line", "train", "write_eval_json"]
+           "NonFiniteTrainingError", "STRATEGIES", "TrainConfig", "TrainState",
+           "UnrestorableRunError", "WarmupDecay", "evaluate", "kl_weight", "make_strategy",
+           "make_train_step", "summary_line", "train", "write_eval_json"]

@@ -66,6 +66,7 @@ def train_dataset_from_step(strategy: tf.distribute.Strategy, data_cfg: data_lib
   dequantisation/flip noise keyed by epoch and example), so the skipped stream continues exactly
   where the interrupted one stopped. Each input pipeline feeds
   `num_replicas_in_sync / num_input_pipelines` per-replica batches per global step.
+  A data set that cannot feed the run raises ConfigError (a ValueError) here, before training.
   """
   check_batch_sizes(data_cfg, strategy)
 
@@ -73,4 +74,9 @@ def train_dataset_from_step(strategy: tf.distribute.Strategy, data_cfg: data_lib
     per_step = ctx.num_replicas_in_sync // ctx.num_input_pipelines
     return data_lib.train_dataset(data_cfg, ctx, start_batch=start_step * per_step)
 
-  return strategy.distribute_datasets_from_function(dataset_fn)
+  try:
+    return strategy.distribute_datasets_from_function(dataset_fn)
+  except ConfigError:
+    raise
+  except ValueError as e:  # the data cannot feed this run (e.g. fewer images than one batch)
+    raise ConfigError(str(e)) from e

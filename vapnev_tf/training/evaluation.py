@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from vapnev_tf import data as data_lib
+from vapnev_tf import seeds
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.metrics import bits_per_dim
 
-_EVAL_STREAM = 3  # tag of the z-sampling seeds of evaluation (training uses 1)
 _HISTORY_LENGTH = 100
 
 
@@ -38,7 +38,7 @@ class Evaluator:
   """
 
   def __init__(self, model, data_cfg: data_lib.DataConfig, *, num_samples: int = 1,
-               seed: int = 0, chunk_size: int = 16,
+               seed: int = 0, chunk_size: int = seeds.IW_CHUNK_SIZE,
                strategy: tf.distribute.Strategy | None = None):
     for name, value, minimum in (("num_samples", num_samples, 1), ("seed", seed, 0),
                                  ("chunk_size", chunk_size, 1)):
@@ -62,7 +62,7 @@ class Evaluator:
     def replica_sums(x, batch_index):
       ctx = tf.distribute.get_replica_context()
       key = tf.random.experimental.stateless_fold_in(
-          tf.constant([seed, _EVAL_STREAM], tf.int64), batch_index)
+          tf.constant([seed, seeds.EVAL_Z], tf.int64), batch_index)
       key = tf.random.experimental.stateless_fold_in(
           key, tf.cast(ctx.replica_id_in_sync_group, tf.int64))
       elbo_key, iw_key = tf.unstack(tf.cast(tf.random.experimental.stateless_split(key, 2),
@@ -129,7 +129,8 @@ class Evaluator:
 
 
 def evaluate(model, data_cfg: data_lib.DataConfig, *, num_samples: int = 1, seed: int = 0,
-             chunk_size: int = 16, strategy: tf.distribute.Strategy | None = None) -> dict:
+             chunk_size: int = seeds.IW_CHUNK_SIZE,
+             strategy: tf.distribute.Strategy | None = None) -> dict:
   """`Evaluator(model, data_cfg, ...)()`: one evaluation (see `Evaluator`)."""
   return Evaluator(model, data_cfg, num_samples=num_samples, seed=seed, chunk_size=chunk_size,
                    strategy=strategy)()

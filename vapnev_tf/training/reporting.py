@@ -1,0 +1,180 @@
+"""What a run reports: log lines (every worker), TensorBoard summaries and eval.json (the chief).
+
+    reporter = make_reporter(chief, workdir, model_cfg, data_cfg, train_cfg, commit)
+    reporter.record(metrics)               # every step
+    reporter.log_window(step, metrics, skipped_total)   # every log_every steps
+    reporter.evaluation(step, result, improved, checkpoint, model)
+    reporter.close()
+
+The chief/worker split is decided once, here: `ChiefReporter` writes the run directory,
+`Reporter` (every other worker) only logs. No caller branches on being the chief.
+"""
+import contextlib
+import os
+import time
+
+from absl import logging
+import tensorflow as tf
+
+from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.metrics import bits_per_dim
+from vapnev_tf.training import evaluation
+from vapnev_tf.training import images
+
+
+class Window:
+  """Means of the training scalars over the good steps since the last log line."""
+
+  def __init__(self):
+    self.reset(time.time())
+
+  def reset(self, now):
+    self.sums, self.good, self.steps, self.start = {}, 0, 0, now
+    self.paused = 0.0
+
+  def add(self, out: dict):
+    self.steps += 1
+    if not out["ok"]:
+      return
+    self.good += 1
+    for k in ("loss", "log_px", "kl", "grad_norm"):
+      self.sums[k] = self.sums.get(k, 0.0) + float(out[k])
+
+  def means(self):
+    return {k: v / self.good for k, v in self.sums.items()} if self.good else {}
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  h, rest = divmod(seconds, 3600)
+  m, s = divmod(rest, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Reporter:
+  """Logs the run's progress and writes nothing: the reporter of a non-chief worker."""
+
+  def __init__(self, model_cfg, data_cfg, train_cfg):
+    self.model_cfg, self.data_cfg, self.train_cfg = model_cfg, data_cfg, train_cfg
+    self.window = Window()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+    return False
+
+  def record(self, out: dict) -> None:
+    """One step's metrics into the current window."""
+    self.window.add(out)
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time inside the block (an evaluation) does not count towards steps/s."""
+    start = time.time()
+    try:
+      yield
+    finally:
+      self.window.paused += time.time() - start
+
+  def log_window(self, s: int, out: dict, skipped_total: int) -> None:
+    """Logs (and summarises) the means of the window ending at step `s`; starts a new window."""
+    window, cfg = self.window, self.train_cfg
+    now = time.time()
+    elapsed = max(1e-9, now - window.start - window.paused)
+    steps_per_sec = window.steps / elapsed
+    images_per_sec = steps_per_sec * self.data_cfg.batch_size
+    means = window.means()
+    eta = (cfg.train_steps - s) / steps_per_sec if steps_per_sec > 0 else float("inf")
+    scalars = {"kl_weight": float(out["kl_weight"]), "learning_rate": float(out["learning_rate"]),
+               "steps_per_sec": steps_per_sec, "images_per_sec": images_per_sec,
+               "skipped_steps": skipped_total}
+    if means:
+      image_shape = self.model_cfg.image_shape
+      scalars.update(
+          loss=means["loss"], kl_nats=means["kl"], grad_norm=means["grad_norm"],
+          elbo_bpd=float(bits_per_dim(means["log_px"] - means["kl"], image_shape)),
+          recon_bpd=float(bits_per_dim(means["log_px"], image_shape)),
+          kl_bpd=-float(bits_per_dim(means["kl"], image_shape)))
+      logging.info(
+          "step %d/%d | %.2f steps/s %.0f img/s | loss %.2f | train ELBO %.4f bpd (recon %.4f, "
+          "KL %.2f nats) | kl_w %.3f | lr %.2e | grad norm %.3g | skipped %d | ETA %s",
+          s, cfg.train_steps, steps_per_sec, images_per_sec, means["loss"], scalars["elbo_bpd"],
+          scalars["recon_bpd"], means["kl"], scalars["kl_weight"], scalars["learning_rate"],
+          means["grad_norm"], skipped_total, format_duration(eta))
+    else:
+      logging.info("step %d/%d | every step of this window was skipped (skipped %d in total)",
+                   s, cfg.train_steps, skipped_total)
+    self._train_summaries(s, scalars)
+    window.reset(now)
+
+  def evaluation(self, step: int, result: dict, improved: bool, checkpoint: str | None,
+                 model) -> None:
+    """Reports an evaluation of `model` at `step` (`checkpoint`: the newest one saved)."""
+    logging.info("eval @ step %d: %s%s [%.1f s]", step, evaluation.summary_line(result),
+                 " (new best)" if improved else "", result["seconds"])
+    del checkpoint, model
+
+  def _train_summaries(self, step: int, scalars: dict) -> None:
+    del step, scalars
+
+  def close(self) -> None:
+    pass
+
+
+# TensorBoard tag order of the training scalars (as the loop has always written them).
+_TRAIN_TAGS = ("loss", "elbo_bpd", "recon_bpd", "kl_nats", "kl_bpd", "grad_norm", "kl_weight",
+               "learning_rate", "steps_per_sec", "images_per_sec", "skipped_steps")
+
+
+class ChiefReporter(Reporter):
+  """Logs like `Reporter` and writes the run directory: tensorboard/{train,eval} and eval.json.
+
+  `commit` (the run record's) is called before eval.json is written. Summary writers are created
+  on first use, so a run that fails before reporting anything writes nothing.
+  """
+
+  def __init__(self, workdir: str, model_cfg, data_cfg, train_cfg, commit):
+    super().__init__(model_cfg, data_cfg, train_cfg)
+    self.workdir, self._commit, self._writers = workdir, commit, {}
+
+  def _writer(self, split: str):
+    if split not in self._writers:
+      self._writers[split] = tf.summary.create_file_writer(
+          os.path.join(workdir_lib.path(self.workdir, workdir_lib.TENSORBOARD_DIR), split))
+    return self._writers[split]
+
+  def _train_summaries(self, step: int, scalars: dict) -> None:
+    writer = self._writer("train")
+    with writer.as_default(step=step):
+      for tag in _TRAIN_TAGS:
+        if tag in scalars:
+          tf.summary.scalar(tag, scalars[tag])
+    writer.flush()
+
+  def evaluation(self, step: int, result: dict, improved: bool, checkpoint: str | None,
+                 model) -> None:
+    super().evaluation(step, result, improved, checkpoint, model)
+    writer = self._writer("eval")
+    with writer.as_default(step=step):
+      for tag in ("elbo_bpd", "recon_bpd", "kl_nats"):
+        tf.summary.scalar(tag, result[tag])
+      if result["iw_bpd"] is not None:
+        tf.summary.scalar(f"iw_bpd_k{result['k']}", result["iw_bpd"])
+        tf.summary.scalar("iw_bpd", result["iw_bpd"])
+      images.write_summaries(model, self.data_cfg, self.train_cfg, step)
+    writer.flush()
+    self._commit()
+    evaluation.write_eval_json(self.workdir, result, step, checkpoint)
+
+  def close(self) -> None:
+    for writer in self._writers.values():
+      writer.close()
+
+
+def make_reporter(chief: bool, workdir: str, model_cfg, data_cfg, train_cfg, commit) -> Reporter:
+  """`ChiefReporter` for the worker that writes the run directory, else a log-only `Reporter`."""
+  if chief:
+    return ChiefReporter(workdir, model_cfg, data_cfg, train_cfg, commit)
+  return Reporter(model_cfg, data_cfg, train_cfg)

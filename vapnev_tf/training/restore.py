@@ -1,0 +1,121 @@
+"""Stage 2 of a run: build the training state and restore it from the run directory.
+
+    with build_or_restore(model_cfg, train_cfg, strategy, workdir, chief, before_save) as run:
+      run.state, run.checkpoints, run.restored_from, run.start_step, ...
+
+Reads the run directory only; the first write is the first `run.checkpoints.save*`, which calls
+`before_save` (the run record's commit) first.
+"""
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.config import ModelConfig
+from vapnev_tf.training import checkpointing
+from vapnev_tf.training import distribute
+from vapnev_tf.training import rundir
+from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.training.step import TrainState
+
+CHECKPOINT_NAME = "ckpt"
+
+
+class Checkpoints:
+  """The run's two checkpoint managers: checkpoints/ (the newest `max_to_keep`) and best/ (the
+  lowest test ELBO bits/dim so far, `best_bpd`).
+
+  Non-chief workers of a multi-worker run must save too (the save is collective); they write
+  into a private temporary directory that `close()` removes.
+  """
+
+  def __init__(self, checkpoint: tf.train.Checkpoint, best_bpd: tf.Variable, write_root: str,
+               train_cfg: TrainConfig, before_save, temporary_root: str | None = None):
+    self.best_bpd, self._before_save, self._temporary_root = best_bpd, before_save, temporary_root
+    self.manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(write_root, workdir_lib.CHECKPOINT_DIR),
+        max_to_keep=train_cfg.max_to_keep, checkpoint_name=CHECKPOINT_NAME)
+    self.best_manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(write_root, workdir_lib.BEST_DIR), max_to_keep=1,
+        checkpoint_name=CHECKPOINT_NAME)
+    self.saved_at = None  # the step of the newest checkpoint of this state, if any
+
+  @property
+  def latest(self) -> str | None:
+    return self.manager.latest_checkpoint
+
+  def save(self, step: int) -> str:
+    self._before_save()
+    path = self.manager.save(checkpoint_number=step)
+    self.saved_at = step
+    return path
+
+  def save_if_best(self, step: int, elbo_bpd: float) -> bool:
+    """Saves best/ when `elbo_bpd` beats the best so far (NaN never does); returns whether."""
+    if not elbo_bpd < float(self.best_bpd.numpy()):
+      return False
+    self.best_bpd.assign(elbo_bpd)
+    self._before_save()
+    self.best_manager.save(checkpoint_number=step)
+    return True
+
+  def close(self) -> None:
+    if self._temporary_root:
+      shutil.rmtree(self._temporary_root, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class Run:
+  """The state a run starts from."""
+  state: TrainState
+  checkpoints: Checkpoints
+  restored_from: str | None  # checkpoint prefix, None for a new run
+  start_step: int
+  start_iterations: int  # optimizer iterations at the start
+
+
+@contextlib.contextmanager
+def build_or_restore(model_cfg: ModelConfig, train_cfg: TrainConfig,
+                     strategy: tf.distribute.Strategy, workdir: str, chief: bool, before_save):
+  """Builds model, optimizer and counters and restores the newest readable checkpoint.
+
+  Raises:
+    checkpointing.CheckpointError: checkpoints exist but none can be read.
+    rundir.UnrestorableRunError: the workdir holds a run but no checkpoint index at all.
+  """
+  state = TrainState.create(model_cfg, train_cfg, strategy)
+  with strategy.scope():
+    best_bpd = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_elbo_bpd")
+  checkpoint = tf.train.Checkpoint(model=state.model, optimizer=state.optimizer, step=state.step,
+                                   skipped_steps=state.skipped_steps, best_elbo_bpd=best_bpd)
+  ckpt_dir = workdir_lib.path(workdir, workdir_lib.CHECKPOINT_DIR)
+  restored_from = None
+  if tf.io.gfile.isdir(ckpt_dir):
+    restored_from = checkpointing.restore_with_fallback(checkpoint, ckpt_dir)
+  if restored_from is None:
+    rundir.refuse_unrestorable(workdir)
+  temporary_root = (None if chief else
+                    tempfile.mkdtemp(prefix=f"vapnev_{distribute.task_label(strategy)}_"))
+  checkpoints = Checkpoints(checkpoint, best_bpd, temporary_root or workdir, train_cfg,
+                            before_save, temporary_root)
+  run = Run(state, checkpoints, restored_from, int(state.step.numpy()),
+            int(state.optimizer.iterations.numpy()))
+  if restored_from:
+    checkpoints.saved_at = run.start_step
+    logging.info("Resumed from %s: step %d, optimizer iterations %d, skipped steps %d.",
+                 restored_from, run.start_step, run.start_iterations,
+                 int(state.skipped_steps.numpy()))
+  else:
+    logging.info("Starting a new run in %s (%s, %d replica(s), %d parameters).", workdir,
+                 type(strategy).__name__, strategy.num_replicas_in_sync,
+                 state.model.count_params())
+  try:
+    yield run
+  finally:
+    checkpoints.close()

@@ -1,0 +1,169 @@
+"""One distributed training step: `metrics = train_step(state, iterator)`.
+
+    state = TrainState.create(model_cfg, train_cfg, strategy)   # or TrainState(model, opt, ...)
+    train_step = make_train_step(strategy, train_cfg, global_batch_size)
+    metrics = train_step(state, iterator)                       # one global step
+
+The step is one `tf.function` running `strategy.run`:
+  1. per replica: z ~ q(z|x) with a stateless seed (seed, `seeds.TRAIN_Z`, step, replica),
+     per-example loss -(log p(x|z) - w_KL(step) KL) (Eq. 1 with the KL weight), averaged over the
+     GLOBAL batch;
+  2. gradients and scalar statistics are all-reduced by the step itself, so every replica holds
+     the global gradient, its global norm and one `ok = all finite` flag;
+  3. the global gradient is clipped by its global norm (optional) and applied with
+     `optimizer.apply_gradients` only when ok. Keras' optimiser sums the per-replica gradients it
+     is given, so each replica passes 1/replicas of the global gradient. The conditional apply
+     follows Keras' LossScaleOptimizer: a `tf.cond` in a replica context may not contain the
+     optimiser's `merge_call`, so under strategies that use merge_call the cond runs in the
+     cross-replica context (`merge_call`) and applies through `call_for_each_replica`.
+A skipped step changes nothing but the `step` and `skipped_steps` counters (Adam's moments and
+iteration count stay as they were). Everything the step produces is in the metrics it returns.
+"""
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vapnev_tf import seeds
+from vapnev_tf.config import ModelConfig
+from vapnev_tf.model import VAPNEV
+from vapnev_tf.training import schedules
+from vapnev_tf.training.config import TrainConfig
+
+
+def build_optimizer(train_cfg: TrainConfig) -> keras.optimizers.Optimizer:
+  """Adam (Keras 3) with the configured hyper-parameters and learning-rate schedule."""
+  lr = train_cfg.learning_rate
+  if train_cfg.warmup_steps or train_cfg.lr_decay != "none":
+    lr = schedules.WarmupDecay(train_cfg.learning_rate, train_cfg.warmup_steps,
+                               train_cfg.lr_decay, train_cfg.train_steps,
+                               train_cfg.min_lr_fraction)
+  return keras.optimizers.Adam(learning_rate=lr, beta_1=train_cfg.adam_beta1,
+                               beta_2=train_cfg.adam_beta2, epsilon=train_cfg.adam_epsilon)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: one trace per state
+class TrainState:
+  """What a training step reads and updates; create it under the strategy's scope.
+
+  Attributes:
+    model: the `VAPNEV` being trained.
+    optimizer: a built Keras optimiser over `model.trainable_variables`.
+    step: int64 variable, global steps run (good or skipped); the step's seeds fold it in.
+    skipped_steps: int64 variable, steps whose update was skipped (non-finite loss or gradient).
+  """
+  model: VAPNEV
+  optimizer: keras.optimizers.Optimizer
+  step: tf.Variable
+  skipped_steps: tf.Variable
+
+  @classmethod
+  def create(cls, model_cfg: ModelConfig, train_cfg: TrainConfig,
+             strategy: tf.distribute.Strategy) -> "TrainState":
+    """A new model (weights from `train_cfg.seed`), `build_optimizer(train_cfg)`, zero counters."""
+    keras.utils.set_random_seed(train_cfg.seed)
+    with strategy.scope():
+      model = VAPNEV(model_cfg)
+      optimizer = build_optimizer(train_cfg)
+      optimizer.build(model.trainable_variables)
+      return cls(model, optimizer, counter("step"), counter("skipped_steps"))
+
+
+def counter(name: str) -> tf.Variable:
+  """A non-trainable int64 scalar variable starting at 0."""
+  return tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
+
+
+def _apply_if(ok, optimizer, grads, variables):
+  """`optimizer.apply_gradients(zip(grads, variables))` if `ok` (identical on every replica)."""
+
+  def apply(grads_):
+    optimizer.apply_gradients(zip(grads_, variables))
+
+  if tf.__internal__.distribute.strategy_supports_no_merge_call():
+    tf.cond(ok, lambda: apply(grads), lambda: None)
+    return
+
+  def cross_replica(distribution, ok_, grads_):
+    ok_ = distribution.experimental_local_results(ok_)[0]
+    tf.cond(ok_, lambda: distribution.extended.call_for_each_replica(apply, args=(grads_,)),
+            lambda: None)
+
+  tf.distribute.get_replica_context().merge_call(cross_replica, args=(ok, grads))
+
+
+def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
+                    global_batch_size: int):
+  """Returns `train_step(state, iterator) -> metrics`; one call = one global step.
+
+  Args:
+    strategy: the strategy `state` was created under and `iterator` distributes over.
+    train_cfg: seed, KL schedule, clipping, `jit_compile` and the NaN test hook.
+    global_batch_size: the global batch the loss is averaged over.
+
+  The returned function reads one global batch from `iterator` (each replica gets
+  `(global_batch_size / replicas, H, W, C)`), updates `state` (weights and Adam unless the step
+  is skipped, and the counters) and returns global scalars: {"loss", "log_px", "kl" (means over
+  the global batch), "grad_norm", "ok" (the update was applied), "kl_weight", "learning_rate"
+  (the one this update used), "per_replica_batch_size"}.
+  """
+  replicas = strategy.num_replicas_in_sync
+  nan_from = train_cfg.debug_inject_nan_at_step
+  nan_to = nan_from + train_cfg.debug_inject_nan_num_steps
+
+  def loss_and_grads(model, x, step_value, seed):
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+      terms = model.elbo_terms(x, seed=seed)
+      log_px, kl = terms["log_px_given_z"], terms["kl"]  # (B,) each
+      kl_w = schedules.kl_weight(step_value, train_cfg.kl_anneal_steps, train_cfg.kl_schedule)
+      per_example_loss = -(log_px - tf.cast(kl_w, kl.dtype) * kl)
+      loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
+      if nan_from >= 0:  # test hook: loss (and so every gradient) becomes NaN
+        number = step_value + 1  # this step's number as logged (the counter after it)
+        bad = (number >= nan_from) & (number < nan_to)
+        loss = loss * tf.where(bad, tf.constant(np.nan, loss.dtype), tf.ones([], loss.dtype))
+    grads = tape.gradient(loss, variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    stats = tf.stack([loss, tf.reduce_sum(log_px) / global_batch_size,
+                      tf.reduce_sum(kl) / global_batch_size])
+    return grads, stats, kl_w
+
+  if train_cfg.jit_compile:
+    loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+
+  def replica_step(state: TrainState, x):
+    ctx = tf.distribute.get_replica_context()
+    variables = list(state.model.trainable_variables)
+    step_value = state.step.read_value()
+    key = tf.random.experimental.stateless_fold_in(
+        tf.constant([train_cfg.seed, seeds.TRAIN_Z], tf.int64), step_value)
+    key = tf.random.experimental.stateless_fold_in(
+        key, tf.cast(ctx.replica_id_in_sync_group, tf.int64))
+    grads, stats, kl_w = loss_and_grads(state.model, x, step_value,
+                                        tf.cast(key, tf.int32))  # TFP: int32 seeds
+    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    stats = ctx.all_reduce(tf.distribute.ReduceOp.SUM, stats)  # (loss, log p(x|z), KL) global means
+    grad_norm = tf.linalg.global_norm(grads)
+    ok = tf.math.is_finite(stats[0]) & tf.math.is_finite(grad_norm)
+    if train_cfg.clip_grad_norm > 0:
+      grads, _ = tf.clip_by_global_norm(grads, train_cfg.clip_grad_norm, use_norm=grad_norm)
+    if replicas > 1:
+      grads = [g / replicas for g in grads]
+    learning_rate = state.optimizer.learning_rate  # at the iteration this update uses
+    _apply_if(ok, state.optimizer, grads, variables)
+    return {"loss": stats[0], "log_px": stats[1], "kl": stats[2], "grad_norm": grad_norm,
+            "ok": ok, "kl_weight": kl_w, "learning_rate": tf.cast(learning_rate, tf.float32),
+            "per_replica_batch_size": tf.constant(int(x.shape[0]), tf.int64)}  # static shape
+
+  @tf.function
+  def train_step(state: TrainState, iterator):
+    x = next(iterator)
+    out = strategy.run(lambda batch: replica_step(state, batch), args=(x,))
+    out = {k: strategy.experimental_local_results(v)[0] for k, v in out.items()}
+    state.step.assign_add(1)
+    state.skipped_steps.assign_add(tf.cast(tf.logical_not(out["ok"]), tf.int64))
+    return out
+
+  return train_step
