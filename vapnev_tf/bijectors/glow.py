@@ -1,4 +1,4 @@
-"""Glow's two per-channel linear steps as TFP bijectors (Kingma & Dhariwal 2018; docs/design.md §3).
+"""Glow's per-channel linear steps as TFP bijectors (Kingma & Dhariwal 2018).
 
 Both act on `(*batch, H, W, C)` events, mix only channels (the same map at every pixel), and have a
 log-det that does not depend on the input, so it is exact and cheap:
