@@ -252,6 +252,14 @@ def test_glow_flow_round_trips_with_the_cache_bypassed(glow_flow, batch):
   assert np.all(np.isfinite(_p_x(glow_flow, z).log_prob(x)))
 
 
+def test_glow_flow_is_finite_at_the_edges_of_the_pixel_range(glow_flow):
+  x = tf.constant(np.tile([0.0, 255.999], 16).reshape(2, 4, 4, 1))
+  z = ff.latents((2,), "float64")
+  bij = glow_flow.bijector(z)
+  assert np.all(np.isfinite(bij.forward(x))) and np.all(np.isfinite(_p_x(glow_flow, z).log_prob(x)))
+  np.testing.assert_allclose(bij.inverse(ff.fresh(bij.forward(x))), x, atol=1e-6)
+
+
 def test_glow_flow_log_det_matches_the_autodiff_jacobian(glow_flow):
   z, x = ff.latents((1,), "float64"), ff.pixels((1, 4, 4, 1), "float64")
   expected = ff.autodiff_log_det(lambda t: glow_flow.bijector(z).forward(t), x)
@@ -341,6 +349,15 @@ def test_data_dependent_init_normalises_each_actnorm_output_on_the_init_batch(mo
                                         ff.latents((4,), "float64")) == ()
   for v, before in zip(flow.variables, values):
     np.testing.assert_array_equal(v.numpy(), before)
+
+
+def test_data_dependent_init_takes_z_as_a_function_of_x():
+  x, z = ff.pixels((8, 4, 4, 1), "float64", seed=7), ff.latents((8,), "float64")
+  by_tensor, by_function = _glow_flow(), _glow_flow()
+  flow_steps.data_dependent_init(by_tensor, x, z)
+  flow_steps.data_dependent_init(by_function, x, lambda t: z * tf.ones_like(t[:, :1, 0, 0]))
+  for a, b in zip(by_tensor.variables, by_function.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_actnorm_after_init_is_a_fixed_affine_map_with_exact_log_det():

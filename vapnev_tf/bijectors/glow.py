@@ -29,17 +29,19 @@ class ActNorm(_greedy.GreedyLogDetBijector):
     params_fn: callable `x_or_None -> (bias, log_scale)`, each `(C,)`. The forward pass hands it
       its input x `(*batch, H, W, C)` (so the owning layer may initialise from data, see
       `flow_steps.glow.data_dependent_init`), the inverse pass hands it None.
+    validate_args: TFP's flag (nothing to validate: the parameters are valid by construction).
     name: the bijector's name.
   Forward log-det: `H W sum(log_scale)` per event, shape `(*batch,)`.
   """
 
-  def __init__(self, params_fn, name: str = "actnorm"):
+  def __init__(self, params_fn, validate_args: bool = False, name: str = "actnorm"):
     parameters = dict(locals())
     if not callable(params_fn):
       raise ValueError(f"params_fn must be callable x -> (bias, log_scale), got {params_fn!r}.")
     with tf.name_scope(name) as name:
       self._params_fn = params_fn
-      super().__init__(forward_min_event_ndims=3, parameters=parameters, name=name)
+      super().__init__(forward_min_event_ndims=3, validate_args=validate_args,
+                       parameters=parameters, name=name)
 
   def _augmented_forward(self, x):
     bias, log_scale = self._params_fn(x)
@@ -56,18 +58,20 @@ class InvertibleConv1x1(_greedy.GreedyLogDetBijector):
   Args:
     matrices_fn: callable `() -> (w, w_inverse, log_abs_det_w)`: W `(C, C)`, its inverse and
       log|det W| (a scalar), e.g. `InvConvLayer.matrices` (LU parametrisation).
+    validate_args: TFP's flag (nothing to validate: W is invertible by construction).
     name: the bijector's name.
   Forward log-det: `H W log|det W|` per event, shape `(*batch,)`.
   """
 
-  def __init__(self, matrices_fn, name: str = "invconv"):
+  def __init__(self, matrices_fn, validate_args: bool = False, name: str = "invconv"):
     parameters = dict(locals())
     if not callable(matrices_fn):
       raise ValueError(f"matrices_fn must be callable () -> (w, w_inverse, log_abs_det_w), got "
                        f"{matrices_fn!r}.")
     with tf.name_scope(name) as name:
       self._matrices_fn = matrices_fn
-      super().__init__(forward_min_event_ndims=3, parameters=parameters, name=name)
+      super().__init__(forward_min_event_ndims=3, validate_args=validate_args,
+                       parameters=parameters, name=name)
 
   def _augmented_forward(self, x):
     w, _, log_abs_det = self._matrices_fn()

@@ -15,8 +15,8 @@ Data-dependent initialisation (who calls what): the TRAINING LOOP of a NEW run c
 optimizer step. It is a no-op for layers already initialised (restored checkpoints keep their
 values), and a model that is never initialised keeps ActNorm at the identity.
 """
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 from vapnev_tf.bijectors import glow as glow_bijectors
@@ -186,14 +186,15 @@ def data_dependent_init(flow, x, z=None, strategy=None):
 
   Who calls it: the training loop, once, on the first global batch of a NEW run, before the first
   optimizer step (a resumed run may call it too: initialised layers are left as they are).
-  Without it ActNorm stays the identity.
+  Without it ActNorm stays the identity. Call it eagerly (not inside a `tf.function`).
 
   Args:
     flow: a `ConditionalRealNVP`.
     x: dequantised pixels `(B, H, W, C)` in [0, 256); with `strategy`, a distributed value (e.g.
       the first element of `strategy.experimental_distribute_dataset(...)`).
-    z: `(B, latent_dim)` (e.g. the posterior mean of the encoder), None when unconditional;
-      distributed like x with `strategy`.
+    z: `(B, latent_dim)`, None when unconditional, or a callable `x -> z` run where the flow
+      runs (inside `strategy.run` with `strategy`), e.g. `lambda x: model.encode(x).mean()`;
+      a tensor z is distributed like x with `strategy`.
     strategy: None to run here (e.g. in cross-replica or default context), or a
       `tf.distribute.Strategy`: then this runs `strategy.run` and the statistics are all-reduced
       over the replicas, so they are those of the global batch.
@@ -204,7 +205,7 @@ def data_dependent_init(flow, x, z=None, strategy=None):
   pending = [layer for layer in layers if not bool(layer.initialized.numpy())]
   if not pending:
     return ()
-  forward = lambda x, z: flow.bijector(z).forward(x)
+  forward = lambda x, z: flow.bijector(z(x) if callable(z) else z).forward(x)
   for layer in pending:
     layer.init_pending = True
   try:
