@@ -106,9 +106,9 @@ def test_specs_are_hashable_values_and_parity_defaults_to_zero():
 
 @pytest.mark.parametrize("text,message", [
     ("checkerboard convolution", r"unknown flow step kind 'convolution'; registered kinds: "
-                                 r"channel, checkerboard, factor_out, squeeze"),
+                                 r"actnorm, channel, checkerboard, factor_out, invconv, squeeze"),
     ("checkerboard*", r"cannot parse step 'checkerboard\*'; expected kind\[:parity\]"),
-    ("Squeeze", r"cannot parse step 'Squeeze'.*registered kinds: channel, checkerboard"),
+    ("Squeeze", r"cannot parse step 'Squeeze'.*registered kinds: actnorm, channel, checkerboard"),
     ("squeeze:1 channel", r"step 'squeeze:1': kind 'squeeze' takes no parity"),
     ("channel:2", r"step 'channel:2': parity must be 0 or 1, got 2"),
     ("channel*0", r"step 'channel\*0': the repeat count must be >= 1, got 0"),

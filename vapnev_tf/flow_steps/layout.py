@@ -15,12 +15,18 @@ String form (a config field can carry it):
     layout := scale ( "|" scale )*
     scale  := step ( sep step )*                  sep: whitespace and/or ","
     step   := kind [ ":" parity ] [ "(" option ( "," option )* ")" ] [ "*" count ]
+            | "(" scale ")" [ "*" count ]         a group of steps
     option := name "=" value                      value: int, float, true/false or a word
 
 `kind*n` repeats a step n times; for kinds with a parity it alternates, starting from the given
-parity (default 0). The paper's 2-scale layout is
+parity (default 0). `(group)*n` repeats the group's steps n times; in repetition i (from 0) every
+step with a parity has it flipped i times, so `(channel)*3` is `channel*3`. The paper's 2-scale
+layout is
 
     "checkerboard*3 squeeze channel*3 factor_out | checkerboard*3 squeeze channel*3"
+
+and Glow's (`vapnev_tf.flow_steps.glow.glow_layout`) e.g.
+`"squeeze (actnorm invconv channel)*4 factor_out | squeeze (actnorm invconv channel)*4"`.
 
 Every error is a ValueError naming the scale, the step or token, and the registered kinds.
 """
@@ -33,6 +39,7 @@ from vapnev_tf.flow_steps import registry
 _STEP_RE = re.compile(
     r"^(?P<kind>[a-z][a-z0-9_]*)(?::(?P<parity>\d+))?(?:\((?P<options>[^()]*)\))?"
     r"(?:\*(?P<count>\d+))?$")
+_GROUP_RE = re.compile(r"^\((?P<body>.*)\)(?:\*(?P<count>\d+))?$", re.DOTALL)
 _OPTION_RE = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)=(?P<value>[^=\s]+)$")
 STEP_GRAMMAR = "kind[:parity][(name=value,...)][*count]"
 
@@ -136,7 +143,23 @@ def _coerce(kind: registry.StepKind, token: str, name: str, value: str):
                      f"{option_type.__name__}.") from None
 
 
+def _parse_group(token: str, scale: int):
+  """`(step ...)*n`: the group's specs n times, parities flipped in odd repetitions."""
+  group = _GROUP_RE.match(token)
+  tokens = _tokens(group["body"], scale)
+  if not tokens:
+    raise ValueError(f"flow layout scale {scale}: the group {token!r} has no steps.")
+  specs = [spec for inner in tokens for spec in _parse_step(inner, scale)]
+  count = int(group["count"]) if group["count"] is not None else 1
+  if count < 1:
+    raise ValueError(f"flow layout step {token!r}: the repeat count must be >= 1, got {count}.")
+  return [StepSpec(spec.kind, None if spec.parity is None else (spec.parity + i) % 2,
+                   spec.options) for i in range(count) for spec in specs]
+
+
 def _parse_step(token: str, scale: int):
+  if token.startswith("(") and _GROUP_RE.match(token):
+    return _parse_group(token, scale)
   match = _STEP_RE.match(token)
   if match is None:
     raise ValueError(f"flow layout scale {scale}: cannot parse step {token!r}; expected "
