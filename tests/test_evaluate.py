@@ -77,11 +77,11 @@ def test_a_partial_evaluation_never_replaces_the_full_one(run_dir):
   headline eval.json (read by the export metadata and by train's reuse) keeps the full result."""
   workdir, _ = run_dir
   full = evaluate_cli.evaluate_workdir(str(workdir))  # the run's own scope: 20 images, k=3
-  assert full["full"] and full["written_to"] == str(workdir / "eval.json")
   headline = (workdir / "eval.json").read_bytes()
   partial = evaluate_cli.evaluate_workdir(str(workdir), eval_take=8, eval_batch_size=4)
-  assert partial["num_images"] == 8 and not partial["full"]
   assert (workdir / "eval.json").read_bytes() == headline
+  assert partial["num_images"] == 8 and not partial["full"]
+  assert full["full"] and full["written_to"] == str(workdir / "eval.json")
   written = workdir / "evaluations" / "step5-images8-k3-seed0.json"
   assert partial["written_to"] == str(written)
   stored = json.loads(written.read_text())

@@ -46,8 +46,8 @@ def test_loading_a_trained_run_snippet_runs_as_printed(tmp_path, monkeypatch, ca
                              str(workdir / "checkpoints"), max_to_keep=1).save(3)
   monkeypatch.chdir(tmp_path)
   namespace = {}
-  exec(compile(_section_snippet("Loading a trained run"), "README.md", "exec"),  # pylint: disable=exec-used
-       namespace)
+  snippet = _section_snippet("Loading a trained run")
+  exec(compile(snippet, "README.md", "exec"), namespace)  # pylint: disable=exec-used
   assert "at step 3" in capsys.readouterr().out
   assert namespace["info"]["step"] == 3 and namespace["info"]["skipped"] == []
   assert namespace["images"].shape == (4, 8, 8, 1) and namespace["images"].dtype == tf.uint8

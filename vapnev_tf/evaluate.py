@@ -122,7 +122,7 @@ def main(argv):
   try:
     result = evaluate_workdir(fv.workdir, fv.checkpoint, fv.num_samples, fv.eval_take,
                               fv.eval_batch_size, fv.seed, fv.chunk_size, fv.write)
-  except (ValueError, locking.WorkdirLockedError) as e:  # bad input, run in use: one line
+  except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
     print(f"vapnev_tf.evaluate: error: {e}", file=sys.stderr)
     return 1
   print(json.dumps(result, indent=2))

@@ -507,7 +507,7 @@ def main(argv):
   f = flags.FLAGS
   try:
     out = export_from_workdir(f.workdir, f.export_dir, f.checkpoint, f.overwrite)
-  except (ValueError, locking.WorkdirLockedError) as e:  # bad input, run in use: one line
+  except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
     print(f"vapnev_tf.export: error: {e}", file=sys.stderr)
     return 1
   print(json.dumps({"export_dir": out, "signatures": sorted(load_metadata(out)["signatures"])}))

@@ -101,24 +101,26 @@ def load_run(workdir: str, checkpoint: str | None = None):
     ValueError: no config.json, no checkpoint, or no readable one (the message names them).
   """
   from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
+  # The training loop's candidates (newest first, a damaged state file tolerated) and its rule:
+  # an unreadable checkpoint is reported and the previous one tried, never silently nothing.
+  from vapnev_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+  directory = path(workdir, CHECKPOINT_DIR)
+  if checkpoint:
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+      raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
+  else:
+    candidates = checkpointing.checkpoint_candidates(directory)
+    if not candidates:
+      raise ValueError(f"no checkpoint found in {directory!r}.")
   config = read_config(workdir)
   model = VAPNEV(model_config(workdir))
   skipped = []
   if checkpoint:
-    if not tf.io.gfile.exists(checkpoint + ".index"):
-      raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
     try:
       _restore_weights(model, checkpoint)
     except Exception as e:  # pylint: disable=broad-except
       raise ValueError(f"checkpoint {checkpoint!r} could not be read: {_first_line(e)}") from e
   else:
-    # The training loop's candidates (newest first, a damaged state file tolerated) and its rule:
-    # an unreadable checkpoint is reported and the previous one tried, never silently nothing.
-    from vapnev_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
-    directory = path(workdir, CHECKPOINT_DIR)
-    candidates = checkpointing.checkpoint_candidates(directory)
-    if not candidates:
-      raise ValueError(f"no checkpoint found in {directory!r}.")
     for prefix in candidates:
       try:
         _restore_weights(model, prefix)
