@@ -483,7 +483,10 @@ def export_from_workdir(workdir: str, export_dir: str | None = None,
   if not tf.io.gfile.isdir(workdir):
     raise ValueError(f"workdir {workdir!r} does not exist or is not a directory.")
   export_dir = export_dir or workdir_lib.path(workdir, workdir_lib.EXPORT_DIR)
-  check_export_dir(export_dir, overwrite, workdir)  # fail before the lock and the (slow) restore
+  # Bad input fails before the lock and the (slow) restore.
+  check_export_dir(export_dir, overwrite, workdir)
+  if checkpoint and not tf.io.gfile.exists(checkpoint + ".index"):
+    raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
   with locking.workdir_lock(workdir, "export", log=logging.warning):
     model, info = workdir_lib.load_run(workdir, checkpoint)
     metadata = workdir_metadata(workdir, info["step"], info["checkpoint"], info["skipped"])
