@@ -2,6 +2,10 @@
 import dataclasses
 import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 from absl import flags
 import numpy as np
@@ -10,11 +14,14 @@ import tensorflow as tf
 
 from vapnev_tf import data as data_lib
 from vapnev_tf import evaluate as evaluate_cli
+from vapnev_tf import export
+from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import evaluation
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(image_shape=(28, 28, 1), latent_dim=8, encoder_filters=4, encoder_blocks=2,
                     encoder_layers_per_block=1, flow_scales=1, flow_checkerboard=1,
                     flow_channelwise=1, flow_filters=4, flow_res_blocks=0)
@@ -52,11 +59,111 @@ def test_evaluate_workdir_uses_the_stored_config_and_writes_eval_json(run_dir):
 
 def test_overrides_and_history(run_dir):
   workdir, _ = run_dir
+  # A partial evaluation (9 of the run's 20 images) goes to evaluations/, not eval.json (issue 18).
   result = evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=9,
                                          eval_batch_size=4)
   assert result["iw_bpd"] is None and result["num_images"] == 9 and result["k"] == 1
+  stored = json.loads((workdir / "evaluations" / "step5-images9-k1-seed0.json").read_text())
+  assert stored["num_images"] == 9 and stored["scope"]["images"] == 9
+  # A full one with other overrides becomes the headline; the previous one goes to the history.
+  result = evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_batch_size=4)
+  assert result["iw_bpd"] is None and result["num_images"] == 20 and result["k"] == 1
   stored = json.loads((workdir / "eval.json").read_text())
-  assert stored["num_images"] == 9 and len(stored["history"]) >= 1
+  assert stored["num_images"] == 20 and stored["k"] == 1 and len(stored["history"]) >= 1
+
+
+def test_a_partial_evaluation_never_replaces_the_full_one(run_dir):
+  """Issue 18 (7): `--eval_take=8` goes to WORKDIR/evaluations/<scope>.json with its scope; the
+  headline eval.json (read by the export metadata and by train's reuse) keeps the full result."""
+  workdir, _ = run_dir
+  full = evaluate_cli.evaluate_workdir(str(workdir))  # the run's own scope: 20 images, k=3
+  headline = (workdir / "eval.json").read_bytes()
+  partial = evaluate_cli.evaluate_workdir(str(workdir), eval_take=8, eval_batch_size=4)
+  assert (workdir / "eval.json").read_bytes() == headline
+  assert partial["num_images"] == 8 and not partial["full"]
+  assert full["full"] and full["written_to"] == str(workdir / "eval.json")
+  written = workdir / "evaluations" / "step5-images8-k3-seed0.json"
+  assert partial["written_to"] == str(written)
+  stored = json.loads(written.read_text())
+  assert stored["scope"] == {"full": False, "images": 8, "eval_take": 8, "run_eval_take": 20,
+                             "k": 3, "seed": 0, "checkpoint": partial["checkpoint"], "step": 5}
+  assert stored["iw_bpd"] == pytest.approx(partial["iw_bpd"])
+  record, note = workdir_lib.full_evaluation(str(workdir), 5)
+  assert note is None and record["num_images"] == 20
+  assert record["test_bits_per_dim"] == pytest.approx(full["iw_bpd"])
+  assert export.workdir_metadata(str(workdir), 5, full["checkpoint"])["test_bits_per_dim"] == (
+      pytest.approx(full["iw_bpd"]))
+
+
+def _two_checkpoint_run(root):
+  """A run directory with checkpoints at steps 5 and 7 (different weights)."""
+  workdir = root / "two"
+  workdir.mkdir()
+  workdir_lib.write_json_atomic(str(workdir / "config.json"), {
+      "model": MODEL.to_dict(), "data": dataclasses.asdict(DATA), "train": {"eval_seed": 0}})
+  model = VAPNEV(MODEL)
+  step = tf.Variable(5, dtype=tf.int64)
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, step=step),
+                                       str(workdir / "checkpoints"), max_to_keep=3)
+  manager.save(checkpoint_number=5)
+  for v in model.trainable_variables:
+    v.assign_add(0.01 * tf.ones_like(v))
+  step.assign(7)
+  manager.save(checkpoint_number=7)
+  return workdir
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+  workdir = _two_checkpoint_run(tmp_path)
+  newest = workdir / "checkpoints" / "ckpt-7.data-00000-of-00001"
+  newest.write_bytes(newest.read_bytes()[:100])
+  with caplog.at_level("ERROR"):
+    result = evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=4, write=False)
+  assert result["step"] == 5 and result["checkpoint"].endswith("ckpt-5")
+  assert any("ckpt-7" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+  _, info = workdir_lib.load_run(str(workdir))
+  assert info["step"] == 5 and [s["checkpoint"] for s in info["skipped"]] == [
+      str(workdir / "checkpoints" / "ckpt-7")]
+  # An explicitly named checkpoint is never replaced by another one.
+  with pytest.raises(ValueError, match="ckpt-7.*could not be read"):
+    workdir_lib.load_run(str(workdir), str(workdir / "checkpoints" / "ckpt-7"))
+
+
+_HOLD_LOCK = """
+import sys, time
+from vapnev_tf import locking
+with locking.workdir_lock(sys.argv[1], "training"):
+  print("locked", flush=True)
+  time.sleep(300)
+"""
+
+
+def test_evaluation_that_writes_is_refused_while_another_process_holds_the_run(run_dir):
+  """Issue 18 (3): the CLI exits non-zero with one line naming the holder; nothing is written."""
+  workdir, _ = run_dir
+  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+  holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(workdir)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    before = (workdir / "eval.json").read_bytes() if (workdir / "eval.json").exists() else None
+    with pytest.raises(locking.WorkdirLockedError, match=f"pid {holder.pid}"):
+      evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=2)
+    proc = subprocess.run([sys.executable, "-m", "vapnev_tf.evaluate", f"--workdir={workdir}",
+                           "--num_samples=1", "--eval_take=2"], capture_output=True, text=True,
+                          env=env, cwd=str(REPO_ROOT), timeout=300)
+    assert proc.returncode != 0
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("vapnev_tf.evaluate: error:")]
+    assert len(errors) == 1 and f"pid {holder.pid}" in errors[0] and "training" in errors[0]
+    assert "Traceback" not in proc.stderr
+    after = (workdir / "eval.json").read_bytes() if (workdir / "eval.json").exists() else None
+    assert after == before
+    # Reading without writing needs no lock.
+    assert evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=2,
+                                         write=False)["num_images"] == 2
+  finally:
+    holder.kill()
+    holder.wait()
 
 
 def test_elbo_is_the_mean_of_the_models_own_elbo(run_dir):

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import tensorflow as tf
 import vapnev_tf
 from vapnev_tf import data
 from vapnev_tf import export
+from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import to_uint8
 
@@ -94,7 +96,8 @@ def ensure_tiny_run(root: pathlib.Path) -> pathlib.Path:
   workdir_lib.write_json_atomic(str(workdir / workdir_lib.CONFIG_FILE), {
       "model": model.config.to_dict(), "data": dataclasses.asdict(data_cfg), "train": {}})
   workdir_lib.write_json_atomic(str(workdir / workdir_lib.EVAL_FILE),
-                                {"step": STEP, "test_bits_per_dim": TEST_BITS_PER_DIM})
+                                {"step": STEP, "test_bits_per_dim": TEST_BITS_PER_DIM,
+                                 "eval_take": None, "num_images": 16, "k": 1, "seed": 0})
   ckpt = tf.train.Checkpoint(model=model, step=tf.Variable(STEP, dtype=tf.int64))
   tf.train.CheckpointManager(ckpt, str(workdir / workdir_lib.CHECKPOINT_DIR), max_to_keep=2).save()
   (workdir / "done").write_text("")
@@ -188,8 +191,14 @@ def test_realnvp_exports_two_signatures_and_overwrites(tmp_path):
   with pytest.raises(ValueError, match="already exists"):
     export.export_model(model, str(out), {"step": 1})
   assert (out / "old_file").exists()
+  # Issue 18: --overwrite only ever replaces a previous export, never other files.
+  with pytest.raises(ValueError, match="not a vapnev_tf export.*old_file"):
+    export.export_model(model, str(out), {"step": 1}, overwrite=True)
+  assert (out / "old_file").exists()
+  (out / "old_file").unlink()
+  export.export_model(model, str(out), {"step": 0})
   export.export_model(model, str(out), {"step": 1}, overwrite=True)
-  assert not (out / "old_file").exists()
+  assert export.load_metadata(str(out))["step"] == 1
   assert not [p for p in tmp_path.iterdir() if p.name != "export"]  # no temporary dirs left
   assert sorted(export.load_metadata(str(out))["signatures"]) == sorted(export.FLOW_SIGNATURES)
   loaded = tf.saved_model.load(str(out))
@@ -466,3 +475,167 @@ def test_bad_scalars_are_refused(loaded):
   with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples >= 1"):
     loaded.signatures["log_likelihood_bound"](images=tf.zeros((1, 8, 8, 1), tf.uint8),
                                               num_samples=tf.constant(0), seed=seed)
+
+
+# ----------------------------------------- issue 18: overwrite, lock, metadata of the checkpoint
+
+
+def _copy_run(run_dir, dest) -> pathlib.Path:
+  shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns(".lock"))
+  return dest
+
+
+def _tree(root) -> list:
+  return sorted(str(p.relative_to(root)) for p in pathlib.Path(root).rglob("*"))
+
+
+def test_overwrite_never_replaces_a_run_directory_its_parents_or_other_files(run_dir, tmp_path):
+  """`--overwrite` replaces a previous export only; everything else is refused, naming it."""
+  runs = tmp_path / "runs"
+  a, b = _copy_run(run_dir, runs / "a"), _copy_run(run_dir, runs / "b")
+  (a / "best").mkdir()
+  (a / "notes.txt").write_text("mine")
+  before = _tree(tmp_path)
+  for export_dir, message in [
+      (a, "is the run directory"), (runs, "contains the run directory"),
+      (tmp_path, "contains the run directory"),
+      (b, r"not a vapnev_tf export \(it holds .*config.json"),
+      (a / "checkpoints", "inside the run directory.*checkpoint"),
+      (a / "best", "inside the run directory.*nothing"),
+      (a / "notes.txt", "inside the run directory")]:
+    for overwrite in (True, False):
+      with pytest.raises(ValueError, match=message):
+        export.export_from_workdir(str(a), str(export_dir), overwrite=overwrite)
+  # Without the run directory to compare with, a run directory is still not an export.
+  with pytest.raises(ValueError, match="not a vapnev_tf export.*config.json"):
+    export.check_export_dir(str(b), overwrite=True)
+  assert _tree(tmp_path) == before
+
+
+def test_only_a_directory_holding_an_export_and_nothing_else_is_an_export(tmp_path):
+  fake = tmp_path / "fake"
+  (fake / "variables").mkdir(parents=True)
+  (fake / "saved_model.pb").write_bytes(b"x")
+  (fake / "variables" / "variables.index").write_bytes(b"x")
+  with pytest.raises(ValueError, match="no vapnev_metadata.json"):
+    export.check_export_dir(str(fake), overwrite=True)
+  (fake / export.METADATA_FILE).write_text("{}")
+  export.check_export_dir(str(fake), overwrite=True)  # an export: may be replaced
+  with pytest.raises(ValueError, match="already exists and is not empty.*overwrite"):
+    export.check_export_dir(str(fake), overwrite=False)
+  (fake / "variables" / "checkpoints").mkdir()
+  with pytest.raises(ValueError, match="variables/ holds checkpoints"):
+    export.check_export_dir(str(fake), overwrite=True)
+  (fake / "variables" / "checkpoints").rmdir()
+  (fake / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match="not part of a SavedModel: notes.txt"):
+    export.check_export_dir(str(fake), overwrite=True)
+
+
+def test_export_cli_refuses_to_overwrite_its_run_directory(run_dir, tmp_path):
+  """The issue's command: `--workdir=W --export_dir=W --overwrite` used to replace W."""
+  workdir = _copy_run(run_dir, tmp_path / "run")
+  before = _tree(workdir)
+  proc = subprocess.run([PYTHON, "-m", "vapnev_tf.export", f"--workdir={workdir}",
+                         f"--export_dir={workdir}", "--overwrite"], cwd=str(REPO_ROOT),
+                        env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("vapnev_tf.export: error:")]
+  assert len(errors) == 1 and "is the run directory" in errors[0]
+  assert "Traceback" not in proc.stderr
+  assert _tree(workdir) == before
+
+
+_HOLD_LOCK = """
+import sys, time
+from vapnev_tf import locking
+with locking.workdir_lock(sys.argv[1], "training"):
+  print("locked", flush=True)
+  time.sleep(300)
+"""
+
+
+def test_export_is_refused_while_another_process_holds_the_run(run_dir, tmp_path):
+  workdir = _copy_run(run_dir, tmp_path / "run")
+  out = tmp_path / "out"
+  holder = subprocess.Popen([PYTHON, "-c", _HOLD_LOCK, str(workdir)], stdout=subprocess.PIPE,
+                            text=True, env=subprocess_env())
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(locking.WorkdirLockedError, match=rf"in use by training \(pid {holder.pid}"):
+      export.export_from_workdir(str(workdir), str(out))
+    proc = subprocess.run([PYTHON, "-m", "vapnev_tf.export", f"--workdir={workdir}",
+                           f"--export_dir={out}"], cwd=str(REPO_ROOT), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("vapnev_tf.export: error:")]
+    assert len(errors) == 1 and f"pid {holder.pid}" in errors[0] and "in use" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def _add_checkpoint(workdir, step, number):
+  """A newer checkpoint (other weights, step counter `step`) in WORKDIR/checkpoints."""
+  model, _ = workdir_lib.restore_model(str(workdir))
+  for v in model.trainable_variables:
+    v.assign_add(0.01 * tf.ones_like(v))
+  manager = tf.train.CheckpointManager(
+      tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64)),
+      str(workdir / workdir_lib.CHECKPOINT_DIR), max_to_keep=3)
+  return manager.save(checkpoint_number=number)
+
+
+def _write_eval(workdir, headline, history=()):
+  workdir_lib.write_json_atomic(str(workdir / workdir_lib.EVAL_FILE),
+                                dict(headline, history=list(history)))
+
+
+def test_metadata_attaches_only_a_full_evaluation_of_the_same_step(run_dir, tmp_path):
+  workdir = _copy_run(run_dir, tmp_path / "run")
+  full = lambda step, bpd: {"step": step, "test_bits_per_dim": bpd, "eval_take": None}
+  # eval.json of another step than the exported checkpoint: no bits/dim, and a note saying so.
+  _write_eval(workdir, full(9, 6.0))
+  meta = export.workdir_metadata(str(workdir), STEP, "ckpt")
+  assert meta["test_bits_per_dim"] is None and meta["eval"] is None
+  assert f"no full evaluation of step {STEP}" in meta["eval_note"]
+  assert export.workdir_metadata(str(workdir), 9, "ckpt")["test_bits_per_dim"] == 6.0
+  # A partial evaluation (8 images; the run evaluates all) of the same step is never attached,
+  # nor is a record that does not say its scope; a full one in the history is.
+  partial = dict(full(STEP, 9.9), eval_take=8)
+  legacy = {"step": STEP, "test_bits_per_dim": 9.8}
+  _write_eval(workdir, partial, [legacy])
+  assert export.workdir_metadata(str(workdir), STEP, "ckpt")["test_bits_per_dim"] is None
+  _write_eval(workdir, partial, [full(STEP, 7.0), legacy])
+  assert export.workdir_metadata(str(workdir), STEP, "ckpt")["test_bits_per_dim"] == 7.0
+  # The run's own eval_take counts as full.
+  config = json.loads((workdir / workdir_lib.CONFIG_FILE).read_text())
+  config["data"]["eval_take"] = 8
+  workdir_lib.write_json_atomic(str(workdir / workdir_lib.CONFIG_FILE), config)
+  assert export.workdir_metadata(str(workdir), STEP, "ckpt")["test_bits_per_dim"] == 9.9
+
+
+def test_export_falls_back_from_a_truncated_newest_checkpoint_and_labels_what_it_holds(
+    run_dir, tmp_path, caplog):
+  """Issue 18 (6) and the fallback: the metadata's step is the restored checkpoint's own, and the
+  evaluation of the newer (unreadable) checkpoint is not attached to it."""
+  workdir = _copy_run(run_dir, tmp_path / "run")
+  newest = _add_checkpoint(workdir, step=9, number=2)
+  _write_eval(workdir, {"step": 9, "test_bits_per_dim": 6.0, "eval_take": None})
+  data_file = pathlib.Path(newest + ".data-00000-of-00001")
+  data_file.write_bytes(data_file.read_bytes()[:100])  # truncated
+  with caplog.at_level("ERROR"):
+    out = export.export_from_workdir(str(workdir), str(tmp_path / "out"))
+  assert any("ckpt-2" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+  meta = export.load_metadata(out)
+  assert meta["step"] == STEP and meta["checkpoint"].endswith("ckpt-1")
+  assert [s["checkpoint"] for s in meta["skipped_checkpoints"]] == [newest]
+  assert meta["test_bits_per_dim"] is None and "step 5" in meta["eval_note"]
+  # The export holds the weights of that checkpoint.
+  restored, _ = workdir_lib.restore_model(str(workdir), meta["checkpoint"])
+  loaded = tf.saved_model.load(out)
+  z = tf.zeros((1, 4))
+  np.testing.assert_allclose(loaded.decode(z=z)["samples"].numpy(),
+                             restored.decode_images(z).numpy(), atol=2e-3)

@@ -3,18 +3,29 @@
     python -m vapnev_tf.evaluate --workdir=DIR [--num_samples=k] [--checkpoint=PREFIX]
                                  [--eval_take=N]
 
-The model is rebuilt from WORKDIR/config.json and restored with `workdir.restore_model`; the test
-data come from the run's stored data config (so the bound is computed on the same images with the
-same dequantisation noise as during training). Prints the result and writes WORKDIR/eval.json.
+The model is rebuilt from WORKDIR/config.json and restored with `workdir.load_run` (the newest
+readable checkpoint: a corrupt newer one is skipped and logged); the test data come from the run's
+stored data config (so the bound is computed on the same images with the same dequantisation noise
+as during training). Prints the result and writes it, holding the run directory's lock:
+
+  - a full evaluation (every test image, or the run's own `eval_take`) becomes the headline
+    WORKDIR/eval.json (the one before it goes to its "history");
+  - a partial one (`--eval_take` a subset of that) goes to WORKDIR/evaluations/
+    step{S}-images{N}-k{K}-seed{SEED}.json with its scope, and never replaces eval.json, so export
+    metadata and a re-run of train (which read eval.json) only ever see full evaluations.
 """
+import contextlib
 import dataclasses
 import json
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
 from vapnev_tf import data as data_lib
+from vapnev_tf import locking
 from vapnev_tf import seeds
 from vapnev_tf import workdir as workdir_lib
 
@@ -34,7 +45,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                        lower_bound=0, **d)
   flags.DEFINE_integer("chunk_size", None, "Importance samples evaluated at once (default: the "
                        "run's eval_chunk_size).", lower_bound=1, **d)
-  flags.DEFINE_bool("write", True, "Write WORKDIR/eval.json.", **d)
+  flags.DEFINE_bool("write", True, "Write the result: WORKDIR/eval.json when it covers the "
+                    "run's whole test scope, else WORKDIR/evaluations/<scope>.json.", **d)
   flags.mark_flag_as_required("workdir", flag_values=fv)
 
 
@@ -42,10 +54,12 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
                      eval_take: int | None = None, eval_batch_size: int | None = None,
                      seed: int | None = None, chunk_size: int | None = None,
                      write: bool = True) -> dict:
-  """Restores `checkpoint` (default: latest) of the run in `workdir` and evaluates it.
+  """Restores `checkpoint` (default: the newest readable) of the run in `workdir`, evaluates it.
 
   `None` arguments take the run's own values from config.json; `eval_take=0` means all images.
-  Returns the evaluation dict plus "step" and "checkpoint".
+  With `write`, holds the run directory's lock (`locking.WorkdirLockedError` if it is in use) and
+  writes a full evaluation to WORKDIR/eval.json, a partial one to WORKDIR/evaluations/ (module
+  docstring). Returns the evaluation dict plus "step", "checkpoint", "full" and "written_to".
   """
   from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   stored = workdir_lib.read_config(workdir)
@@ -64,15 +78,41 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
   num_samples = num_samples or train_section.get("eval_num_samples", 1)
   seed = train_section.get("eval_seed", 0) if seed is None else seed
   chunk_size = chunk_size or train_section.get("eval_chunk_size", seeds.IW_CHUNK_SIZE)
-  checkpoint = checkpoint or workdir_lib.latest_checkpoint(workdir)
-  model, step = workdir_lib.restore_model(workdir, checkpoint)
-  logging.info("Evaluating %s (step %d) on %s test images with k=%d.", checkpoint, step,
-               data_cfg.eval_take or "all", num_samples)
-  result = evaluation.evaluate(model, data_cfg, num_samples=num_samples, seed=seed,
-                               chunk_size=chunk_size)
-  if write:
-    evaluation.write_eval_json(workdir, result, step, checkpoint)
-  return dict(result, step=step, checkpoint=checkpoint)
+  lock = (locking.workdir_lock(workdir, "evaluation", log=logging.warning) if write
+          else contextlib.nullcontext())
+  with lock:
+    model, info = workdir_lib.load_run(workdir, checkpoint)
+    checkpoint, step = info["checkpoint"], info["step"]
+    logging.info("Evaluating %s (step %d) on %s test images with k=%d.", checkpoint, step,
+                 data_cfg.eval_take or "all", num_samples)
+    result = evaluation.evaluate(model, data_cfg, num_samples=num_samples, seed=seed,
+                                 chunk_size=chunk_size)
+    result = dict(result, eval_take=data_cfg.eval_take)
+    full = workdir_lib.is_full_evaluation(result, stored)
+    written_to = None
+    if write and full:
+      evaluation.write_eval_json(workdir, result, step, checkpoint)
+      written_to = workdir_lib.path(workdir, workdir_lib.EVAL_FILE)
+    elif write:
+      written_to = _write_partial(workdir, result, step, checkpoint, stored)
+  return dict(result, step=step, checkpoint=checkpoint, full=full, written_to=written_to)
+
+
+def _write_partial(workdir: str, result: dict, step: int, checkpoint: str, stored: dict) -> str:
+  """WORKDIR/evaluations/<scope>.json: a partial evaluation with its scope; eval.json untouched."""
+  from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
+  filename = workdir_lib.partial_evaluation_path(workdir, step, result["num_images"],
+                                                 result["k"], result["seed"])
+  scope = {"full": False, "images": result["num_images"], "eval_take": result["eval_take"],
+           "run_eval_take": stored.get("data", {}).get("eval_take"), "k": result["k"],
+           "seed": result["seed"], "checkpoint": checkpoint, "step": step}
+  tf.io.gfile.makedirs(workdir_lib.path(workdir, workdir_lib.EVALUATIONS_DIR))
+  workdir_lib.write_json_atomic(filename, dict(
+      result, step=int(step), checkpoint=checkpoint, scope=scope,
+      test_bits_per_dim=evaluation.tightest_bpd(result)))
+  logging.info("A partial evaluation (%d of the run's test images): written to %s, not to %s.",
+               result["num_images"], filename, workdir_lib.EVAL_FILE)
+  return filename
 
 
 def main(argv):
@@ -83,8 +123,8 @@ def main(argv):
   try:
     result = evaluate_workdir(fv.workdir, fv.checkpoint, fv.num_samples, fv.eval_take,
                               fv.eval_batch_size, fv.seed, fv.chunk_size, fv.write)
-  except ValueError as e:
-    logging.error("%s", e)
+  except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
+    print(f"vapnev_tf.evaluate: error: {e}", file=sys.stderr)
     return 1
   print(json.dumps(result, indent=2))
   print(evaluation.summary_line(result))

@@ -35,13 +35,21 @@ Seeding (so the export gives the in-Python model's numbers for the same seed):
      `model.sample(n, temperature, seed=model_seed)`, `model.reconstruct(x, seed=model_seed)` and
      `model.log_likelihood_bound(x, k, seed=model_seed)` (k may be a tensor: it is a graph loop).
 
-A JSON file `OUT/vapnev_metadata.json` (`METADATA_FILE`) describes the export: model config, step,
-test bits/dim when known, signatures, package versions, parameter count, TF's fingerprint.
+A JSON file `OUT/vapnev_metadata.json` (`METADATA_FILE`) describes the export: model config, the
+restored checkpoint and its own step, test bits/dim of a full evaluation of that same step (else
+null, with "eval_note" saying why), signatures, package versions, parameter count, TF's fingerprint.
+
+Overwriting: `--overwrite` only ever replaces a previous export (a directory holding
+`saved_model.pb`, `vapnev_metadata.json` and nothing that is not part of a SavedModel); a run
+directory, a parent of one, the workdir or an ancestor of it, or any other directory is refused,
+naming what is there. `python -m vapnev_tf.export` holds the run directory's lock
+(`vapnev_tf.locking`) while it reads it.
 """
 import datetime
 import json
 import os
 import platform
+import sys
 import uuid
 
 from absl import app
@@ -54,6 +62,7 @@ import tensorflow_probability as tfp
 
 import vapnev_tf
 from vapnev_tf import data as data_lib
+from vapnev_tf import locking
 from vapnev_tf import seeds
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.metrics import bits_per_dim
@@ -213,7 +222,8 @@ def _image_outputs(x):
 # ------------------------------------------------------------------------------------ exporting
 
 
-def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool = False) -> str:
+def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool = False,
+                 workdir: str | None = None) -> str:
   """Writes `model` as a SavedModel with tensor signatures, plus `METADATA_FILE`, to `export_dir`.
 
   The SavedModel is written to a temporary sibling directory and renamed into place, so
@@ -222,10 +232,13 @@ def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool
   Args:
     model: a `VAPNEV`.
     export_dir: the output directory. It must not exist (an empty directory is fine) unless
-      `overwrite`, in which case the old export is replaced.
+      `overwrite`, in which case a previous export there is replaced; anything that is not an
+      export (a run directory, a parent of one, user files) is refused (`check_export_dir`).
     metadata: JSON-serialisable facts about the run to record, e.g. {"step": 1000,
       "test_bits_per_dim": 3.1}; its keys must not clash with the ones this function writes.
-    overwrite: replace an existing `export_dir`.
+    overwrite: replace a previous export in `export_dir`.
+    workdir: the run directory the model comes from, if any: `export_dir` must then not be it,
+      an ancestor of it, or a non-export inside it.
 
   Returns:
     `export_dir`.
@@ -243,7 +256,7 @@ def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool
     raise ValueError(f"metadata must be JSON-serialisable (numbers, strings, lists, dicts; numpy "
                      f"scalars and arrays are converted): {e}") from e
   export_dir = os.fspath(export_dir).rstrip("/") or "/"
-  check_export_dir(export_dir, overwrite)
+  check_export_dir(export_dir, overwrite, workdir)
   module = VapnevModule(model)
   parent = os.path.dirname(os.path.abspath(export_dir))
   tf.io.gfile.makedirs(parent)
@@ -254,6 +267,7 @@ def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool
     num_parameters = _check_saved_variables(tmp_dir, model)
     payload = _metadata(model, signatures, metadata, num_parameters, tmp_dir)
     workdir_lib.write_json_atomic(os.path.join(tmp_dir, METADATA_FILE), payload)
+    check_export_dir(export_dir, overwrite, workdir)  # again: it may have changed meanwhile
     _move_into_place(tmp_dir, export_dir)
   finally:
     if tf.io.gfile.exists(tmp_dir):
@@ -269,15 +283,94 @@ def _numpy_to_python(value):
   raise TypeError(f"{type(value).__name__} {value!r} is not JSON-serialisable")
 
 
-def check_export_dir(export_dir: str, overwrite: bool) -> None:
-  """ValueError unless `export_dir` can be written: absent, an empty directory, or `overwrite`."""
+# What `tf.saved_model.save` plus `export_model` write; an export holds these and nothing else.
+SAVED_MODEL_ENTRIES = ("saved_model.pb", "saved_model.pbtxt", "variables", "assets",
+                       "assets.extra", "fingerprint.pb", "keras_metadata.pb", METADATA_FILE)
+
+
+def check_export_dir(export_dir: str, overwrite: bool, workdir: str | None = None) -> None:
+  """ValueError unless `export_dir` may be written (the overwrite rule, docs in BUILD_NOTES.md).
+
+  Writable: absent, an empty directory, or, with `overwrite`, a previous export (`is_export`).
+  Never a run directory, a directory holding anything that is not part of an export, or (given
+  the run directory `workdir`) `workdir` itself or one of its ancestors; inside `workdir`, only
+  an absent directory, `WORKDIR/export` (empty) or an export.
+  """
+  if workdir is not None:
+    _check_against_workdir(export_dir, workdir)
   if not tf.io.gfile.exists(export_dir):
     return
   if not tf.io.gfile.isdir(export_dir):
     raise ValueError(f"export_dir {export_dir!r} exists and is a file, not a directory.")
-  if tf.io.gfile.listdir(export_dir) and not overwrite:
-    raise ValueError(f"export_dir {export_dir!r} already exists and is not empty; pass "
-                     "overwrite=True (--overwrite) to replace it, or choose another directory.")
+  entries = sorted(tf.io.gfile.listdir(export_dir))
+  if not entries:
+    return
+  problem = _not_an_export(export_dir, entries)
+  if problem is not None:
+    raise ValueError(f"export_dir {export_dir!r} already exists and is not a vapnev_tf export "
+                     f"({problem}); refusing to {'replace' if overwrite else 'write into'} it, "
+                     "even with --overwrite, which only ever replaces a previous export. Choose a "
+                     "new or empty directory.")
+  if not overwrite:
+    raise ValueError(f"export_dir {export_dir!r} already exists and is not empty (a previous "
+                     "export); pass overwrite=True (--overwrite) to replace it, or choose another "
+                     "directory.")
+
+
+def is_export(export_dir: str) -> bool:
+  """Whether `export_dir` is a directory holding a vapnev_tf export and nothing else."""
+  if not tf.io.gfile.isdir(export_dir):
+    return False
+  return _not_an_export(export_dir, sorted(tf.io.gfile.listdir(export_dir))) is None
+
+
+def _not_an_export(export_dir: str, entries: list) -> str | None:
+  """None if `entries` (of `export_dir`) make an export, else what is there that should not be."""
+  names = [e.rstrip("/") for e in entries]
+  shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+  foreign = [n for n in names if n not in SAVED_MODEL_ENTRIES]
+  if foreign:
+    return f"it holds {shown}; not part of a SavedModel: {', '.join(foreign[:8])}"
+  missing = [n for n in ("saved_model.pb", METADATA_FILE) if n not in names]
+  if missing:
+    return f"it holds {shown} but no {' and no '.join(missing)}"
+  for sub, allowed in (("variables", lambda n: n.startswith("variables.")),
+                       ("assets", lambda n: True), ("assets.extra", lambda n: True)):
+    directory = os.path.join(export_dir, sub)
+    if sub not in names:
+      continue
+    if not tf.io.gfile.isdir(directory):
+      return f"{sub} is a file, not a directory"
+    for name in tf.io.gfile.listdir(directory):
+      if tf.io.gfile.isdir(os.path.join(directory, name)) or not allowed(name):
+        return f"{sub}/ holds {name.rstrip('/')}, which a SavedModel does not write there"
+  return None
+
+
+def _real(p: str) -> str:
+  return p if "://" in p else os.path.realpath(p)
+
+
+def _check_against_workdir(export_dir: str, workdir: str) -> None:
+  """An export never replaces the run directory, an ancestor of it, or a non-export inside it."""
+  export_real, work_real = _real(export_dir).rstrip("/") or "/", _real(workdir).rstrip("/") or "/"
+  if export_real == work_real:
+    raise ValueError(f"export_dir {export_dir!r} is the run directory {workdir!r} itself; an "
+                     "export never replaces a run directory. Leave --export_dir out (default "
+                     "WORKDIR/export) or choose a new directory.")
+  if work_real.startswith(export_real.rstrip("/") + "/"):
+    raise ValueError(f"export_dir {export_dir!r} contains the run directory {workdir!r}; an "
+                     "export never replaces a run directory or a parent of one. Leave "
+                     "--export_dir out (default WORKDIR/export) or choose a new directory.")
+  default = _real(workdir_lib.path(workdir, workdir_lib.EXPORT_DIR)).rstrip("/")
+  if (export_real.startswith(work_real.rstrip("/") + "/") and export_real != default
+      and tf.io.gfile.exists(export_dir) and not is_export(export_dir)):
+    listing = (sorted(e.rstrip("/") for e in tf.io.gfile.listdir(export_dir))
+               if tf.io.gfile.isdir(export_dir) else "a file")
+    raise ValueError(f"export_dir {export_dir!r} is inside the run directory {workdir!r} and "
+                     f"is not a vapnev_tf export (it holds {listing or 'nothing'}); inside a run "
+                     "directory an export may only go to WORKDIR/export, a new directory or a "
+                     "previous export.")
 
 
 def _move_into_place(tmp_dir: str, export_dir: str) -> None:
@@ -348,41 +441,54 @@ def load_metadata(export_dir: str) -> dict:
   return workdir_lib.read_json(filename)
 
 
-def workdir_metadata(workdir: str, step: int, checkpoint: str) -> dict:
-  """What a run directory knows about a checkpoint: run config, step, latest evaluation."""
+def workdir_metadata(workdir: str, step: int, checkpoint: str, skipped=()) -> dict:
+  """What a run directory knows about the checkpoint `checkpoint` at step `step`.
+
+  The run config, and the run's full evaluation of that same step (`workdir.full_evaluation`):
+  a partial evaluation or one of another checkpoint is never attached. Without one,
+  "test_bits_per_dim" and "eval" are None and "eval_note" says why.
+  """
   payload = {"workdir": os.path.abspath(workdir), "checkpoint": checkpoint, "step": step,
              "run_config": workdir_lib.read_config(workdir)}
-  eval_file = workdir_lib.path(workdir, workdir_lib.EVAL_FILE)
-  evaluation = workdir_lib.read_json(eval_file) if tf.io.gfile.exists(eval_file) else None
-  payload["eval"] = evaluation
-  payload["test_bits_per_dim"] = _find_number(evaluation, ("test_bits_per_dim", "bits_per_dim"))
+  record, note = workdir_lib.full_evaluation(workdir, step)
+  payload["eval"] = record
+  payload["test_bits_per_dim"] = None if record is None else _tightest_bpd(record)
+  if note is not None:
+    payload["eval_note"] = note
+    logging.warning("Export metadata has no test bits/dim: %s.", note)
+  if skipped:
+    payload["skipped_checkpoints"] = list(skipped)
   return payload
 
 
-def _find_number(tree, keys):
-  """The first number under one of `keys` (searched in that order, at any depth), else None."""
-  for key in keys:
-    stack = [tree]
-    while stack:
-      node = stack.pop(0)
-      if isinstance(node, dict):
-        value = node.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-          return value
-        stack.extend(node.values())
+def _tightest_bpd(record: dict):
+  """The record's headline bits/dim: test_bits_per_dim, else the IW bound, else the ELBO."""
+  for key in ("test_bits_per_dim", "iw_bpd", "elbo_bpd"):
+    value = record.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return value
   return None
 
 
 def export_from_workdir(workdir: str, export_dir: str | None = None,
                         checkpoint: str | None = None, overwrite: bool = False) -> str:
-  """Restores a run's checkpoint (default: the latest) and exports it (default `WORKDIR/export`)."""
+  """Restores a run's checkpoint and exports it (default `WORKDIR/export`), holding the run's lock.
+
+  Default checkpoint: the newest readable one (`workdir.load_run`). The metadata's step is that
+  checkpoint's own, and its bits/dim that of a full evaluation of the same step (else None).
+  Raises ValueError on bad input, `locking.WorkdirLockedError` when the run is in use.
+  """
   if not tf.io.gfile.isdir(workdir):
     raise ValueError(f"workdir {workdir!r} does not exist or is not a directory.")
   export_dir = export_dir or workdir_lib.path(workdir, workdir_lib.EXPORT_DIR)
-  check_export_dir(export_dir, overwrite)  # fail before the (slow) restore
-  checkpoint = checkpoint or workdir_lib.latest_checkpoint(workdir)
-  model, step = workdir_lib.restore_model(workdir, checkpoint)
-  return export_model(model, export_dir, workdir_metadata(workdir, step, checkpoint), overwrite)
+  # Bad input fails before the lock and the (slow) restore.
+  check_export_dir(export_dir, overwrite, workdir)
+  if checkpoint and not tf.io.gfile.exists(checkpoint + ".index"):
+    raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
+  with locking.workdir_lock(workdir, "export", log=logging.warning):
+    model, info = workdir_lib.load_run(workdir, checkpoint)
+    metadata = workdir_metadata(workdir, info["step"], info["checkpoint"], info["skipped"])
+    return export_model(model, export_dir, metadata, overwrite, workdir=workdir)
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -402,8 +508,9 @@ def main(argv):
   f = flags.FLAGS
   try:
     out = export_from_workdir(f.workdir, f.export_dir, f.checkpoint, f.overwrite)
-  except ValueError as e:  # bad input: the message, not a traceback
-    raise app.UsageError(str(e)) from e
+  except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
+    print(f"vapnev_tf.export: error: {e}", file=sys.stderr)
+    return 1
   print(json.dumps({"export_dir": out, "signatures": sorted(load_metadata(out)["signatures"])}))
 
 

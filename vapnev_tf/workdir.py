@@ -5,7 +5,9 @@
     WORKDIR/checkpoints/       tf.train.CheckpointManager (latest N, atomic)
     WORKDIR/best/              checkpoint with the best test bits/dim
     WORKDIR/tensorboard/       tf.summary event files (train/, eval/)
-    WORKDIR/eval.json          latest evaluation
+    WORKDIR/eval.json          latest full evaluation (the run's whole test scope), earlier ones
+                               under "history"
+    WORKDIR/evaluations/       partial evaluations (a subset of the test images), one file a scope
     WORKDIR/export/            SavedModel (tensor signatures)
     WORKDIR/figures/           PNG panels
 
@@ -15,6 +17,7 @@ import json
 import math
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -25,6 +28,7 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_FILE = "eval.json"
+EVALUATIONS_DIR = "evaluations"
 EXPORT_DIR = "export"
 FIGURES_DIR = "figures"
 
@@ -104,24 +108,149 @@ def latest_checkpoint(workdir: str, subdir: str = CHECKPOINT_DIR) -> str:
   return ckpt
 
 
-def restore_model(workdir: str, checkpoint: str | None = None):
-  """Rebuilds the model from `workdir/config.json` and restores its weights.
+def load_run(workdir: str, checkpoint: str | None = None):
+  """Rebuilds the model of a run directory and restores its trained weights.
+
+  The public way to use a trained run from one's own code (README, "Loading a trained run"):
+
+      model, info = vapnev_tf.load_run("runs/quick")
 
   Args:
-    workdir: a run directory written by `vapnev_tf.train`.
-    checkpoint: a checkpoint path prefix (e.g. `.../checkpoints/ckpt-100`); default the latest.
+    workdir: a run directory written by `vapnev_tf.train` (it needs `config.json` and a checkpoint).
+    checkpoint: a checkpoint path prefix (e.g. `WORKDIR/best/ckpt-100`). Default: the newest
+      readable checkpoint of `WORKDIR/checkpoints`; a newer one that cannot be read (truncated,
+      corrupt) is skipped with an error in the log naming it and why, like a resumed training run.
+      An explicit `checkpoint` is never replaced by another one.
 
   Returns:
-    `(model, step)`; step is -1 when the checkpoint holds no step counter.
+    `(model, info)`: a `VAPNEV` holding the checkpoint's weights, and a dict with "checkpoint"
+    (the prefix actually restored), "step" (the checkpoint's own step counter, -1 if it has none),
+    "skipped" (newer checkpoints that could not be read: [{"checkpoint", "reason"}]), "config"
+    (the run's config.json) and "workdir".
+
+  Raises:
+    ValueError: no config.json, no checkpoint, or no readable one (the message names them).
   """
   from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
+  # The training loop's candidates (newest first, a damaged state file tolerated) and its rule:
+  # an unreadable checkpoint is reported and the previous one tried, never silently nothing.
+  from vapnev_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+  directory = path(workdir, CHECKPOINT_DIR)
+  if checkpoint:
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+      raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
+  else:
+    candidates = checkpointing.checkpoint_candidates(directory)
+    if not candidates:
+      raise ValueError(f"no checkpoint found in {directory!r}.")
+  config = read_config(workdir)
   model = VAPNEV(model_config(workdir))
-  checkpoint = checkpoint or latest_checkpoint(workdir)
-  if not tf.io.gfile.exists(checkpoint + ".index"):
-    raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
-  step = tf.Variable(-1, dtype=tf.int64)
+  skipped = []
+  if checkpoint:
+    try:
+      _restore_weights(model, checkpoint)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"checkpoint {checkpoint!r} could not be read: {_first_line(e)}") from e
+  else:
+    for prefix in candidates:
+      try:
+        _restore_weights(model, prefix)
+      # The reader reports damage in many ways (OpError, IndexError, ValueError, AssertionError).
+      except Exception as e:  # pylint: disable=broad-except
+        reason = _first_line(e)
+        logging.error("Skipping checkpoint %s: unreadable (%s).", prefix, reason)
+        skipped.append({"checkpoint": prefix, "reason": reason})
+        continue
+      checkpoint = prefix
+      break
+    else:
+      raise ValueError(
+          f"{len(candidates)} checkpoint(s) in {directory!r} but none can be read ("
+          f"{'; '.join(os.path.basename(s['checkpoint']) + ': ' + s['reason'] for s in skipped)}).")
+    if skipped:
+      logging.warning("Restored %s after skipping %d unreadable newer checkpoint(s).", checkpoint,
+                      len(skipped))
+  info = {"checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "skipped": skipped,
+          "config": config, "workdir": workdir}
+  return model, info
+
+
+def _restore_weights(model, checkpoint: str) -> None:
+  """Restores every weight of `model` (built) from `checkpoint`; raises if any is missing/bad."""
+  status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  status.expect_partial()  # the optimizer and counters of a training checkpoint are not needed
+  status.assert_existing_objects_matched()
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def checkpoint_step(checkpoint: str) -> int:
+  """The step counter stored in `checkpoint` (the training loop's `step` variable), else -1."""
   try:
-    tf.train.Checkpoint(model=model, step=step).restore(checkpoint).expect_partial()
-  except (tf.errors.OpError, ValueError) as e:
-    raise ValueError(f"checkpoint {checkpoint!r} could not be read: {e}") from e
-  return model, int(step.numpy())
+    reader = tf.train.load_checkpoint(checkpoint)
+    if reader.has_tensor(_STEP_KEY):
+      return int(reader.get_tensor(_STEP_KEY))
+  except (tf.errors.OpError, ValueError):
+    pass
+  return -1
+
+
+_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def restore_model(workdir: str, checkpoint: str | None = None):
+  """`load_run` returning `(model, step)`; step is -1 when the checkpoint holds no step counter."""
+  model, info = load_run(workdir, checkpoint)
+  return model, info["step"]
+
+
+# ----------------------------------------------------------------------------------- evaluations
+
+
+def is_full_evaluation(record: dict, config: dict) -> bool:
+  """Whether an evaluation record covers the run's whole test scope (not a subset of it).
+
+  Full: its `eval_take` is None (every test image) or the run's own `data.eval_take` (the images
+  the run itself evaluates on). Records that do not say their `eval_take` (written before scopes
+  were recorded) are not taken as full.
+  """
+  if not isinstance(record, dict) or "eval_take" not in record:
+    return False
+  return record["eval_take"] is None or record["eval_take"] == config.get("data", {}).get(
+      "eval_take")
+
+
+def full_evaluation(workdir: str, step: int):
+  """The newest full evaluation (`is_full_evaluation`) of `step` in WORKDIR/eval.json.
+
+  Looks at the headline record, then its "history" (newest first).
+
+  Returns:
+    `(record, note)`: the record without its history (None if there is none) and, when None,
+    a sentence saying why.
+  """
+  filename = path(workdir, EVAL_FILE)
+  if not tf.io.gfile.exists(filename):
+    return None, f"no {EVAL_FILE}: this checkpoint was never evaluated"
+  try:
+    headline = read_json(filename)
+  except ValueError as e:
+    return None, str(e)
+  config = read_config(workdir)
+  history = headline.get("history", []) if isinstance(headline.get("history"), list) else []
+  records = [{k: v for k, v in headline.items() if k != "history"}] + list(reversed(history))
+  for record in records:
+    if isinstance(record, dict) and record.get("step") == step and is_full_evaluation(record,
+                                                                                        config):
+      return record, None
+  return None, (f"{EVAL_FILE} holds no full evaluation of step {step} (it has step "
+                f"{headline.get('step')}); run python -m vapnev_tf.evaluate --workdir=... to "
+                "evaluate this checkpoint")
+
+
+def partial_evaluation_path(workdir: str, step: int, num_images: int, k: int, seed: int) -> str:
+  """WORKDIR/evaluations/step{step}-images{n}-k{k}-seed{seed}.json: one file per scope."""
+  return path(workdir, EVALUATIONS_DIR, f"step{step}-images{num_images}-k{k}-seed{seed}.json")

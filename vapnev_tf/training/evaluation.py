@@ -95,8 +95,9 @@ class Evaluator:
     """One pass over the test set.
 
     Returns:
-      {"elbo_bpd", "iw_bpd" (None when k == 1), "k", "seed", "num_images", "seconds",
-       "recon_bpd", "kl_nats", "elbo_nats"}: means over the test images.
+      {"elbo_bpd", "iw_bpd" (None when k == 1), "k", "seed", "num_images", "eval_take" (the
+       data config's: None = every test image), "seconds", "recon_bpd", "kl_nats",
+       "elbo_nats"}: means over the test images.
     """
     start = last_log = time.time()
     dist = self._dataset()
@@ -121,6 +122,7 @@ class Evaluator:
         "k": self.num_samples,
         "seed": self.seed,
         "num_images": count,
+        "eval_take": self.data_cfg.eval_take,  # the scope: what makes an evaluation full
         "seconds": round(time.time() - start, 3),
         "recon_bpd": float(bits_per_dim(mean[1], image_shape)),
         "kl_nats": float(mean[2]),
