@@ -16,6 +16,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from vapnev_tf import flow_steps
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.training import checkpointing
@@ -119,3 +120,27 @@ def build_or_restore(model_cfg: ModelConfig, train_cfg: TrainConfig,
     yield run
   finally:
     checkpoints.close()
+
+
+def initialize_from_data(run: Run, data_cfg, strategy: tf.distribute.Strategy) -> tuple:
+  """Glow's data-dependent initialisation of a NEW run's ActNorm steps (`flow_steps.glow`).
+
+  Uses the first global batch of the training stream (a pipeline of its own, so the training
+  iterator, and with it exact resumption, is untouched); z is the encoder's mean for conditional
+  flows. A restored run, or a model without ActNorm steps, is left as it is. The initialised
+  values are part of the first checkpoint, so a resumed run never initialises again.
+
+  Returns:
+    The names of the layers initialised.
+  """
+  model = run.state.model
+  flow = getattr(model, "flow", None)
+  if run.restored_from is not None or flow is None or not flow_steps.glow.actnorm_layers(flow):
+    return ()
+  first = next(iter(distribute.train_dataset_from_step(strategy, data_cfg, 0)))
+  conditional = model.likelihood.conditional_flow
+  z = (lambda x: model.encode(x).mean()) if conditional else None
+  names = flow_steps.data_dependent_init(flow, first, z=z, strategy=strategy)
+  logging.info("Initialised %d ActNorm step(s) from the first batch: %s", len(names),
+               ", ".join(names))
+  return names

@@ -1,7 +1,7 @@
 """`train()`: a run read as its stages, each a function in a module of its own.
 
     1. prepare the run directory   rundir.prepared        (checks, WORKDIR/.lock)
-    2. build or restore            restore.build_or_restore
+    2. build or restore            restore.build_or_restore, restore.initialize_from_data
     3. loop                        loop.run_loop          (training.step, reporting, signals)
     4. finish                      finish.finish_run      (final evaluation, export, figures)
 """
@@ -65,6 +65,7 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
     checkpointing.check_resume_config(workdir, model_cfg, data_cfg, train_cfg, force=force_config)
     with restore.build_or_restore(model_cfg, train_cfg, strategy, workdir, chief,
                                   before_save=record.commit) as run:
+      restore.initialize_from_data(run, data_cfg, strategy)
       iterator = iter(distribute.train_dataset_from_step(strategy, data_cfg, run.start_step))
       train_step = step_lib.make_train_step(strategy, train_cfg, data_cfg.batch_size)
       with reporting.make_reporter(chief, workdir, model_cfg, data_cfg, train_cfg,
