@@ -457,12 +457,30 @@ def test_wrong_image_shape_or_dtype_is_refused(loaded):
     reconstruct(images=tf.zeros((2, 8, 8, 1), tf.float32), seed=seed)
   with pytest.raises(tf.errors.InvalidArgumentError, match="must hold at least one image"):
     reconstruct(images=tf.zeros((0, 8, 8, 1), tf.uint8), seed=seed)
-  # The restored tf.functions check against their input_signature.
-  with pytest.raises(TypeError, match=r"TensorSpec\(shape=\(None, 8, 8, 1\), dtype=tf.uint8"):
+  # The restored tf.functions check against their traced input specs (two traces, int32 and
+  # int64 seeds: TF reports "no matching concrete function" as a ValueError).
+  with pytest.raises((TypeError, ValueError),
+                     match=r"TensorSpec\(shape=\(None, 8, 8, 1\), dtype=tf.uint8"):
     loaded.reconstruct(images=tf.zeros((2, 9, 8, 1), tf.uint8), seed=seed)
   with pytest.raises((TypeError, ValueError), match="uint8|float32"):
     loaded.log_likelihood_bound(images=tf.zeros((2, 8, 8, 1), tf.float32),
                                 num_samples=tf.constant(1), seed=seed)
+
+
+def test_restored_functions_take_an_int32_seed_like_the_int64_one(loaded):
+  images = random_images(2, seed=5)
+  for name, args in (("sample", dict(num_samples=tf.constant(2), temperature=tf.constant(0.8))),
+                     ("reconstruct", dict(images=tf.constant(images))),
+                     ("log_likelihood_bound", dict(images=tf.constant(images),
+                                                   num_samples=tf.constant(2)))):
+    fn = getattr(loaded, name)
+    out32 = fn(**args, seed=tf.constant(7))
+    out64 = fn(**args, seed=tf.constant(7, tf.int64))
+    for key in out64:
+      np.testing.assert_array_equal(out32[key].numpy(), out64[key].numpy(), err_msg=name)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="int64"):  # a signature: one dtype
+    loaded.signatures["sample"](num_samples=tf.constant(2), temperature=tf.constant(0.8),
+                                seed=tf.constant(7))
 
 
 def test_bad_scalars_are_refused(loaded):

@@ -284,3 +284,14 @@ def test_sample_cli_refuses_bad_flags_in_one_line(exported, tmp_path, flag):
   assert code != 0 and not out.exists()
   errors = [line for line in (stdout + stderr).splitlines() if "FATAL" in line]
   assert len(errors) == 1 and flag.split("=")[0] in errors[0], stdout + stderr
+
+
+def test_panel_uses_every_image_of_a_test_set_smaller_than_num(tmp_path):
+  """The default --num=64 on a 5-image test set makes a 5-image panel (issue 19); interpolation,
+  which needs exactly 2 * pairs images, still refuses too few."""
+  path = tmp_path / "five.npy"
+  np.save(path, random_images(5, seed=4))
+  images = sample_lib.load_test_images(64, (8, 8, 1), str(path), minimum=1)
+  assert images.shape == (5, 8, 8, 1)
+  with pytest.raises(ValueError, match="fewer than the 16 needed"):
+    sample_lib.load_test_images(16, (8, 8, 1), str(path))

@@ -24,6 +24,9 @@ exact log p(x); `num_samples` is ignored) are exported. `samples` are the float 
 before flooring to uint8. `temperature` scales sigma_y (0 gives the mu_y path of the flow
 likelihoods). H, W, C are fixed by the model, the batch is free; a wrong shape or dtype is refused
 when the signature is called (dtype on entry, shape by an assertion naming the expected shape).
+A SavedModel signature has one dtype per input, so `signatures[...]` take an int64 seed (a Python
+int converts); the restored functions (`loaded.sample(...)`, `loaded.reconstruct(...)`,
+`loaded.log_likelihood_bound(...)`) also take an int32 one (`tf.constant(0)`), with the same result.
 
 Seeding (so the export gives the in-Python model's numbers for the same seed):
   1. the int64 `seed` becomes a stateless pair: `stateless_seed(seed)` (its two 32-bit halves);
@@ -82,7 +85,11 @@ RESERVED_METADATA_KEYS = ("format", "model_config", "likelihood", "image_shape",
 
 
 def stateless_seed(seed) -> tf.Tensor:
-  """An int64 scalar (tensor or Python int) -> a stateless seed, int32 `[2]` (its 32-bit halves)."""
+  """An int64 or int32 scalar (tensor or Python int) -> a stateless seed, int32 `[2]` (the 32-bit
+  halves of its int64 value, so int32 and int64 seeds of the same value agree)."""
+  seed = tf.convert_to_tensor(seed)
+  if seed.dtype == tf.int32:
+    seed = tf.cast(seed, tf.int64)
   seed = tf.convert_to_tensor(seed, dtype=tf.int64)
   if seed.shape.rank != 0:
     raise ValueError(f"seed must be an int64 scalar, got shape {tuple(seed.shape)}.")
@@ -132,16 +139,24 @@ class VapnevModule(tf.Module):
     self.signature_names = VAE_SIGNATURES if cfg.has_vae else FLOW_SIGNATURES
     images = tf.TensorSpec((None,) + cfg.image_shape, tf.uint8, name="images")
     seed = tf.TensorSpec([], tf.int64, name="seed")
+    seed32 = tf.TensorSpec([], tf.int32, name="seed")
     num_samples = tf.TensorSpec([], tf.int32, name="num_samples")
     temperature = tf.TensorSpec([], tf.float32, name="temperature")
-    self.sample = tf.function(self._sample, input_signature=[num_samples, temperature, seed])
-    self.log_likelihood_bound = tf.function(self._log_likelihood_bound,
-                                            input_signature=[images, num_samples, seed])
+    # Seeded endpoints are traced for an int64 and an int32 seed, so the restored functions
+    # (`loaded.sample(..., seed=tf.constant(0))`) take either; a signature has one dtype per input
+    # and uses the int64 trace.
+    self.sample = _traced(self._sample, [num_samples, temperature], seed, seed32)
+    self.log_likelihood_bound = _traced(self._log_likelihood_bound, [images, num_samples], seed,
+                                        seed32)
     if cfg.has_vae:
       z = tf.TensorSpec([None, cfg.latent_dim], tf.float32, name="z")
-      self.reconstruct = tf.function(self._reconstruct, input_signature=[images, seed])
+      self.reconstruct = _traced(self._reconstruct, [images], seed, seed32)
       self.encode = tf.function(self._encode, input_signature=[images])
       self.decode = tf.function(self._decode, input_signature=[z])
+    self._signature_specs = {"sample": [num_samples, temperature, seed],
+                             "log_likelihood_bound": [images, num_samples, seed],
+                             "reconstruct": [images, seed], "encode": [images],
+                             "decode": [z] if cfg.has_vae else None}
 
   @property
   def model(self) -> VAPNEV:
@@ -153,7 +168,8 @@ class VapnevModule(tf.Module):
 
   def signatures(self) -> dict:
     """{name: concrete function} for `tf.saved_model.save(..., signatures=...)`."""
-    return {name: getattr(self, name).get_concrete_function() for name in self.signature_names}
+    return {name: getattr(self, name).get_concrete_function(*self._signature_specs[name])
+            for name in self.signature_names}
 
   # The bodies. Argument names are the signatures' input names.
 
@@ -202,6 +218,14 @@ class VapnevModule(tf.Module):
     message = f"images must be uint8 of shape (batch, {', '.join(map(str, expected))}), got shape"
     with tf.control_dependencies([tf.debugging.Assert(ok, [message, shape])]):
       return tf.identity(images)
+
+
+def _traced(body, specs, seed64, seed32):
+  """`tf.function(body)` with concrete functions for both seed dtypes (the seed comes last)."""
+  function = tf.function(body)
+  function.get_concrete_function(*specs, seed64)
+  function.get_concrete_function(*specs, seed32)
+  return function
 
 
 def _tf_variable(variable):

@@ -22,6 +22,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -87,8 +88,12 @@ def load_source(workdir: str | None = None, checkpoint: str | None = None,
 
 
 def load_test_images(num: int, image_shape, images_path: str | None = None,
-                     run_config: dict | None = None) -> np.ndarray:
-  """The first `num` test images, uint8 `(num, H, W, C)`, from `images_path` or the run's data."""
+                     run_config: dict | None = None, minimum: int | None = None) -> np.ndarray:
+  """The first `num` test images, uint8 `(num, H, W, C)`, from `images_path` or the run's data.
+
+  With `minimum`, a source holding fewer than `num` (but at least `minimum`) images gives all it
+  has (a small test set still makes a panel); otherwise fewer than `num` is an error.
+  """
   if images_path is not None:
     images = _read_image_file(images_path)
     source = images_path
@@ -106,8 +111,12 @@ def load_test_images(num: int, image_shape, images_path: str | None = None,
     shape = ", ".join(map(str, image_shape))
     raise ValueError(f"{source}: expected uint8 images (N, {shape}), got {images.dtype} "
                      f"{images.shape}.")
+  needed = num if minimum is None else min(num, minimum)
+  if images.shape[0] < needed:
+    raise ValueError(f"{source} holds {images.shape[0]} images, fewer than the {needed} needed.")
   if images.shape[0] < num:
-    raise ValueError(f"{source} holds {images.shape[0]} images, fewer than the {num} needed.")
+    logging.warning("%s holds %d images, fewer than %d: using all of them.", source,
+                    images.shape[0], num)
   return images[:num]
 
 
@@ -170,8 +179,11 @@ def write_figure(out: str, mode: str = "samples", workdir: str | None = None,
   image_shape, run_config = source_info(workdir, saved_model)
   images = None
   if mode in ("panel", "interpolate"):
-    needed = kwargs.get("num", 64) if mode == "panel" else 2 * kwargs.get("pairs", 8)
-    images = load_test_images(needed, image_shape, images_path, run_config)
+    if mode == "panel":  # a panel of fewer images than asked is still a panel
+      images = load_test_images(kwargs.get("num", 64), image_shape, images_path, run_config,
+                                minimum=1)
+    else:
+      images = load_test_images(2 * kwargs.get("pairs", 8), image_shape, images_path, run_config)
   ep, _ = load_source(workdir, checkpoint, saved_model)
   figure = make_figure(ep, mode, images=images, **kwargs)
   figures.save_png(figure, out)
