@@ -1,5 +1,6 @@
 """Variational dequantisation (Flow++): q(u|x_int) support, exact log-density, sampling
-consistency, the uniform model unchanged bit for bit, the bounds, gradients, checkpoints, training."""
+consistency, the uniform model unchanged bit for bit, the bounds, gradients, checkpoints and
+training."""
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -161,3 +161,23 @@ def test_a_few_training_steps_give_finite_falling_losses(dequantization):
   x = mf.real_batch(8)[:, 10:18, 10:18, :]
   losses = mf.train(m, x, 12, learning_rate=3e-3)
   assert np.all(np.isfinite(losses)) and losses[-3:].mean() < losses[:3].mean()
+
+
+def test_export_module_uses_q_u_and_the_iaf_posterior():
+  """The export's bound is the model's (q(u|x_int) and the IAF inside a tf.function, tensor k);
+  its encode gives the encoder's Gaussian."""
+  from vapnev_tf import data  # pylint: disable=g-import-not-at-top
+  from vapnev_tf import export  # pylint: disable=g-import-not-at-top
+  m = model(dequantization="variational", dequantization_filters=4)
+  perturb_zero_kernels(m.iaf, seed=5, stddev=0.1)
+  module = export.VapnevModule(m)
+  images = np.random.default_rng(0).integers(0, 256, size=(2,) + SHAPE, dtype=np.uint8)
+  dequantize_seed, model_seed = export.derive_seeds(7)
+  x = data.dequantize(images, dequantize_seed)
+  got = module.log_likelihood_bound(images=images, num_samples=5, seed=7)["log_likelihood"]
+  np.testing.assert_allclose(got.numpy(), m.log_likelihood_bound(x, 5, seed=model_seed),
+                             rtol=1e-5, atol=1e-3)
+  out = module.encode(images=images)
+  mu_z, sigma_z = m.encode_moments(tf.constant(images, tf.float32) + 0.5)
+  np.testing.assert_allclose(out["mu_z"], mu_z, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["sigma_z"], sigma_z, rtol=1e-5, atol=1e-6)

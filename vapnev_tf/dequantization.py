@@ -60,7 +60,8 @@ class _ContextNet(keras.layers.Layer):
 class _DequantCouplingNet(keras.layers.Layer):
   """The transform of one coupling of q(u|x_int): `(net_in, context) -> (shift, log_scale)`.
 
-  net_in `(N, H, W, C + 1)` (the checkerboard's kept part and its mask, `ConditionalAffineCoupling`),
+  net_in `(N, H, W, C + 1)` (the checkerboard's kept part and its mask; see
+  `ConditionalAffineCoupling`),
   context `(N, H * W * filters)` (the flattened features of x_int, the coupling's conditioning).
   Returns two `(N, H, W, C)` maps; log_scale = b tanh(l / b) (docs/design.md §6). The output conv
   starts at zero, so each coupling starts at the identity.
