@@ -116,7 +116,8 @@ class VariationalDequantizer(keras.layers.Layer):
 
   def bijector(self, features):
     """eps -> u: the couplings conditioned on `features` `(B, H, W, filters)`, then the sigmoid."""
-    context = tf.reshape(features, [tf.shape(features)[0], -1])
+    height, width, _ = self.image_shape
+    context = tf.reshape(features, [-1, height * width * self.filters])  # static size for graphs
     steps = [ConditionalAffineCoupling(getattr(self, f"coupling{k}"), "checkerboard", k % 2,
                                        conditioning=context, event_shape=self.image_shape,
                                        name=f"dequant_coupling{k}")
