@@ -32,7 +32,9 @@ GOLDEN_DIR = REPO_ROOT / "tests" / "golden_configs"
 FLAGFILES = sorted(p.stem for p in (REPO_ROOT / "configs").glob("*.flags") if p.stem != "base")
 CLASSES = (ModelConfig, DataConfig, TrainConfig)
 # Every flag `python -m vapnev_tf.train` had before the flags were generated.
-FLAGS_ADDED_SINCE = ("flow_layout",)  # new ModelConfig fields, each defaulting to the old behaviour
+# New ModelConfig fields, each defaulting to the old behaviour.
+FLAGS_ADDED_SINCE = ("flow_layout", "dequantization", "dequantization_filters", "posterior",
+                     "iaf_steps", "iaf_hidden")
 FLAG_NAMES = (
     "workdir force_config seed train_steps strategy num_cpu_devices jit_compile deterministic_ops "
     "learning_rate adam_beta1 adam_beta2 adam_epsilon warmup_steps lr_decay min_lr_fraction "

@@ -15,6 +15,8 @@ from vapnev_tf.config_fields import str_field
 LIKELIHOODS = ("vapnev", "vae_flow", "pixel_gaussian", "pixel_logistic", "realnvp")
 FLOW_LIKELIHOODS = ("vapnev", "vae_flow", "realnvp")
 DTYPES = ("float32", "float64")
+DEQUANTIZATIONS = ("uniform", "variational")  # = vapnev_tf.dequantization.DEQUANTIZATIONS
+POSTERIORS = ("gaussian", "iaf")  # = vapnev_tf.posteriors.POSTERIORS
 
 # Bounds that keep the model finite (issue 18; docs/design.md §1 and §6). A coupling multiplies by
 # exp(b * tanh(l / b)), within [exp(-b), exp(b)] for b = log_scale_bound: b <= 20 keeps one
@@ -70,8 +72,26 @@ class ModelConfig(ConfigBase):
   min_scale: float = float_field(1e-3, "Lower bound of sigma_z and sigma_y.", lo=0.0,
                                  lo_open=True, hi=1.0, hi_open=True)
   dtype: str = choice_field("float32", "Model dtype.", DTYPES)
+  dequantization: str = choice_field(
+      "uniform", "q(u|x) of the dequantisation noise: uniform (the data's own U[0,1) noise) or "
+      "variational (a small conditional flow, Flow++; flow likelihoods only).", DEQUANTIZATIONS)
+  dequantization_filters: int = int_field(
+      16, "Filters of the variational dequantisation flow's conv nets.", lo=1)
+  posterior: str = choice_field(
+      "gaussian", "q(z|x): the encoder's diagonal Gaussian, or it followed by iaf_steps inverse "
+      "autoregressive flow steps (Kingma et al. 2016).", POSTERIORS)
+  iaf_steps: int = int_field(2, "IAF steps of posterior=iaf.", lo=1)
+  iaf_hidden: int = int_field(0, "Units of each masked layer of an IAF step; 0: 2 * latent_dim.",
+                              lo=0)
 
   def _check_consistency(self):
+    if self.dequantization != "uniform" and not self.uses_flow:
+      raise ValueError(f"ModelConfig.dequantization={self.dequantization!r} needs a flow "
+                       f"likelihood {FLOW_LIKELIHOODS}, got likelihood={self.likelihood!r} (a "
+                       "pixel likelihood is already a discrete or uniform-bin model).")
+    if self.posterior != "gaussian" and not self.has_vae:
+      raise ValueError(f"ModelConfig.posterior={self.posterior!r} needs a VAE, got "
+                       f"likelihood={self.likelihood!r} (no q(z|x)).")
     if not self.uses_flow:
       return
     if self.flow_layout.strip():

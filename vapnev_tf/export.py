@@ -198,8 +198,10 @@ class VapnevModule(tf.Module):
                                     tf.float32)}
 
   def _encode(self, images):
-    q = self.model.encode(bin_centres(self._checked_images(images), self.model.compute_dtype))
-    return {"mu_z": tf.cast(q.mean(), tf.float32), "sigma_z": tf.cast(q.stddev(), tf.float32)}
+    # the encoder's Gaussian (Eq. 17-19): q(z|x) itself, or its base before posterior="iaf"'s steps
+    mu_z, sigma_z = self.model.encode_moments(
+        bin_centres(self._checked_images(images), self.model.compute_dtype))
+    return {"mu_z": tf.cast(mu_z, tf.float32), "sigma_z": tf.cast(sigma_z, tf.float32)}
 
   def _decode(self, z):
     return _image_outputs(self.model.decode_images(tf.cast(z, self.model.compute_dtype)))

@@ -9,6 +9,14 @@
 x is always dequantised pixels in [0, 256); every pre-processing log-det is inside p(x|z), so
 `bits_per_dim(elbo, image_shape)` is directly comparable with the literature. The baselines
 (`config.likelihood`) differ only in their `vapnev_tf.likelihoods` object, chosen once in __init__.
+
+Two options change the bounds (BUILD_NOTES.md, "Variational dequantisation and IAF"):
+  * `config.dequantization="variational"` (Flow++): x_int = floor(x), u ~ q(u|x_int)
+    (`vapnev_tf.dequantization`), and every bound gains -log q(u|x_int) at x = x_int + u; q(z|x)
+    then sees x_int. "uniform" is today's model: u = x - floor(x), log q(u) = 0, x untouched.
+  * `config.posterior="iaf"`: q(z|x) is the Gaussian followed by IAF steps
+    (`vapnev_tf.posteriors`); KL(q || p) is then the one-sample estimate log q(z|x) - log p(z).
+    "gaussian" keeps the analytic KL.
 """
 import keras
 import tensorflow as tf
@@ -17,11 +25,14 @@ import tensorflow_probability as tfp
 from vapnev_tf import seeds
 from vapnev_tf import validation
 from vapnev_tf.config import ModelConfig
+from vapnev_tf.dequantization import VariationalDequantizer
+from vapnev_tf.dequantization import integer_image
 from vapnev_tf.flow import ConditionalRealNVP
 from vapnev_tf.likelihoods import make_likelihood
 from vapnev_tf.likelihoods_batching import PixelDistribution
 from vapnev_tf.networks import Decoder
 from vapnev_tf.networks import Encoder
+from vapnev_tf.posteriors import IAFPosterior
 
 tfd = tfp.distributions
 
@@ -46,9 +57,15 @@ class VAPNEV(keras.Model):
     self.config = config
     self._likelihood = make_likelihood(config.likelihood, config.image_shape, self.compute_dtype)
     if self._likelihood.needs_vae:
+      iaf = config.posterior == "iaf"
       self.encoder = Encoder(config.latent_dim, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, config.min_scale,
+                             context_dim=config.latent_dim if iaf else 0,
                              dtype=config.dtype, name="encoder")
+      if iaf:
+        self.iaf = IAFPosterior(config.latent_dim, config.iaf_steps,
+                                config.iaf_hidden or 2 * config.latent_dim, dtype=config.dtype,
+                                name="iaf")
       self.decoder = Decoder(config.image_shape, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, num_heads=2, dtype=config.dtype,
                              name="decoder")
@@ -60,6 +77,10 @@ class VAPNEV(keras.Model):
           conditional=self._likelihood.conditional_flow, log_scale_bound=config.log_scale_bound,
           logit_alpha=config.logit_alpha, layout=config.flow_layout.strip() or None,
           dtype=config.dtype, name="flow")
+    if self.variational_dequantization:
+      self.dequantizer = VariationalDequantizer(
+          config.image_shape, filters=config.dequantization_filters,
+          log_scale_bound=config.log_scale_bound, dtype=config.dtype, name="dequantizer")
     self._build_weights()
 
   def _build_weights(self):
@@ -76,6 +97,15 @@ class VAPNEV(keras.Model):
   def has_vae(self) -> bool:
     return self._likelihood.needs_vae
 
+  @property
+  def variational_dequantization(self) -> bool:
+    """Whether the bounds draw u ~ q(u|x_int) (`config.dequantization == "variational"`)."""
+    return self.config.dequantization == "variational"
+
+  @property
+  def iaf_posterior(self) -> bool:
+    return self.has_vae and self.config.posterior == "iaf"
+
   # --- distributions -------------------------------------------------------------------------
 
   @property
@@ -85,11 +115,61 @@ class VAPNEV(keras.Model):
     return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros), name="prior")
 
   def encode(self, x):
-    """q(z|x) (Eq. 17-19): batch `[B]`, event `[latent_dim]`; x `(B, H, W, C)` in [0, 256)."""
+    """q(z|x) (Eq. 17-19): batch `[B]`, event `[latent_dim]`; x `(B, H, W, C)` in [0, 256).
+
+    posterior="gaussian": `MultivariateNormalDiag(mu_z, sigma_z)`. "iaf": a
+    `TransformedDistribution` of it by the IAF steps (`vapnev_tf.posteriors`; its `log_prob` of an
+    arbitrary z is latent_dim sequential passes per step, `experimental_sample_and_log_prob` one).
+    With variational dequantisation q sees the integer image floor(x), i.e. it is q(z|x_int).
+    """
     self._require_vae("encode")
     x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
-    mu_z, sigma_z = self.encoder(x)
+    return self._posterior(self._encoder_input(x))
+
+  def encode_moments(self, x):
+    """(mu_z, sigma_z) `(B, latent_dim)` each: the encoder's diagonal Gaussian (Eq. 17-19), i.e.
+    q(z|x) itself for posterior="gaussian" and its base before the IAF steps for "iaf"."""
+    self._require_vae("encode_moments")
+    x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
+    return tuple(self.encoder(self._encoder_input(x))[:2])
+
+  def _encoder_input(self, x):
+    return integer_image(x) if self.variational_dequantization else x
+
+  def _posterior(self, x):
+    """q(z|x) of checked encoder input x `(B, H, W, C)`."""
+    outputs = self.encoder(x)
+    if self.iaf_posterior:
+      return self.iaf.distribution(*outputs)
+    mu_z, sigma_z = outputs
     return tfd.MultivariateNormalDiag(loc=mu_z, scale_diag=sigma_z, name="q_z_given_x")
+
+  def _sample_z(self, q, n, seed):
+    """z ~ q(z|x) `(n, B, latent)` (n None: `(B, latent)`) and log q(z|x), or None for the
+    Gaussian (whose bounds keep today's ops: q.log_prob and the analytic KL)."""
+    if not self.iaf_posterior:
+      return (q.sample(seed=seed) if n is None else q.sample(n, seed=seed)), None
+    if n is None:
+      return q.experimental_sample_and_log_prob(seed=seed)
+    return q.experimental_sample_and_log_prob(n, seed=seed)
+
+  def dequantize(self, x, n=None, seed=None):
+    """(x_int + u, log q(u|x_int)) for x `(B, H, W, C)` in [0, 256), x_int = floor(x).
+
+    Variational: u ~ q(u|x_int) on [2^-10, 1 - 2^-10]^D, shapes `(B, H, W, C)`, `(B,)` (or with a
+    leading n). Uniform: (x, zeros) (u = x - floor(x), the data's own noise; n must be None).
+    """
+    x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
+    if not self.variational_dequantization:
+      if n is not None:
+        raise ValueError(f"n must be None with dequantization='uniform', got {n!r}.")
+      return x, tf.zeros(tf.shape(x)[:1], x.dtype)
+    return self._dequantize(x, n, seed)
+
+  def _dequantize(self, x, n, seed):
+    x_int = integer_image(x)
+    u, log_q_u = self.dequantizer.sample_and_log_prob(x_int, n=n, seed=seed)
+    return x_int + u, log_q_u
 
   def decode(self, z):
     """The likelihood's parameters from the decoder's two heads at z `(B, latent_dim)`, each
@@ -154,16 +234,33 @@ class VAPNEV(keras.Model):
     """One-sample ELBO pieces for x `(B, H, W, C)`: dict of `(B,)` tensors.
 
     `log_px_given_z` = log p(x|z) at z ~ q(z|x) (reparametrised), `kl` = KL(q(z|x) || p(z))
-    analytically. For "realnvp", log_px_given_z is the exact log p(x) and kl is 0.
+    analytically (posterior="gaussian") or its one-sample estimate log q(z|x) - log p(z) at that z
+    ("iaf"). For "realnvp", log_px_given_z is the exact log p(x) and kl is 0.
+
+    Variational dequantisation: log_px_given_z = log p(x_int + u | z) - log q(u|x_int) with
+    u ~ q(u|x_int), a one-sample bound on log P(x_int | z), and the dict also has `log_q_u`;
+    `seed` is split into (u seed, z seed). Uniform: `seed` is used as is.
     """
     x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
+    log_q_u = None
+    if self.variational_dequantization:
+      u_seed, seed = tfp.random.split_seed(seed)
+      x_enc = integer_image(x)
+      x, log_q_u = self._dequantize(x, None, u_seed)
+    else:
+      x_enc = x
     if not self.has_vae:
       log_px = self.p_x_given_z(None, validate_args=False).log_prob(x)
-      return {"log_px_given_z": log_px, "kl": tf.zeros_like(log_px)}
-    q = self.encode(x)
-    z = q.sample(seed=seed)
-    return {"log_px_given_z": self.p_x_given_z(z, validate_args=False).log_prob(x),
-            "kl": tfd.kl_divergence(q, self.prior)}
+      kl = tf.zeros_like(log_px)
+    else:
+      q = self._posterior(x_enc)
+      z, log_q_z = self._sample_z(q, None, seed)
+      log_px = self.p_x_given_z(z, validate_args=False).log_prob(x)
+      kl = (tfd.kl_divergence(q, self.prior) if log_q_z is None
+            else log_q_z - self.prior.log_prob(z))
+    if log_q_u is None:
+      return {"log_px_given_z": log_px, "kl": kl}
+    return {"log_px_given_z": log_px - log_q_u, "kl": kl, "log_q_u": log_q_u}
 
   def elbo(self, x, kl_weight=1.0, seed=None):
     """Per-example ELBO in nats, `(B,)` (Eq. 1); `kl_weight` < 1 only for KL annealing."""
@@ -176,18 +273,23 @@ class VAPNEV(keras.Model):
 
         log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x)
 
+    Variational dequantisation: k joint samples (u_i, z_i) ~ q(u|x_int) q(z|x_int), a bound on
+    log P(x_int):  log (1/k) sum_i p(x_int + u_i | z_i) p(z_i) / (q(z_i|x_int) q(u_i|x_int)).
+    Each chunk's seed is then split into (u seed, z seed); "realnvp" averages over u only.
+
     Evaluated `chunk_size` samples at a time (a `tf.while_loop`, so `num_samples` may be a Python
     int or an int32 scalar tensor, e.g. in an exported signature): chunk j draws
     min(chunk_size, k - j chunk_size) samples with the j-th of `split_seed(seed, n=num_chunks)`
-    (`seed` itself when there is one chunk). For "realnvp" it is the exact log p(x).
+    (`seed` itself when there is one chunk). For "realnvp" (uniform) it is the exact log p(x).
     """
     if not tf.is_tensor(num_samples):
       num_samples = validation.check_positive_int(num_samples, "num_samples")
     chunk_size = validation.check_positive_int(chunk_size, "chunk_size")
     x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
-    if not self.has_vae:
+    variational = self.variational_dequantization
+    if not self.has_vae and not variational:
       return self.p_x_given_z(None, validate_args=False).log_prob(x)
-    q = self.encode(x)
+    q = self._posterior(self._encoder_input(x)) if self.has_vae else None
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
     num_chunks = (num_samples + chunk_size - 1) // chunk_size
     chunk_seeds = tf.cond(num_chunks > 1,
@@ -196,8 +298,18 @@ class VAPNEV(keras.Model):
 
     def chunk(j, log_weights):
       n = tf.minimum(chunk_size, num_samples - j * chunk_size)
-      z = q.sample(n, seed=chunk_seeds[j])  # (n, B, latent)
-      return j + 1, log_weights.write(j, self._log_importance_weights(x, q, z))
+      z_seed, x_j, log_q_u = chunk_seeds[j], x, None
+      if variational:
+        u_seed, z_seed = tfp.random.split_seed(z_seed)
+        x_j, log_q_u = self._dequantize(x, n, u_seed)  # (n, B, H, W, C), (n, B)
+      if q is None:  # realnvp
+        log_w = self.p_x_given_z(None, validate_args=False).log_prob(x_j)
+      else:
+        z, log_q_z = self._sample_z(q, n, z_seed)  # (n, B, latent)
+        log_w = self._log_importance_weights(x_j, q, z, log_q_z)
+      if log_q_u is not None:
+        log_w = log_w - log_q_u
+      return j + 1, log_weights.write(j, log_w)
 
     log_weights = tf.TensorArray(self.compute_dtype, size=num_chunks, infer_shape=False,
                                  element_shape=tf.TensorShape([None, None]))
@@ -206,10 +318,13 @@ class VAPNEV(keras.Model):
     log_k = tf.math.log(tf.cast(num_samples, self.compute_dtype))
     return tf.reduce_logsumexp(log_weights.concat(), axis=0) - log_k  # over the k samples
 
-  def _log_importance_weights(self, x, q, z):
-    """log p(x|z) + log p(z) - log q(z|x) for z `(n, B, latent)`; returns `(n, B)`."""
+  def _log_importance_weights(self, x, q, z, log_q_z=None):
+    """log p(x|z) + log p(z) - log q(z|x) for z `(n, B, latent)`; returns `(n, B)`.
+
+    x `(B, H, W, C)` or `(n, B, H, W, C)`; `log_q_z` (from sampling) or None: q.log_prob(z).
+    """
     log_px = self.p_x_given_z(z, validate_args=False).log_prob(x)  # broadcasts x to (n, B)
-    return log_px + self.prior.log_prob(z) - q.log_prob(z)
+    return log_px + self.prior.log_prob(z) - (q.log_prob(z) if log_q_z is None else log_q_z)
 
   def call(self, x, training=False):
     """Per-example ELBO `(B,)` in nats (so `model(x)` is meaningful for Keras tooling)."""
@@ -240,7 +355,7 @@ class VAPNEV(keras.Model):
     self._require_vae("reconstruct")
     temperature = validation.check_temperature(temperature)
     z_seed, x_seed = tfp.random.split_seed(seed)
-    z = self.encode(x).sample(seed=z_seed)
+    z = self._sample_z(self.encode(x), None, z_seed)[0]
     return self._sample_x(z, temperature, use_mean_y, x_seed)
 
   def sample_from_z(self, z, temperature=1.0, use_mean_y: bool = False, seed=None):

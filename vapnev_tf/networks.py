@@ -12,10 +12,14 @@ class Encoder(keras.layers.Layer):
   `blocks` blocks of `layers_per_block` 3x3 ReLU convs; the first conv of block k has stride 2 and
   every conv of block k has `filters * 2**k` filters (32, 64, 128, 256 for the paper's 8 layers).
   mu_z and sigma_z are separate dense projections; sigma_z = softplus(.) + min_scale (docs/design.md §6).
+  With `context_dim` > 0 a third dense projection gives the context vector h(x) `(B, context_dim)`
+  of the IAF posterior (Kingma et al. 2016; `vapnev_tf.posteriors`) and `call` returns
+  (mu_z, sigma_z, h).
   """
 
   def __init__(self, latent_dim: int, filters: int = 32, blocks: int = 4,
-               layers_per_block: int = 2, min_scale: float = 1e-3, **kwargs):
+               layers_per_block: int = 2, min_scale: float = 1e-3, context_dim: int = 0,
+               **kwargs):
     super().__init__(**kwargs)
     self.blocks, self.layers_per_block, self.min_scale = blocks, layers_per_block, min_scale
     for k in range(blocks):
@@ -26,6 +30,9 @@ class Encoder(keras.layers.Layer):
     self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
     self.mu_z = keras.layers.Dense(latent_dim, dtype=self.dtype_policy, name="mu_z")
     self.sigma_z = keras.layers.Dense(latent_dim, dtype=self.dtype_policy, name="sigma_z")
+    self.context_dim = int(context_dim)
+    if self.context_dim:
+      self.context = keras.layers.Dense(self.context_dim, dtype=self.dtype_policy, name="context")
 
   def call(self, x):
     h = x / 128.0 - 1.0  # dequantised pixels -> roughly [-1, 1)
@@ -33,7 +40,10 @@ class Encoder(keras.layers.Layer):
       for j in range(self.layers_per_block):
         h = getattr(self, f"conv{k}_{j}")(h)
     h = self.flatten(h)
-    return self.mu_z(h), tf.nn.softplus(self.sigma_z(h)) + self.min_scale
+    mu_z, sigma_z = self.mu_z(h), tf.nn.softplus(self.sigma_z(h)) + self.min_scale
+    if self.context_dim:
+      return mu_z, sigma_z, self.context(h)
+    return mu_z, sigma_z
 
 
 class Decoder(keras.layers.Layer):
