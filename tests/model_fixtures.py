@@ -44,3 +44,22 @@ def train(model, x, steps, learning_rate=2e-3, seed=0, kl_weight=1.0):
     return loss
 
   return np.array([float(step(tf.constant(i))) for i in range(steps)])
+
+
+def assert_every_weight_trains_and_survives_a_checkpoint(model, make_clone, x, tmp_path,
+                                                        clone_differs=False):
+  """Every trainable weight of `model` gets a non-zero gradient of the negative ELBO on `x`, and a
+  `make_clone()` restored from `model`'s checkpoint gives its IW bound bit for bit (and, with
+  `clone_differs`, a different one before the restore)."""
+  with tf.GradientTape() as tape:
+    loss = -tf.reduce_mean(model.elbo(x, seed=(1, 2)))
+  grads = tape.gradient(loss, model.trainable_variables)
+  for v, g in zip(model.trainable_variables, grads):
+    assert g is not None and float(tf.norm(g)) > 0, v.path
+  before = model.log_likelihood_bound(x, 3, seed=(4, 4)).numpy()
+  path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+  clone = make_clone()
+  if clone_differs:
+    assert not np.array_equal(clone.log_likelihood_bound(x, 3, seed=(4, 4)), before)
+  tf.train.Checkpoint(model=clone).restore(path).assert_existing_objects_matched()
+  np.testing.assert_array_equal(clone.log_likelihood_bound(x, 3, seed=(4, 4)), before)

@@ -122,6 +122,12 @@ def test_specs_are_hashable_values_and_parity_defaults_to_zero():
                            r"step of a scale that is not the last scale"),
     ("factor_out channel | channel", r"scale 0 step 0 \('factor_out'\): a splitting step"),
     ("channel | channel", r"scale 0: every scale but the last must end with a splitting step"),
+    # repeated groups
+    ("() channel", r"scale 0: the group '\(\)' has no steps"),
+    ("(channel)*0", r"step '\(channel\)\*0': the repeat count must be >= 1, got 0"),
+    ("(channel conv)*2", r"unknown flow step kind 'conv'"),
+    ("(channel)*2x", r"cannot parse step '\(channel\)\*2x'"),
+    ("(channel factor_out)*2 | channel", r"a splitting step must be the last step"),
 ])
 def test_bad_layout_strings_raise_value_errors_naming_the_token(text, message):
   with pytest.raises(ValueError, match=message):
