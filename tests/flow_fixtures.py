@@ -129,3 +129,21 @@ def perturb_all(layer, seed=0, stddev=0.3):
   rng = np.random.default_rng(seed)
   for v in layer.trainable_variables:
     v.assign(v.numpy() + rng.normal(0.0, stddev, v.shape).astype(str(v.dtype)))
+
+
+def assert_log_prob_depends_on_z_only_when_conditional(flow, p_x):
+  """`p_x(flow, z).log_prob(x)` changes with z exactly when `flow.conditional`."""
+  x = pixels((1, 4, 4, 1), "float64")
+  z1, z2 = latents((1,), "float64", seed=1), latents((1,), "float64", seed=2)
+  delta = float((p_x(flow, z1).log_prob(x) - p_x(flow, z2).log_prob(x))[0])
+  assert (abs(delta) > 1e-6) == flow.conditional
+
+
+def assert_every_flow_weight_gets_a_gradient(flow, p_x):
+  """Each trainable weight of `flow` gets a non-zero gradient of -log p_x(flow, z)(x)."""
+  z, x = latents((2,), "float64"), pixels((2, 4, 4, 1), "float64")
+  with tf.GradientTape() as tape:
+    loss = -tf.reduce_mean(p_x(flow, z).log_prob(x))
+  grads = tape.gradient(loss, flow.trainable_variables)
+  for v, g in zip(flow.trainable_variables, grads):
+    assert g is not None and float(tf.norm(g)) > 0, v.path
