@@ -57,7 +57,7 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
     out = {k: v.numpy() for k, v in train_step(state, iterator).items()}
     s += 1
     last_out = out
-    reporter.record(out)
+    reporter.record(out, s)
     if out["ok"]:
       consecutive_bad = 0
     else:
@@ -70,7 +70,7 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
       with reporter.paused():
         evaluate(s, 1)
     if s % train_cfg.checkpoint_every == 0 and consecutive_bad == 0:
-      checkpoints.save(s)
+      reporter.checkpoint(s, checkpoints.save(s))
   if interrupted is None:
     interrupted = stop.received
   if interrupted is None and s > run.start_step and int(state.optimizer.iterations.numpy()) == 0:
@@ -80,7 +80,7 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
         f"{checkpoints.latest or 'none'}). Lower the learning rate, enable --clip_grad_norm or "
         "check the data.")
   if checkpoints.saved_at != s:
-    checkpoints.save(s)
+    reporter.checkpoint(s, checkpoints.save(s), final=True)
   return LoopOutcome(step=s, last_out=last_out, interrupted=interrupted)
 
 
