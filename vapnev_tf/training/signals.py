@@ -99,6 +99,12 @@ class ClusterStopRequest(StopRequest):
         exit_fn=self._exit, grace_period=0, save_fn=self._save_now)
     self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
         self._strategy.cluster_resolver, manager, termination_config=config)
+    if not hasattr(self._handler, "_received_own_sigterm"):
+      # TF's handler does nothing on GCE CPU/TPU VMs (it says so in a warning): stop like one
+      # process rather than never.
+      logging.warning("PreemptionCheckpointHandler is inactive on this platform: a signal stops "
+                      "only the worker that receives it.")
+      self._handler = None
     return self
 
   def _save_now(self):
@@ -110,6 +116,8 @@ class ClusterStopRequest(StopRequest):
     raise _Preempted()
 
   def check(self, step: int, save) -> int | None:
+    if self._handler is None:
+      return self.received
     self._save = lambda: save(step)
     try:
       self._handler.save_checkpoint_if_preempted()
