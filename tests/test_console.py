@@ -167,7 +167,8 @@ def test_progress_line_has_step_rate_bits_per_dim_and_eta():
     reporter.window.add({"ok": True, "loss": 1.0, "log_px": -1000.0, "kl": 10.0,
                          "grad_norm": 1.0})
   line = reporter.progress_line(4)
-  assert re.fullmatch(r"step 4/100 \| 1\d img/s \| train 1\.8\d\d bits/dim \| ETA 0m4\ds", line), line
+  expected = r"step 4/100 \| 1\d img/s \| train 1\.8\d\d bits/dim \| ETA 0m4\ds"
+  assert re.fullmatch(expected, line), line
 
 
 def test_format_duration():

@@ -1,8 +1,8 @@
 """vapnev_tf: VAPNEV (Agrawal & Dukkipati), a VAE whose p(x|z) is an exact conditional real-NVP flow."""
 from vapnev_tf import console
 
-# TensorFlow, TFP and Keras are first imported here: quietly (`vapnev_tf.console`; VAPNEV_TF_LOGS=all
-# keeps TensorFlow's own logs).
+# TensorFlow, TFP and Keras are first imported here, quietly (`vapnev_tf.console`;
+# VAPNEV_TF_LOGS=all keeps TensorFlow's own logs).
 with console.quiet_tensorflow_imports():
   from vapnev_tf import data
   from vapnev_tf.config import LIKELIHOODS

@@ -15,8 +15,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from vapnev_tf import console
 from vapnev_tf import config_flags
+from vapnev_tf import console
 from vapnev_tf import data as data_lib
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.training.config import TrainConfig

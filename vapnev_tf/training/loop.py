@@ -6,8 +6,9 @@ Every step: `train_step(run.state, iterator)` (`training.step`), its metrics to 
 Every `log_every` steps a log line; every `eval_every` steps an ELBO evaluation; every
 `checkpoint_every` steps a checkpoint unless the step was skipped (non-finite), logged by the
 reporter at a modest cadence. At the end (or on SIGTERM/SIGINT, which every worker of a
-multi-worker run agrees on: `signals`) the state of the last step is saved: after a skipped step it equals the last good
-weights with the counters advanced, a consistent state to resume or export from.
+multi-worker run agrees on: `signals`) the state of the last step is saved: after a skipped step
+it equals the last good weights with the counters advanced, a consistent state to resume or
+export from.
 
 Non-finite policy: a step whose loss or gradient is not finite is skipped (`training.step`);
 `max_consecutive_bad_steps` in a row abort the run; a run whose every step was skipped (no update

@@ -87,7 +87,8 @@ class Reporter:
     if means:
       bpd = f"{float(bits_per_dim(means['log_px'] - means['kl'], self.model_cfg.image_shape)):.3f}"
     eta = (total - s) / steps_per_sec if steps_per_sec > 0 else float("inf")
-    return (f"step {s}/{total} | {steps_per_sec * self.data_cfg.batch_size:.0f} img/s | train {bpd} bits/dim | "
+    images_per_sec = steps_per_sec * self.data_cfg.batch_size
+    return (f"step {s}/{total} | {images_per_sec:.0f} img/s | train {bpd} bits/dim | "
             f"ETA {format_duration(eta)}")
 
   def checkpoint(self, step: int, path: str, final: bool = False) -> None:
@@ -135,8 +136,8 @@ class Reporter:
           scalars["recon_bpd"], means["kl"], scalars["kl_weight"], scalars["learning_rate"],
           means["grad_norm"], skipped_total, format_duration(eta))
     else:
-      logging.warning("step %d/%d | every step of this window was skipped (skipped %d in total)",
-                   s, cfg.train_steps, skipped_total)
+      logging.warning("step %d/%d | every step of this window was skipped (skipped %d in "
+                      "total)", s, cfg.train_steps, skipped_total)
     self._train_summaries(s, scalars)
     window.reset(now)
 
