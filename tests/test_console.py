@@ -91,7 +91,8 @@ def test_a_usage_error_is_one_line_and_a_hint(jobs, name):
   lines = log.splitlines()
   assert code == 1, log[-2000:]
   assert len(lines) == 2, log[-3000:]  # not the 180-line --help
-  assert lines[0].startswith(f"{prog}: error: ") and expected in lines[0]
+  assert lines[0].startswith((f"{prog}: error: ", f"{prog}: FATAL Flags parsing error: "))
+  assert expected in lines[0]
   assert "--help" in lines[1] and "--helpfull" in lines[1]
 
 

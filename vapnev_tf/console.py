@@ -184,17 +184,21 @@ def hint(prog: str) -> str:
   return f"Try `python -m {prog} --help` for its flags (--helpfull: every flag)."
 
 
-def usage_error(prog: str, message: str, exitcode: int = 1) -> None:
-  """Prints `prog: error: message` and the --help hint to stderr (two lines) and exits."""
+FLAG_ERROR = "FATAL Flags parsing error"  # absl's own words for a flag it cannot parse
+
+
+def usage_error(prog: str, message: str, exitcode: int = 1, kind: str = "error") -> None:
+  """Prints `prog: kind: message` and the --help hint to stderr (two lines) and exits."""
   live.clear()
   message = " ".join(str(message).split())  # one line, whatever absl's message looks like
-  print(f"{prog}: error: {message}\n{hint(prog)}", file=sys.stderr, flush=True)
+  print(f"{prog}: {kind}: {message}\n{hint(prog)}", file=sys.stderr, flush=True)
   sys.exit(exitcode)
 
 
 def run_cli(main, prog: str) -> None:
-  """`absl.app.run(main)` whose usage errors (unknown flag, bad value, missing required flag,
-  `app.UsageError` from `main`) print one line plus a hint instead of the whole --help, exit 1.
+  """`absl.app.run(main)` whose usage errors print one line plus a hint instead of the whole
+  --help, exit 1: `prog: FATAL Flags parsing error: ...` (unknown flag, bad value, missing
+  required flag; absl's words) or `prog: error: ...` (`app.UsageError` from `main`).
   Sets up the console (`setup_cli_logging`) once the flags are parsed."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
@@ -203,7 +207,7 @@ def run_cli(main, prog: str) -> None:
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
-      usage_error(prog, e)
+      usage_error(prog, e, kind=FLAG_ERROR)
 
   def wrapped(argv):
     setup_cli_logging()
