@@ -197,3 +197,22 @@ def test_flags_txt_lists_only_the_flags_given():
   train_cli.define_flags(again)
   again(["vapnev_tf.train", *lines])
   assert train_cli.configs_from_flags(again) == train_cli.configs_from_flags(fv)
+
+
+def test_console_filter_drops_library_info_and_erases_the_live_line(monkeypatch):
+  import logging  # pylint: disable=g-import-not-at-top
+  term = _Terminal()
+  monkeypatch.setattr(console, "live", console.LiveLine(term, interval=0.0))
+  console.live.update("step 1/10")
+
+  def record(path, level):
+    return logging.LogRecord("absl", level, path, 1, "message", (), None)
+
+  quiet = console._ConsoleFilter(keep_library_info=False)  # pylint: disable=protected-access
+  assert not quiet.filter(record("/x/site-packages/tensorflow/python/a.py", logging.INFO))
+  assert term.getvalue() == "\rstep 1/10\x1b[K"  # a dropped line does not erase the live line
+  assert quiet.filter(record("/x/site-packages/tensorflow/python/a.py", logging.WARNING))
+  assert quiet.filter(record("/repo/vapnev_tf/training/loop.py", logging.INFO))
+  assert term.getvalue() == "\rstep 1/10\x1b[K\r\x1b[K"  # erased once, before the written line
+  loud = console._ConsoleFilter(keep_library_info=True)  # pylint: disable=protected-access
+  assert loud.filter(record("/x/site-packages/tensorflow/python/a.py", logging.INFO))

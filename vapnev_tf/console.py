@@ -81,24 +81,25 @@ class _ConsoleFormatter(std_logging.Formatter):
     return f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {level}{text}"
 
 
-class _EraseLiveLine(std_logging.Filter):
-  """Clears the live progress line before a log line is written under it."""
-
-  def filter(self, record):
-    live.clear()
-    return True
-
-
 _LIBRARY_DIRS = ("/tensorflow/", "/tensorflow_probability/", "/keras/", "/tf_keras/")
 
 
-class _NoLibraryInfo(std_logging.Filter):
-  """Drops INFO lines that TensorFlow/TFP/Keras log through absl (e.g. "Sharding callback
-  duration"); their warnings and errors pass."""
+class _ConsoleFilter(std_logging.Filter):
+  """On absl's handler: drops the INFO lines that TensorFlow/TFP/Keras log through absl (e.g.
+  "Sharding callback duration" at every checkpoint; not with `keep_library_info`), and erases the
+  live progress line before a line that is written."""
+
+  def __init__(self, keep_library_info: bool):
+    super().__init__()
+    self.keep_library_info = keep_library_info
 
   def filter(self, record):
     path = (record.pathname or "").replace(os.sep, "/")
-    return record.levelno >= std_logging.WARNING or not any(d in path for d in _LIBRARY_DIRS)
+    if (not self.keep_library_info and record.levelno < std_logging.WARNING
+        and any(d in path for d in _LIBRARY_DIRS)):
+      return False
+    live.clear()
+    return True
 
 
 def setup_cli_logging() -> None:
@@ -107,8 +108,9 @@ def setup_cli_logging() -> None:
   VAPNEV_TF_LOGS=all only the live-line eraser is installed."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   handler = logging.get_absl_handler()
-  if not any(isinstance(f, _EraseLiveLine) for f in handler.filters):
-    handler.addFilter(_EraseLiveLine())
+  for old in [f for f in handler.filters if isinstance(f, _ConsoleFilter)]:
+    handler.removeFilter(old)
+  handler.addFilter(_ConsoleFilter(keep_library_info=tf_logs_wanted()))
   if tf_logs_wanted():
     return
   warnings.filterwarnings("ignore", module=_NOISY_MODULES)
@@ -116,8 +118,6 @@ def setup_cli_logging() -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel(std_logging.ERROR)
   std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
-  if not any(isinstance(f, _NoLibraryInfo) for f in handler.filters):
-    handler.addFilter(_NoLibraryInfo())
   handler.setFormatter(_ConsoleFormatter())
 
 
