@@ -239,3 +239,52 @@ def test_a_second_training_on_the_same_workdir_is_refused(jobs, tmp_path):
 
 def proc_alive(proc) -> bool:
   return proc.poll() is None
+
+
+def _start_workers(workdir, root, tag, *extra):
+  """Two MultiWorkerMirroredStrategy workers on free local ports (TF_CONFIG); [(proc, log)]."""
+  workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+  started = []
+  for i in range(2):
+    tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+    log = root / f"{tag}{i}.log"
+    started.append((_start(_train_cmd(workdir, "--strategy=multi_worker", *extra,
+                                      f"--debug_result_file={root / f'{tag}{i}.json'}"),
+                           log, TF_CONFIG=tf_config), log))
+  return started
+
+
+def test_sigterm_to_one_worker_checkpoints_and_stops_every_worker_then_all_resume(jobs, tmp_path):
+  """D3: SIGTERM to the NON-chief worker of a 2-worker run. With
+  PreemptionCheckpointHandler (`training.signals.ClusterStopRequest`) both workers agree on a
+  step, save one checkpoint (the chief into the run directory) and exit with 128 + 15; before,
+  the chief was left waiting in the next collective. Restarting both resumes from it."""
+  del jobs  # started first so that they run meanwhile
+  workdir = tmp_path / "run"
+  started = _start_workers(workdir, tmp_path, "first", "--train_steps=100000", "--eval_every=0",
+                           "--log_every=1", "--checkpoint_every=100000")
+  (chief, chief_log), (worker, worker_log) = started
+  deadline = time.time() + TIMEOUT
+  while "step 3/100000" not in worker_log.read_text():  # both are training (collectives)
+    assert chief.poll() is None and worker.poll() is None, chief_log.read_text()[-3000:]
+    assert time.time() < deadline, "the workers never reached step 3"
+    time.sleep(0.2)
+  worker.send_signal(signal.SIGTERM)
+  outcomes = [_finish(proc, log) for proc, log in started]
+  for code, log in outcomes:
+    assert code == 128 + signal.SIGTERM, log[-3000:]
+  stopped = [int(log.split("interrupted at step ")[1].split()[0]) for _, log in outcomes]
+  assert stopped[0] == stopped[1] >= 3  # the same step on both workers
+  assert "every worker checkpointed at this step" in outcomes[0][1]  # the chief, not signalled
+  latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+  assert latest.endswith(f"ckpt-{stopped[0]}")
+
+  again = _start_workers(workdir, tmp_path, "again", f"--train_steps={stopped[0] + 2}",
+                         "--eval_every=0", "--eval_num_samples=1")
+  for proc, log in again:
+    code, text = _finish(proc, log)
+    assert code == 0, text[-3000:]
+    assert f"Resumed from {latest}: step {stopped[0]}" in text
+  results = [json.loads((tmp_path / f"again{i}.json").read_text()) for i in range(2)]
+  assert all(r["start_step"] == stopped[0] and r["step"] == stopped[0] + 2 for r in results)
+  assert results[0]["weights_sha256"] == results[1]["weights_sha256"]

@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from vapnev_tf import console
 from vapnev_tf import data as data_lib
 from vapnev_tf import locking
 from vapnev_tf import seeds
@@ -134,7 +135,7 @@ def main(argv):
 def run():
   """Console script `vapnev-eval`."""
   define_flags()
-  app.run(main)
+  console.run_cli(main, "vapnev_tf.evaluate")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import vapnev_tf
+from vapnev_tf import console
 from vapnev_tf import data as data_lib
 from vapnev_tf import locking
 from vapnev_tf import seeds
@@ -543,7 +544,7 @@ def main(argv):
 def run():
   """Console script `vapnev-export`."""
   _define_flags()
-  app.run(main)
+  console.run_cli(main, "vapnev_tf.export")
 
 
 if __name__ == "__main__":

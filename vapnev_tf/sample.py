@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from vapnev_tf import console
 from vapnev_tf import export as export_lib
 from vapnev_tf import figures
 from vapnev_tf import validation
@@ -248,7 +249,7 @@ def main(argv):
 def run():
   """Console script `vapnev-sample`."""
   _define_flags()
-  app.run(main)
+  console.run_cli(main, "vapnev_tf.sample")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from absl import flags
 from absl import logging
 
 from vapnev_tf import config_flags
+from vapnev_tf import console
 from vapnev_tf import data as data_lib
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.training.config import TrainConfig
@@ -76,6 +77,25 @@ def configs_from_flagfile(flagfile: str, *extra_flags: str, root: str | None = N
     return configs_from_flags(fv)
 
 
+def run_flags_text(fv: flags.FlagValues) -> str:
+  """WORKDIR/flags.txt: the run's own flags, i.e. the training flags given on the command line or
+  in a flagfile (absl's `present`; a flagfile's lines count, --flagfile itself is expanded), one
+  `--name=value` per line, sorted, with the value that won. Flags left at their defaults are not
+  listed (config.json holds the complete resolved configuration), so
+  `python -m vapnev_tf.train --flagfile=WORKDIR/flags.txt` repeats the run, and the file shows at
+  a glance what was chosen for it."""
+  names = set(_training_flag_names())
+  lines = [fv[name].serialize() for name in sorted(names) if name in fv and fv[name].present]
+  return "".join(f"{line}\n" for line in lines)
+
+
+def _training_flag_names() -> list[str]:
+  """The names of the flags `define_flags` defines (not absl's own)."""
+  fv = flags.FlagValues()
+  define_flags(fv)
+  return list(fv)
+
+
 def _configure_devices(num_cpu_devices: int) -> None:
   """Splits the CPU into logical devices; must run before TensorFlow initialises."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -106,7 +126,7 @@ def main(argv):
   try:
     strategy = training.make_strategy(train_cfg.strategy)
     result = training.train(model_cfg, data_cfg, train_cfg, fv.workdir, strategy=strategy,
-                            force_config=fv.force_config, flags_text=fv.flags_into_string())
+                            force_config=fv.force_config, flags_text=run_flags_text(fv))
   except (training.ConfigError, training.CheckpointError, training.NonFiniteTrainingError,
           locking.WorkdirLockedError) as e:
     logging.error("%s: %s", type(e).__name__, e)
@@ -124,7 +144,7 @@ def main(argv):
 def run():
   """Console script `vapnev-train`."""
   define_flags()
-  app.run(main)
+  console.run_cli(main, "vapnev_tf.train")
 
 
 if __name__ == "__main__":

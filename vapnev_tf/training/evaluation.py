@@ -13,6 +13,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from vapnev_tf import console
 from vapnev_tf import data as data_lib
 from vapnev_tf import seeds
 from vapnev_tf import workdir as workdir_lib
@@ -91,6 +92,15 @@ class Evaluator:
 
     return eval_step
 
+  def _progress_line(self, done: int, seconds: float) -> str:
+    """`eval k=10: 4500/10000 images | 230 img/s | ETA 0m24s` (the live line on a terminal)."""
+    if getattr(self, "_num_images", None) is None:
+      self._num_images = data_lib.num_examples(self.data_cfg, "test")
+    rate = done / max(seconds, 1e-9)
+    eta = (self._num_images - done) / rate if rate > 0 else float("inf")
+    return (f"eval k={self.num_samples}: {done}/{self._num_images} images | {rate:.0f} img/s | "
+            f"ETA {console.format_duration(eta)}")
+
   def __call__(self, log_every_seconds: float = 30.0) -> dict:
     """One pass over the test set.
 
@@ -107,7 +117,10 @@ class Evaluator:
     total = np.zeros(5 if with_iw else 4, np.float64)
     for batch_index, x in enumerate(dist):
       total += self._step(x, tf.constant(batch_index, tf.int64)).numpy()
-      if time.time() - last_log > log_every_seconds:
+      if console.live.enabled:  # a terminal: a live line (vapnev_tf.console)
+        if console.live.due():
+          console.live.update(self._progress_line(int(total[3]), time.time() - start))
+      elif time.time() - last_log > log_every_seconds:
         last_log = time.time()
         logging.info("eval: %d images (k=%d), %.0f s", int(total[3]), self.num_samples,
                      last_log - start)

@@ -4,9 +4,11 @@
 
 Every step: `train_step(run.state, iterator)` (`training.step`), its metrics to the reporter.
 Every `log_every` steps a log line; every `eval_every` steps an ELBO evaluation; every
-`checkpoint_every` steps a checkpoint unless the step was skipped (non-finite). At the end (or on
-SIGTERM/SIGINT) the state of the last step is saved: after a skipped step it equals the last good
-weights with the counters advanced, a consistent state to resume or export from.
+`checkpoint_every` steps a checkpoint unless the step was skipped (non-finite), logged by the
+reporter at a modest cadence. At the end (or on SIGTERM/SIGINT, which every worker of a
+multi-worker run agrees on: `signals`) the state of the last step is saved: after a skipped step
+it equals the last good weights with the counters advanced, a consistent state to resume or
+export from.
 
 Non-finite policy: a step whose loss or gradient is not finite is skipped (`training.step`);
 `max_consecutive_bad_steps` in a row abort the run; a run whose every step was skipped (no update
@@ -39,7 +41,8 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
     run: a `restore.Run` (state and checkpoints).
     train_step: `step.make_train_step(...)`; iterator: the training stream at the start step.
     reporter: a `reporting.Reporter`; evaluate: `eval_runner.EvalRunner`.
-    stop: a `signals.StopRequest`, polled before every step.
+    stop: a `signals.StopRequest`, checked before every step (`stop.check`); a coordinated one
+      (several workers) saves the agreed checkpoint itself.
 
   Raises:
     NonFiniteTrainingError: see the module docstring.
@@ -51,13 +54,13 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
   if s >= train_cfg.train_steps:
     logging.info("Step %d >= train_steps=%d: nothing to train.", s, train_cfg.train_steps)
   while s < train_cfg.train_steps:
-    if stop.received is not None:
-      interrupted = stop.received
+    interrupted = stop.check(s, lambda at: _save(checkpoints, reporter, at, final=True))
+    if interrupted is not None:
       break
     out = {k: v.numpy() for k, v in train_step(state, iterator).items()}
     s += 1
     last_out = out
-    reporter.record(out)
+    reporter.record(out, s)
     if out["ok"]:
       consecutive_bad = 0
     else:
@@ -70,8 +73,8 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
       with reporter.paused():
         evaluate(s, 1)
     if s % train_cfg.checkpoint_every == 0 and consecutive_bad == 0:
-      checkpoints.save(s)
-  if interrupted is None:
+      _save(checkpoints, reporter, s)
+  if interrupted is None and not stop.coordinated:  # workers of a cluster stop only together
     interrupted = stop.received
   if interrupted is None and s > run.start_step and int(state.optimizer.iterations.numpy()) == 0:
     raise NonFiniteTrainingError(
@@ -80,8 +83,14 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
         f"{checkpoints.latest or 'none'}). Lower the learning rate, enable --clip_grad_norm or "
         "check the data.")
   if checkpoints.saved_at != s:
-    checkpoints.save(s)
+    _save(checkpoints, reporter, s, final=True)
   return LoopOutcome(step=s, last_out=last_out, interrupted=interrupted)
+
+
+def _save(checkpoints, reporter, s: int, final: bool = False) -> str:
+  path = checkpoints.save(s)
+  reporter.checkpoint(s, path, final=final)
+  return path
 
 
 def _on_bad_step(s, out, consecutive_bad, skipped_total, train_cfg, latest) -> None:

@@ -1,13 +1,19 @@
 """What a run reports: log lines (every worker), TensorBoard summaries and eval.json (the chief).
 
     reporter = make_reporter(chief, workdir, model_cfg, data_cfg, train_cfg, commit)
-    reporter.record(metrics)               # every step
+    reporter.record(metrics, step)         # every step (redraws the live line on a terminal)
     reporter.log_window(step, metrics, skipped_total)   # every log_every steps
+    reporter.checkpoint(step, path)        # a checkpoint was saved (logged at a modest cadence)
     reporter.evaluation(step, result, improved, checkpoint, model)
     reporter.close()
 
 The chief/worker split is decided once, here: `ChiefReporter` writes the run directory,
 `Reporter` (every other worker) only logs. No caller branches on being the chief.
+
+Console: when stderr is a terminal (`console.live.enabled`), `record` redraws one live line
+(step/total, img/s, train ELBO bits/dim, ETA) and the periodic window line is not logged (its
+summaries are still written); in a log file the window line is logged every `log_every` steps as
+before. Checkpoint saves are logged at most once per `CHECKPOINT_LOG_SECONDS` (and the last one).
 """
 import contextlib
 import os
@@ -16,6 +22,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
+from vapnev_tf import console
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.metrics import bits_per_dim
 from vapnev_tf.training import evaluation
@@ -44,11 +51,9 @@ class Window:
     return {k: v / self.good for k, v in self.sums.items()} if self.good else {}
 
 
-def format_duration(seconds: float) -> str:
-  seconds = int(max(0, seconds))
-  h, rest = divmod(seconds, 3600)
-  m, s = divmod(rest, 60)
-  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+format_duration = console.format_duration
+
+CHECKPOINT_LOG_SECONDS = 300.0
 
 
 class Reporter:
@@ -57,6 +62,7 @@ class Reporter:
   def __init__(self, model_cfg, data_cfg, train_cfg):
     self.model_cfg, self.data_cfg, self.train_cfg = model_cfg, data_cfg, train_cfg
     self.window = Window()
+    self._last_checkpoint_log = None
 
   def __enter__(self):
     return self
@@ -65,9 +71,34 @@ class Reporter:
     self.close()
     return False
 
-  def record(self, out: dict) -> None:
-    """One step's metrics into the current window."""
+  def record(self, out: dict, step: int | None = None) -> None:
+    """One step's metrics into the current window; on a terminal, redraws the live line."""
     self.window.add(out)
+    if step is not None and console.live.due():
+      console.live.update(self.progress_line(step))
+
+  def progress_line(self, s: int) -> str:
+    """`step 120/800 | 310 img/s | train 3.412 bits/dim | ETA 2m10s` (window means)."""
+    window, total = self.window, self.train_cfg.train_steps
+    elapsed = max(1e-9, time.time() - window.start - window.paused)
+    steps_per_sec = window.steps / elapsed
+    means = window.means()
+    bpd = "--"
+    if means:
+      bpd = f"{float(bits_per_dim(means['log_px'] - means['kl'], self.model_cfg.image_shape)):.3f}"
+    eta = (total - s) / steps_per_sec if steps_per_sec > 0 else float("inf")
+    images_per_sec = steps_per_sec * self.data_cfg.batch_size
+    return (f"step {s}/{total} | {images_per_sec:.0f} img/s | train {bpd} bits/dim | "
+            f"ETA {format_duration(eta)}")
+
+  def checkpoint(self, step: int, path: str, final: bool = False) -> None:
+    """Logs a checkpoint save: the first, then at most one per CHECKPOINT_LOG_SECONDS, and
+    `final` ones (the loop's last save)."""
+    now = time.time()
+    last = self._last_checkpoint_log
+    if final or last is None or now - last >= CHECKPOINT_LOG_SECONDS:
+      self._last_checkpoint_log = now
+      logging.info("step %d: checkpoint %s", step, path)
 
   @contextlib.contextmanager
   def paused(self):
@@ -97,15 +128,16 @@ class Reporter:
           elbo_bpd=float(bits_per_dim(means["log_px"] - means["kl"], image_shape)),
           recon_bpd=float(bits_per_dim(means["log_px"], image_shape)),
           kl_bpd=-float(bits_per_dim(means["kl"], image_shape)))
-      logging.info(
+      log = logging.debug if console.live.enabled else logging.info
+      log(
           "step %d/%d | %.2f steps/s %.0f img/s | loss %.2f | train ELBO %.4f bpd (recon %.4f, "
           "KL %.2f nats) | kl_w %.3f | lr %.2e | grad norm %.3g | skipped %d | ETA %s",
           s, cfg.train_steps, steps_per_sec, images_per_sec, means["loss"], scalars["elbo_bpd"],
           scalars["recon_bpd"], means["kl"], scalars["kl_weight"], scalars["learning_rate"],
           means["grad_norm"], skipped_total, format_duration(eta))
     else:
-      logging.info("step %d/%d | every step of this window was skipped (skipped %d in total)",
-                   s, cfg.train_steps, skipped_total)
+      logging.warning("step %d/%d | every step of this window was skipped (skipped %d in "
+                      "total)", s, cfg.train_steps, skipped_total)
     self._train_summaries(s, scalars)
     window.reset(now)
 

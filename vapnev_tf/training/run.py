@@ -71,7 +71,7 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
       with reporting.make_reporter(chief, workdir, model_cfg, data_cfg, train_cfg,
                                    commit=record.commit) as reporter:
         evaluate = eval_runner.EvalRunner(run, data_cfg, train_cfg, strategy, reporter)
-        with signals.StopRequest() as stop:
+        with signals.make_stop_request(strategy) as stop:
           outcome = loop.run_loop(run, train_step, iterator, train_cfg, reporter, evaluate, stop)
         return finish.finish_run(workdir, run, outcome, data_cfg, train_cfg, evaluate, strategy,
                                  export=chief)
