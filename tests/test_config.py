@@ -42,7 +42,7 @@ FLAG_NAMES = (
     "fashion_mnist_dir flip shuffle_buffer train_take eval_take validation_fraction likelihood "
     "latent_dim encoder_filters encoder_blocks encoder_layers_per_block flow_scales "
     "flow_checkerboard flow_channelwise flow_filters flow_res_blocks log_scale_bound logit_alpha "
-    "min_scale dtype").split()
+    "min_scale dtype conditioning fused_networks compute_dtype").split()
 
 
 def parse(*extra, flagfile=None):

@@ -43,17 +43,20 @@ class VAPNEV(keras.Model):
     if config.has_vae:
       self.encoder = Encoder(config.latent_dim, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, config.min_scale,
-                             dtype=config.dtype, name="encoder")
+                             compute_dtype=config.compute_dtype, dtype=config.dtype,
+                             name="encoder")
       self.decoder = Decoder(config.image_shape, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, num_heads=2, dtype=config.dtype,
-                             name="decoder")
+                             compute_dtype=config.compute_dtype, name="decoder")
     if config.uses_flow:
       self.flow = ConditionalRealNVP(
           config.image_shape, latent_dim=config.latent_dim, num_scales=config.flow_scales,
           num_checkerboard=config.flow_checkerboard, num_channelwise=config.flow_channelwise,
           filters=config.flow_filters, num_res_blocks=config.flow_res_blocks,
           conditional=config.likelihood == "vapnev", log_scale_bound=config.log_scale_bound,
-          logit_alpha=config.logit_alpha, dtype=config.dtype, name="flow")
+          logit_alpha=config.logit_alpha, conditioning=config.conditioning,
+          fused_networks=config.fused_networks, compute_dtype=config.compute_dtype,
+          dtype=config.dtype, name="flow")
     self._build_weights()
 
   def _build_weights(self):
