@@ -27,6 +27,9 @@ from benchmarks import common
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["quick", "benchmark"], "Sizes: quick, benchmark.")
 flags.DEFINE_list("variants", None, "Variant names (default: every one in VARIANTS).")
+flags.DEFINE_list("realnvp_variants", ["fused", "fused+bf16"],
+                  "VARIANTS also applied to the realnvp baseline, as references (the options "
+                  "speed up its l1/m1 too); reported as 'realnvp <name>'.")
 flags.DEFINE_integer("batch_size", 64, "Training batch size.")
 flags.DEFINE_integer("windows", 5, "Timed rounds (each model gets one window per round).")
 flags.DEFINE_float("window_seconds", 3.0, "Seconds per timed window.")
@@ -104,6 +107,9 @@ def measure_size(size_name: str) -> dict:
   names = FLAGS.variants or (["paper", "shared+fused"] if FLAGS.smoke else list(VARIANTS))
   models = {"realnvp": dict(values, likelihood="realnvp")}
   models.update({n: dict(values, likelihood="vapnev", **VARIANTS[n]) for n in names})
+  if not FLAGS.smoke:
+    models.update({f"realnvp {n}": dict(values, likelihood="realnvp", **VARIANTS[n])
+                   for n in FLAGS.realnvp_variants})
   steps, info = {}, {}
   for name, cfg in models.items():
     with strategy.scope():
@@ -130,7 +136,7 @@ def measure_size(size_name: str) -> dict:
       ratios = [v / r for v, r in zip(rates[name], rates["realnvp"])]
       entry.update(over_realnvp=round(statistics.median(ratios), 3),
                    ratios=[round(r, 3) for r in ratios],
-                   options=VARIANTS[name])
+                   options=VARIANTS[name.replace("realnvp ", "")])
     out["variants"][name] = entry
   return out
 
@@ -140,7 +146,8 @@ def write_markdown(path: str, payload: dict) -> None:
            f"Command: `{payload['command']}`  ", f"Date: {payload['date']}; load average "
            f"{payload['machine'].get('load_average')}; {payload['windows']} alternating rounds of "
            f"~{payload['window_seconds']} s per model; ratio = median over rounds of "
-           "(variant img/s) / (realnvp img/s of the same round).", ""]
+           "(variant img/s) / (realnvp img/s of the same round). Rows 'realnvp <options>' apply the "
+           "options to the baseline itself (reference).", ""]
   for result in payload["results"]:
     lines += [f"## {result['size']} (batch {result['batch_size']})", "",
               "| model | params | train img/s | / realnvp | first step s |",
