@@ -34,7 +34,7 @@ CLASSES = (ModelConfig, DataConfig, TrainConfig)
 # Every flag `python -m vapnev_tf.train` had before the flags were generated.
 # New ModelConfig fields, each defaulting to the old behaviour.
 FLAGS_ADDED_SINCE = ("flow_layout", "dequantization", "dequantization_filters", "posterior",
-                     "iaf_steps", "iaf_hidden")
+                     "iaf_steps", "iaf_hidden", "conditioning", "fused_networks", "compute_dtype")
 FLAG_NAMES = (
     "workdir force_config seed train_steps strategy num_cpu_devices jit_compile deterministic_ops "
     "learning_rate adam_beta1 adam_beta2 adam_epsilon warmup_steps lr_decay min_lr_fraction "

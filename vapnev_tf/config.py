@@ -6,6 +6,7 @@ the `--flag`s of `vapnev_tf.train` are generated from them.
 import dataclasses
 
 from vapnev_tf.config_fields import ConfigBase
+from vapnev_tf.config_fields import bool_field
 from vapnev_tf.config_fields import choice_field
 from vapnev_tf.config_fields import float_field
 from vapnev_tf.config_fields import int_field
@@ -17,6 +18,8 @@ FLOW_LIKELIHOODS = ("vapnev", "vae_flow", "realnvp")
 DTYPES = ("float32", "float64")
 DEQUANTIZATIONS = ("uniform", "variational")  # = vapnev_tf.dequantization.DEQUANTIZATIONS
 POSTERIORS = ("gaussian", "iaf")  # = vapnev_tf.posteriors.POSTERIORS
+CONDITIONINGS = ("per_coupling", "shared")  # = vapnev_tf.layers.CONDITIONINGS
+COMPUTE_DTYPES = ("float32", "bfloat16")  # = vapnev_tf.layers.COMPUTE_DTYPES
 
 # Bounds that keep the model finite (issue 18; docs/design.md §1 and §6). A coupling multiplies by
 # exp(b * tanh(l / b)), within [exp(-b), exp(b)] for b = log_scale_bound: b <= 20 keeps one
@@ -84,7 +87,21 @@ class ModelConfig(ConfigBase):
   iaf_hidden: int = int_field(0, "Units of each masked layer of an IAF step; 0: 2 * latent_dim.",
                               lo=0)
 
+  conditioning: str = choice_field(
+      "per_coupling", "How couplings see z: per_coupling = own l2/m2 deconvolution nets (the "
+      "paper); shared = one z-trunk per pass + 1x1 heads (our extension, issue 15).",
+      CONDITIONINGS)
+  fused_networks: bool = bool_field(
+      False, "l1/m1 as one two-headed ResidualNet and l2/m2 as one two-headed net (Real NVP).")
+  compute_dtype: str = choice_field(
+      "float32", "Compute dtype of the convolutional networks (bfloat16 = mixed_bfloat16: "
+      "float32 variables; coupling arithmetic, log-dets and losses stay float32).",
+      COMPUTE_DTYPES)
+
   def _check_consistency(self):
+    if self.compute_dtype == "bfloat16" and self.dtype != "float32":
+      raise ValueError(f"compute_dtype='bfloat16' needs dtype='float32' (mixed_bfloat16 keeps "
+                       f"float32 variables), got dtype={self.dtype!r}.")
     if self.dequantization != "uniform" and not self.uses_flow:
       raise ValueError(f"ModelConfig.dequantization={self.dequantization!r} needs a flow "
                        f"likelihood {FLOW_LIKELIHOODS}, got likelihood={self.likelihood!r} (a "

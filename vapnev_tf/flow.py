@@ -22,7 +22,10 @@ import tensorflow_probability as tfp
 
 from vapnev_tf import bijectors as vb
 from vapnev_tf import flow_steps
+from vapnev_tf.layers import CONDITIONINGS
 from vapnev_tf.layers import CouplingNetwork
+from vapnev_tf.layers import SharedLatentTrunk
+from vapnev_tf.layers import precision
 
 tfb = tfp.bijectors
 
@@ -63,6 +66,11 @@ class ConditionalRealNVP(keras.layers.Layer):
     layout: None for `flow_steps.default_layout(num_scales, num_checkerboard, num_channelwise)`;
       otherwise its string form or a sequence of scales of `StepSpec`s, which then replaces the
       three counts (`num_scales` becomes the layout's; the counts are stored as None).
+    conditioning: "per_coupling" (the paper: every coupling deconvolves z for l2 and m2) or
+      "shared" (our extension: one z-trunk, attribute `z_trunk`, per `bijector(z)`; 1x1 heads).
+    fused_networks: l1/m1 as one two-headed network, l2/m2 likewise (Real NVP's design).
+    compute_dtype: "float32" (the flow's dtype) or "bfloat16" for the coupling networks and the
+      trunk; the coupling arithmetic and log-dets stay in the flow's dtype.
 
   Each step whose kind has a layer owns it as the attribute `scale{s}_{kind}{i}` (e.g.
   `scale0_checkerboard1`, `scale1_channel0`), created here in layout order.
@@ -71,8 +79,12 @@ class ConditionalRealNVP(keras.layers.Layer):
   def __init__(self, image_shape, latent_dim: int = 256, num_scales: int = 2,
                num_checkerboard: int = 3, num_channelwise: int = 3, filters: int = 64,
                num_res_blocks: int = 2, conditional: bool = True, log_scale_bound: float = 3.0,
-               logit_alpha: float = 0.05, layout=None, **kwargs):
+               logit_alpha: float = 0.05, layout=None, conditioning: str = "per_coupling",
+               fused_networks: bool = False, compute_dtype: str = "float32", **kwargs):
     super().__init__(**kwargs)
+    if conditioning not in CONDITIONINGS:
+      raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}.")
+    network_policy = precision.network_policy(compute_dtype, self.dtype_policy)
     if layout is None:
       check_flow_geometry(image_shape, num_scales)
     else:
@@ -85,6 +97,9 @@ class ConditionalRealNVP(keras.layers.Layer):
     self.num_channelwise = num_channelwise if layout is None else None
     self.conditional = conditional
     self.logit_alpha = float(logit_alpha)
+    self.conditioning = conditioning
+    self.fused_networks = bool(fused_networks)
+    self.compute_dtype_option = compute_dtype
     self._plan = flow_steps.plan_layout(self.layout, self.image_shape)
     for scale in self._plan:
       for step in scale:
@@ -94,7 +109,14 @@ class ConditionalRealNVP(keras.layers.Layer):
             spec=step.spec, event_shape=step.event_shape, scale=step.scale,
             filters=filters * 2 ** step.scale, num_res_blocks=num_res_blocks,
             conditional=conditional, latent_dim=self.latent_dim,
-            log_scale_bound=log_scale_bound, dtype=self.dtype_policy, name=step.name)))
+            log_scale_bound=log_scale_bound, dtype=self.dtype_policy, name=step.name,
+            conditioning=conditioning, fused_networks=self.fused_networks,
+            compute_dtype=compute_dtype)))
+    self.uses_shared_trunk = conditional and conditioning == "shared"
+    if self.uses_shared_trunk:
+      resolutions = [step.event_shape[:2] for scale in self._plan for step in scale
+                     if isinstance(getattr(self, step.name, None), CouplingNetwork)]
+      self.z_trunk = SharedLatentTrunk(filters, resolutions, dtype=network_policy, name="z_trunk")
     self._build_by_tracing()
 
   def _build_by_tracing(self):
@@ -117,14 +139,28 @@ class ConditionalRealNVP(keras.layers.Layer):
     """All CouplingNetwork layers in the order f_z applies them."""
     return [layer for layer in self.step_layers() if isinstance(layer, CouplingNetwork)]
 
-  def _scale_bijector(self, s: int, z):
+  def z_features(self, z):
+    """The shared trunk's features of z `(*batch, latent_dim)`, computed once:
+    `{resolution_key(h, w): (*batch, h, w, F)}` in the flow's dtype."""
+    batch_shape = tf.shape(z)[:-1]
+    flat = self.z_trunk(tf.reshape(z, [-1, self.latent_dim]))
+    out = {}
+    for key, features in flat.items():
+      features = precision.to_model_dtype(self, features)
+      if z.shape.rank != 2:
+        features = tf.reshape(features, tf.concat([batch_shape, tf.shape(features)[1:]], axis=0))
+      out[key] = features
+    return out
+
+  def _scale_bijector(self, s: int, z, z_features=None):
     """f for scale s and all scales after it; events `self._plan[s][0].event_shape`."""
     steps, undone = [], []  # in the order they are applied
     for step in self._plan[s]:
       call = flow_steps.StepCall(
           spec=step.spec, event_shape=step.event_shape, z=z, name=step.name,
           layer=getattr(self, step.name) if step.kind.make_layer is not None else None,
-          inner=self._scale_bijector(s + 1, z) if step.kind.splits else None)
+          inner=self._scale_bijector(s + 1, z, z_features) if step.kind.splits else None,
+          z_features=z_features)
       steps.append(step.kind.make_bijector(call))
       if step.kind.undone_at_scale_end:
         undone.append((step.kind, call))
@@ -146,5 +182,6 @@ class ConditionalRealNVP(keras.layers.Layer):
         raise ValueError(f"z must have shape (*batch, {self.latent_dim}), got {z.shape}.")
     else:
       z = None
+    z_features = self.z_features(z) if self.uses_shared_trunk else None
     preprocess = vb.pixels_to_logits(self.logit_alpha, dtype=self.compute_dtype)
-    return tfb.Chain([self._scale_bijector(0, z), preprocess], name="f_z")
+    return tfb.Chain([self._scale_bijector(0, z, z_features), preprocess], name="f_z")

@@ -61,14 +61,15 @@ class VAPNEV(keras.Model):
       self.encoder = Encoder(config.latent_dim, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, config.min_scale,
                              context_dim=config.latent_dim if iaf else 0,
-                             dtype=config.dtype, name="encoder")
+                             compute_dtype=config.compute_dtype, dtype=config.dtype,
+                             name="encoder")
       if iaf:
         self.iaf = IAFPosterior(config.latent_dim, config.iaf_steps,
                                 config.iaf_hidden or 2 * config.latent_dim, dtype=config.dtype,
                                 name="iaf")
       self.decoder = Decoder(config.image_shape, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, num_heads=2, dtype=config.dtype,
-                             name="decoder")
+                             compute_dtype=config.compute_dtype, name="decoder")
     if self._likelihood.uses_flow:
       self.flow = ConditionalRealNVP(
           config.image_shape, latent_dim=config.latent_dim, num_scales=config.flow_scales,
@@ -76,7 +77,8 @@ class VAPNEV(keras.Model):
           filters=config.flow_filters, num_res_blocks=config.flow_res_blocks,
           conditional=self._likelihood.conditional_flow, log_scale_bound=config.log_scale_bound,
           logit_alpha=config.logit_alpha, layout=config.flow_layout.strip() or None,
-          dtype=config.dtype, name="flow")
+          conditioning=config.conditioning, fused_networks=config.fused_networks,
+          compute_dtype=config.compute_dtype, dtype=config.dtype, name="flow")
     if self.variational_dequantization:
       self.dequantizer = VariationalDequantizer(
           config.image_shape, filters=config.dequantization_filters,

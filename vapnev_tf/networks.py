@@ -3,6 +3,7 @@ import keras
 import tensorflow as tf
 
 from vapnev_tf import sizing
+from vapnev_tf.layers import precision
 from vapnev_tf.layers.coupling_network import centre_crop
 
 
@@ -14,19 +15,21 @@ class Encoder(keras.layers.Layer):
   mu_z and sigma_z are separate dense projections; sigma_z = softplus(.) + min_scale (docs/design.md §6).
   With `context_dim` > 0 a third dense projection gives the context vector h(x) `(B, context_dim)`
   of the IAF posterior (Kingma et al. 2016; `vapnev_tf.posteriors`) and `call` returns
-  (mu_z, sigma_z, h).
+  (mu_z, sigma_z, h). `compute_dtype="bfloat16"` runs the convs in bfloat16
+  (`vapnev_tf.layers.precision`); mu_z, sigma_z and h stay in the model's dtype.
   """
 
   def __init__(self, latent_dim: int, filters: int = 32, blocks: int = 4,
                layers_per_block: int = 2, min_scale: float = 1e-3, context_dim: int = 0,
-               **kwargs):
+               compute_dtype: str = "float32", **kwargs):
     super().__init__(**kwargs)
+    conv_policy = precision.network_policy(compute_dtype, self.dtype_policy)
     self.blocks, self.layers_per_block, self.min_scale = blocks, layers_per_block, min_scale
     for k in range(blocks):
       for j in range(layers_per_block):
         setattr(self, f"conv{k}_{j}", keras.layers.Conv2D(
             filters * 2 ** k, 3, strides=2 if j == 0 else 1, padding="same", activation="relu",
-            dtype=self.dtype_policy, name=f"conv{k}_{j}"))
+            dtype=conv_policy, name=f"conv{k}_{j}"))
     self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
     self.mu_z = keras.layers.Dense(latent_dim, dtype=self.dtype_policy, name="mu_z")
     self.sigma_z = keras.layers.Dense(latent_dim, dtype=self.dtype_policy, name="sigma_z")
@@ -39,7 +42,7 @@ class Encoder(keras.layers.Layer):
     for k in range(self.blocks):
       for j in range(self.layers_per_block):
         h = getattr(self, f"conv{k}_{j}")(h)
-    h = self.flatten(h)
+    h = precision.to_model_dtype(self, self.flatten(h))
     mu_z, sigma_z = self.mu_z(h), tf.nn.softplus(self.sigma_z(h)) + self.min_scale
     if self.context_dim:
       return mu_z, sigma_z, self.context(h)
@@ -53,23 +56,26 @@ class Decoder(keras.layers.Layer):
   (from the widest) a stride-2 transposed conv, centre-cropped to the encoder's size at that stage
   (the `vapnev_tf.sizing` rule, docs/design.md §5), and `layers_per_block - 1` 3x3 convs. Each head is a
   separate linear 3x3 convolution (Sec. 4.2: "convolutional linear projections").
+  `compute_dtype="bfloat16"` runs the projection and deconvs in bfloat16; the heads (mu_y, sigma_y)
+  stay in the model's dtype.
   """
 
   def __init__(self, image_shape, filters: int = 32, blocks: int = 4, layers_per_block: int = 2,
-               num_heads: int = 2, **kwargs):
+               num_heads: int = 2, compute_dtype: str = "float32", **kwargs):
     super().__init__(**kwargs)
+    conv_policy = precision.network_policy(compute_dtype, self.dtype_policy)
     height, width, channels = image_shape
     self.blocks, self.layers_per_block, self.num_heads = blocks, layers_per_block, num_heads
     self.start, self.targets = sizing.upsampling_plan(height, width, blocks)
     self.top_filters = filters * 2 ** (blocks - 1)
     self.project = keras.layers.Dense(self.start[0] * self.start[1] * self.top_filters,
-                                      activation="relu", dtype=self.dtype_policy, name="project")
+                                      activation="relu", dtype=conv_policy, name="project")
     for i, k in enumerate(reversed(range(blocks))):
       for j in range(layers_per_block):
         layer_cls = keras.layers.Conv2DTranspose if j == 0 else keras.layers.Conv2D
         setattr(self, f"deconv{i}_{j}", layer_cls(
             filters * 2 ** k, 3, strides=2 if j == 0 else 1, padding="same", activation="relu",
-            dtype=self.dtype_policy, name=f"deconv{i}_{j}"))
+            dtype=conv_policy, name=f"deconv{i}_{j}"))
     for head in range(num_heads):
       setattr(self, f"head{head}", keras.layers.Conv2D(channels, 3, padding="same",
                                                        dtype=self.dtype_policy, name=f"head{head}"))
@@ -82,4 +88,5 @@ class Decoder(keras.layers.Layer):
         h = getattr(self, f"deconv{i}_{j}")(h)
         if j == 0:
           h = centre_crop(h, th, tw)
+    h = precision.to_model_dtype(self, h)
     return tuple(getattr(self, f"head{head}")(h) for head in range(self.num_heads))

@@ -48,13 +48,16 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     mask_type: one of `MASK_TYPES`.
     parity: 0 or 1; 1 selects the complement mask.
     conditioning: z, `(*batch, latent_dim)` broadcastable to x's batch shape, or None when the
-      transform is unconditional.
+      transform is unconditional. With `conditioning_event_ndims=3` it is a feature map
+      `(*batch, h, w, F)` (the shared z-trunk's, issue 15), passed on as `(N, h, w, F)`.
+    conditioning_event_ndims: trailing dimensions of `conditioning` that are not batch (1 for z).
     event_shape: optional `(H, W, C)` the transform was built for; inputs of another event shape
       raise a ValueError naming both.
   """
 
   def __init__(self, transform_fn, mask_type: str, parity: int, conditioning=None,
-               event_shape=None, validate_args: bool = False, name: str | None = None):
+               event_shape=None, validate_args: bool = False, name: str | None = None,
+               conditioning_event_ndims: int = 1):
     parameters = dict(locals())
     if not callable(transform_fn):
       raise ValueError(f"transform_fn must be callable (x_kept, z) -> (shift, log_scale), got "
@@ -63,12 +66,16 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
       raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
     if parity not in (0, 1):
       raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
+    if conditioning_event_ndims not in (1, 3):
+      raise ValueError(f"conditioning_event_ndims must be 1 (z) or 3 (feature maps), got "
+                       f"{conditioning_event_ndims!r}.")
     name = name or f"{mask_type}_coupling_{parity}"
     with tf.name_scope(name) as name:
       self._transform_fn = transform_fn
       self._mask_type = mask_type
       self._parity = parity
       self._conditioning = conditioning
+      self._conditioning_event_ndims = int(conditioning_event_ndims)
       self._event_shape = None if event_shape is None else tuple(int(d) for d in event_shape)
       super().__init__(forward_min_event_ndims=3, validate_args=validate_args,
                        parameters=parameters, name=name)
@@ -94,13 +101,17 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
                        f"got C={channels}.")
 
   def _flat_conditioning(self, x, batch_shape):
-    """z broadcast to x's batch shape and flattened: `(N, latent_dim)`, or None."""
+    """z broadcast to x's batch shape and flattened: `(N, latent_dim)` (or `(N, h, w, F)`)."""
     if self._conditioning is None:
       return None
+    k = self._conditioning_event_ndims
     z = tf.convert_to_tensor(self._conditioning, dtype=x.dtype)
-    _check_broadcastable(self.name, z.shape[:-1], x.shape[:-3])
-    z = tf.broadcast_to(z, tf.concat([batch_shape, tf.shape(z)[-1:]], axis=0))
-    return tf.reshape(z, [-1, z.shape[-1]])
+    _check_broadcastable(self.name, z.shape[:-k], x.shape[:-3])
+    if z.shape.rank == k + 1 and x.shape.rank == 4 and z.shape[0] == x.shape[0] and \
+        z.shape[0] is not None:
+      return z  # Already (N, *event): no broadcast or reshape ops.
+    z = tf.broadcast_to(z, tf.concat([batch_shape, tf.shape(z)[-k:]], axis=0))
+    return tf.reshape(z, [-1] + z.shape[-k:].as_list())
 
   def _split(self, flat):
     """`(N, H, W, C)` -> (input of transform_fn, the part it changes, mask or None)."""

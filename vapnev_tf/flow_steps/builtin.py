@@ -11,17 +11,26 @@ from vapnev_tf import bijectors as vb
 from vapnev_tf.flow_steps.registry import StepKind
 from vapnev_tf.flow_steps.registry import register_step
 from vapnev_tf.layers import CouplingNetwork
+from vapnev_tf.layers import resolution_key
 
 
 def _coupling_network(out_channels: int, ctx):
   height, width, _ = ctx.event_shape
   return CouplingNetwork(out_channels, height, width, name=ctx.name, filters=ctx.filters,
                          num_res_blocks=ctx.num_res_blocks, conditional=ctx.conditional,
-                         log_scale_bound=ctx.log_scale_bound, dtype=ctx.dtype)
+                         log_scale_bound=ctx.log_scale_bound, conditioning=ctx.conditioning,
+                         fused_networks=ctx.fused_networks, compute_dtype=ctx.compute_dtype,
+                         dtype=ctx.dtype)
 
 
 def _coupling_bijector(mask_type: str):
   def make(call):
+    if call.z_features is not None and call.z is not None:
+      # Shared z-trunk (issue 15): the coupling's heads read the features at its resolution.
+      features = call.z_features[resolution_key(*call.event_shape[:2])]
+      return vb.ConditionalAffineCoupling(call.layer, mask_type, call.spec.parity, features,
+                                          event_shape=call.event_shape, name=call.name,
+                                          conditioning_event_ndims=3)
     return vb.ConditionalAffineCoupling(call.layer, mask_type, call.spec.parity, call.z,
                                         event_shape=call.event_shape, name=call.name)
   return make

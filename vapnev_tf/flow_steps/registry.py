@@ -40,6 +40,8 @@ class LayerContext:
     num_res_blocks, conditional, latent_dim, log_scale_bound: the flow's arguments.
     dtype: the flow's Keras dtype policy; pass it on to the layer.
     name: the layer's name, also the flow's attribute name (`scale{s}_{kind}{i}`).
+    conditioning, fused_networks, compute_dtype: the flow's network options (issue 15; see
+      `vapnev_tf.layers.CouplingNetwork`); kinds without networks may ignore them.
   """
   spec: Any
   event_shape: tuple
@@ -51,6 +53,9 @@ class LayerContext:
   log_scale_bound: float
   dtype: Any
   name: str
+  conditioning: str = "per_coupling"
+  fused_networks: bool = False
+  compute_dtype: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,8 @@ class StepCall:
     name: a name for the bijector (`scale{s}_{kind}{i}`).
     inner: for splitting kinds only (`StepKind.splits`), the bijector of the following scales,
       acting on the events `StepKind.output_shape` leaves for them; None otherwise.
+    z_features: with `conditioning="shared"`, the shared z-trunk's output, computed once per
+      `bijector(z)`: `{vapnev_tf.layers.resolution_key(h, w): (*batch, h, w, F)}`; else None.
   """
   spec: Any
   layer: Any
@@ -72,6 +79,7 @@ class StepCall:
   z: Any
   name: str
   inner: Any = None
+  z_features: Any = None
 
 
 def _same_shape(spec, event_shape):

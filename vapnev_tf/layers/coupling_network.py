@@ -7,11 +7,23 @@ and the same form, with its own networks and multipliers, for m_z. l1/m1 are res
 a 2x2xc map to the spatial size of the transformed part (the rule of `vapnev_tf.sizing`).
 
 Every sub-layer is a separate attribute so that both Keras and `tf.train.Checkpoint` track it.
+
+Options (issue 15; the defaults are the paper's and create exactly the attributes above):
+- `conditioning="shared"` (our extension): no per-coupling deconvolution nets; l2/m2 are 1x1
+  convolution heads on the features of the flow's `SharedLatentTrunk` at this coupling's resolution.
+- `fused_networks=True` (Real NVP's own design): l1 and m1 are ONE ResidualNet `lm1` with 2C output
+  channels split into (l1, m1); l2 and m2 likewise one `lm2` (a LatentDeconvNet, or a 1x1 head).
+- `compute_dtype="bfloat16"`: l1/m1/l2/m2 compute in bfloat16 (`vapnev_tf.layers.precision`);
+  their outputs are cast back to the model dtype before Eq. 16, so the multipliers, tanh bound and
+  log-dets stay float32.
 """
 import keras
 import tensorflow as tf
 
 from vapnev_tf import sizing
+from vapnev_tf.layers import precision
+
+CONDITIONINGS = ("per_coupling", "shared")
 
 
 class ResidualNet(keras.layers.Layer):
@@ -90,6 +102,10 @@ class CouplingNetwork(keras.layers.Layer):
     conditional: False drops l2/m2 (Fig. 1's dotted line): l = beta1 * l1(x) + b.
     log_scale_bound: l_z is passed through `bound * tanh(l / bound)` so exp(l) cannot overflow
       (docs/design.md §6); the map is the identity to first order near 0.
+    conditioning: "per_coupling" (the paper: l2/m2 deconvolve z) or "shared" (l2/m2 are 1x1 heads
+      on the shared trunk's features; `call` then takes those features instead of z).
+    fused_networks: one network with two heads for (l1, m1) and one for (l2, m2).
+    compute_dtype: "float32" (the model's dtype) or "bfloat16" for l1/m1/l2/m2.
 
   alpha, beta1, beta2 and b start at zero, so every coupling starts as the identity (the
   zero-initialised last layer of Glow/Real NVP, here the last operation is Eq. 16 itself).
@@ -97,18 +113,31 @@ class CouplingNetwork(keras.layers.Layer):
 
   def __init__(self, out_channels: int, height: int, width: int, filters: int,
                num_res_blocks: int = 2, conditional: bool = True, log_scale_bound: float = 3.0,
-               **kwargs):
+               conditioning: str = "per_coupling", fused_networks: bool = False,
+               compute_dtype: str = "float32", **kwargs):
     super().__init__(**kwargs)
+    if conditioning not in CONDITIONINGS:
+      raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}.")
     self.out_channels = out_channels
     self.conditional = conditional
+    self.conditioning = conditioning
+    self.fused_networks = bool(fused_networks)
     self.log_scale_bound = float(log_scale_bound)
-    self.l1 = ResidualNet(filters, out_channels, num_res_blocks, dtype=self.dtype_policy, name="l1")
-    self.m1 = ResidualNet(filters, out_channels, num_res_blocks, dtype=self.dtype_policy, name="m1")
-    if conditional:
-      self.l2 = LatentDeconvNet(filters, out_channels, height, width, dtype=self.dtype_policy,
-                                name="l2")
-      self.m2 = LatentDeconvNet(filters, out_channels, height, width, dtype=self.dtype_policy,
-                                name="m2")
+    policy = precision.network_policy(compute_dtype, self.dtype_policy)
+    if self.fused_networks:
+      self.lm1 = ResidualNet(filters, 2 * out_channels, num_res_blocks, dtype=policy, name="lm1")
+    else:
+      self.l1 = ResidualNet(filters, out_channels, num_res_blocks, dtype=policy, name="l1")
+      self.m1 = ResidualNet(filters, out_channels, num_res_blocks, dtype=policy, name="m1")
+    if not conditional:
+      return
+    heads = ("lm2", 2 * out_channels) if self.fused_networks else None
+    for name, channels in ([heads] if heads else [("l2", out_channels), ("m2", out_channels)]):
+      if conditioning == "per_coupling":
+        net = LatentDeconvNet(filters, channels, height, width, dtype=policy, name=name)
+      else:
+        net = keras.layers.Conv2D(channels, 1, dtype=policy, name=name)
+      setattr(self, name, net)
 
   def build(self, input_shape=None):
     for fn in ("l", "m"):
@@ -127,13 +156,29 @@ class CouplingNetwork(keras.layers.Layer):
       out = out + alpha * net1_out * net2_out + beta2 * net2_out
     return out
 
+  def _x_path(self, x_unchanged):
+    if self.fused_networks:
+      return tf.split(precision.to_model_dtype(self, self.lm1(x_unchanged)), 2, axis=-1)
+    return precision.to_model_dtype(self, self.l1(x_unchanged), self.m1(x_unchanged))
+
+  def _z_path(self, z):
+    if not self.conditional:
+      return None, None
+    if self.fused_networks:
+      return tf.split(precision.to_model_dtype(self, self.lm2(z)), 2, axis=-1)
+    return precision.to_model_dtype(self, self.l2(z), self.m2(z))
+
   def call(self, x_unchanged, z=None):
-    """x_unchanged `(B, h, w, c_in)`, z `(B, latent)` -> shift, log_scale `(B, h, w, out_channels)`."""
+    """x_unchanged `(B, h, w, c_in)` -> shift, log_scale `(B, h, w, out_channels)`.
+
+    z: `(B, latent)` ("per_coupling"), or the shared trunk's features at this coupling's
+    resolution, `(B, h, w, F)` ("shared"); None when unconditional.
+    """
     if self.conditional and z is None:
       raise ValueError(f"{self.name}: a conditional coupling needs z, got None.")
-    l2 = self.l2(z) if self.conditional else None
-    m2 = self.m2(z) if self.conditional else None
-    log_scale = self._combine("l", self.l1(x_unchanged), l2)
-    shift = self._combine("m", self.m1(x_unchanged), m2)
+    l2, m2 = self._z_path(z)
+    l1, m1 = self._x_path(x_unchanged)
+    log_scale = self._combine("l", l1, l2)
+    shift = self._combine("m", m1, m2)
     bound = self.log_scale_bound
     return shift, bound * tf.tanh(log_scale / bound)

@@ -1,0 +1,181 @@
+"""Training images/s of VAPNEV's network options vs the same-flow realnvp (issue 15).
+
+Every model is built in ONE process and timed in alternating windows (realnvp, then each VAPNEV
+variant, round after round, like throughput.py's Glow comparison), so a loaded machine slows all
+of them alike; the reported number per variant is the median over rounds of
+(VAPNEV variant img/s) / (realnvp img/s of the same round). Sizes:
+
+    quick      configs/quick.flags (latent 32, flow 2 x (2+2) couplings of 16 filters)
+    benchmark  latent 64, encoder 4x1 from 16 filters, flow 2 scales x (3+3) couplings of 16
+               filters, 1 residual block
+
+Batch 64 on Fashion-MNIST-shaped inputs (28x28x1, a fixed in-memory batch), the library's training
+step (`vapnev_tf.training.loop.make_train_step`), no XLA.
+
+    python -m benchmarks.conditioning                  # writes benchmarks/results/conditioning.*
+    python -m benchmarks.conditioning --smoke --out_dir=/tmp/x
+"""
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("sizes", ["quick", "benchmark"], "Sizes: quick, benchmark.")
+flags.DEFINE_list("variants", None, "Variant names (default: every one in VARIANTS).")
+flags.DEFINE_list("realnvp_variants", ["fused", "fused+bf16"],
+                  "VARIANTS also applied to the realnvp baseline, as references (the options "
+                  "speed up its l1/m1 too); reported as 'realnvp <name>'.")
+flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+flags.DEFINE_integer("windows", 5, "Timed rounds (each model gets one window per round).")
+flags.DEFINE_float("window_seconds", 3.0, "Seconds per timed window.")
+flags.DEFINE_boolean("smoke", False, "Tiny models, 2 short rounds, 2 variants (for the tests).")
+flags.DEFINE_string("out_dir", "benchmarks/results", "Where conditioning.{json,md} go.")
+
+# name -> ModelConfig overrides of the VAPNEV variant ("paper" is the default architecture).
+VARIANTS = {
+    "paper": {},
+    "shared": dict(conditioning="shared"),
+    "fused": dict(fused_networks=True),
+    "shared+fused": dict(conditioning="shared", fused_networks=True),
+    "bf16": dict(compute_dtype="bfloat16"),
+    "shared+bf16": dict(conditioning="shared", compute_dtype="bfloat16"),
+    "fused+bf16": dict(fused_networks=True, compute_dtype="bfloat16"),
+    "shared+fused+bf16": dict(conditioning="shared", fused_networks=True,
+                              compute_dtype="bfloat16"),
+}
+
+
+def size_values(name: str) -> dict:
+  """ModelConfig values of a size (the image shape is Fashion-MNIST's)."""
+  if FLAGS.smoke:
+    return dict(image_shape=(16, 16, 1), latent_dim=8, encoder_filters=4, encoder_blocks=2,
+                encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=1,
+                flow_channelwise=1, flow_filters=4, flow_res_blocks=1)
+  if name == "quick":
+    return common.model_config_values("quick")
+  if name == "benchmark":
+    return dict(image_shape=(28, 28, 1), latent_dim=64, encoder_filters=16, encoder_blocks=4,
+                encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=3,
+                flow_channelwise=3, flow_filters=16, flow_res_blocks=1)
+  raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
+
+
+def make_step(model, batch, strategy):
+  """The library's training step on a repeated in-memory batch; `step()` returns the loss."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training import TrainConfig  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training.loop import make_train_step  # pylint: disable=g-import-not-at-top
+  train_cfg = TrainConfig(strategy="one_device", jit_compile=False, kl_anneal_steps=1000,
+                          export_at_end=False)
+  with strategy.scope():
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(list(model.trainable_variables))
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
+  train_step = make_train_step(model, optimizer, strategy, train_cfg, int(batch.shape[0]), step,
+                               skipped)
+  iterator = iter(strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(batch).repeat()))
+  return lambda: float(train_step(iterator)["loss"])
+
+
+def timed_window(fn, calls: int, images_per_call: int) -> float:
+  t = time.perf_counter()
+  for _ in range(calls):
+    fn()
+  return calls * images_per_call / (time.perf_counter() - t)
+
+
+def measure_size(size_name: str) -> dict:
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training import make_strategy  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  strategy = make_strategy("one_device")
+  values = size_values(size_name)
+  b = FLAGS.batch_size
+  x = tf.minimum(tf.random.uniform((b,) + tuple(values["image_shape"]), 0.0, 256.0, seed=1),
+                 255.99)
+  names = FLAGS.variants or (["paper", "shared+fused"] if FLAGS.smoke else list(VARIANTS))
+  models = {"realnvp": dict(values, likelihood="realnvp")}
+  models.update({n: dict(values, likelihood="vapnev", **VARIANTS[n]) for n in names})
+  if not FLAGS.smoke:
+    models.update({f"realnvp {n}": dict(values, likelihood="realnvp", **VARIANTS[n])
+                   for n in FLAGS.realnvp_variants})
+  steps, info = {}, {}
+  for name, cfg in models.items():
+    with strategy.scope():
+      model = VAPNEV(ModelConfig(**cfg))
+    steps[name] = make_step(model, x, strategy)
+    t = time.perf_counter()
+    loss = steps[name]()
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    steps[name]()
+    one = max(time.perf_counter() - t, 1e-4)
+    info[name] = {"params": common.count_params(model.trainable_variables),
+                  "first_step_seconds": round(first, 2), "first_loss": round(loss, 3),
+                  "calls_per_window": max(1, int(round(FLAGS.window_seconds / one)))}
+  rates = {name: [] for name in models}
+  for _ in range(FLAGS.windows):
+    for name in models:
+      rates[name].append(timed_window(steps[name], info[name]["calls_per_window"], b))
+  out = {"size": size_name, "model_config": values, "batch_size": b, "variants": {}}
+  for name in models:
+    entry = dict(info[name], train_images_per_s=round(statistics.median(rates[name]), 2),
+                 windows=[round(r, 2) for r in rates[name]])
+    if name != "realnvp":
+      ratios = [v / r for v, r in zip(rates[name], rates["realnvp"])]
+      entry.update(over_realnvp=round(statistics.median(ratios), 3),
+                   ratios=[round(r, 3) for r in ratios],
+                   options=VARIANTS[name.replace("realnvp ", "")])
+    out["variants"][name] = entry
+  return out
+
+
+def write_markdown(path: str, payload: dict) -> None:
+  lines = ["# VAPNEV network options vs realnvp: training images/s (issue 15)", "",
+           f"Command: `{payload['command']}`  ", f"Date: {payload['date']}; load average "
+           f"{payload['machine'].get('load_average')}; {payload['windows']} alternating rounds of "
+           f"~{payload['window_seconds']} s per model; ratio = median over rounds of "
+           "(variant img/s) / (realnvp img/s of the same round). Rows 'realnvp <options>' apply the "
+           "options to the baseline itself (reference).", ""]
+  for result in payload["results"]:
+    lines += [f"## {result['size']} (batch {result['batch_size']})", "",
+              "| model | params | train img/s | / realnvp | first step s |",
+              "|---|---:|---:|---:|---:|"]
+    for name, e in result["variants"].items():
+      ratio = "1" if name == "realnvp" else f"**{e['over_realnvp']:.3f}**"
+      lines.append(f"| {name} | {e['params']:,} | {e['train_images_per_s']} | {ratio} | "
+                   f"{e['first_step_seconds']} |")
+    lines.append("")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+
+
+def main(argv):
+  del argv
+  if FLAGS.smoke:
+    FLAGS.windows, FLAGS.window_seconds, FLAGS.batch_size = 2, 0.05, 8
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  sizes = ["smoke"] if FLAGS.smoke else FLAGS.sizes
+  results = []
+  payload = dict(common.header(), windows=FLAGS.windows, window_seconds=FLAGS.window_seconds,
+                 results=results)
+  for size in sizes:
+    results.append(measure_size(size))
+    common.write_json(os.path.join(FLAGS.out_dir, "conditioning.json"), payload)
+    write_markdown(os.path.join(FLAGS.out_dir, "conditioning.md"), payload)
+  print(f"wrote {os.path.join(FLAGS.out_dir, 'conditioning.md')}")
+
+
+if __name__ == "__main__":
+  app.run(main)
