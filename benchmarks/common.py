@@ -254,3 +254,24 @@ def matched_glow(image_shape, target_params: int, x_build, num_glow_blocks: int 
     raise ValueError(f"Glow cannot match {target_params} parameters within {tolerance:.0%}: "
                      f"nearest num_hidden={best[0]} has {params} ({rel:+.1%}).")
   return glow, params, rel
+
+
+def library_train_step(model, batch, strategy, jit_compile=False, kl_anneal_steps=1000):
+  """The library's training step (`vapnev_tf.training.step`) on `batch` repeated in memory.
+
+  Returns `(run, train_step, iterator)`: `run()` takes one step and returns its metrics.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training import TrainConfig  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  train_cfg = TrainConfig(strategy="one_device", jit_compile=jit_compile,
+                          kl_anneal_steps=kl_anneal_steps, export_at_end=False)
+  with strategy.scope():
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(list(model.trainable_variables))
+    state = step_lib.TrainState(model, optimizer, step_lib.counter("step"),
+                                step_lib.counter("skipped_steps"))
+  train_step = step_lib.make_train_step(strategy, train_cfg, int(batch.shape[0]))
+  iterator = iter(strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(batch).repeat()))
+  return (lambda: train_step(state, iterator)), train_step, iterator

@@ -66,23 +66,9 @@ def size_values(name: str) -> dict:
 
 
 def make_step(model, batch, strategy):
-  """The library's training step (`vapnev_tf.training.step`) on a repeated in-memory batch;
-  `step()` returns the loss."""
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training import TrainConfig  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
-  train_cfg = TrainConfig(strategy="one_device", jit_compile=False, kl_anneal_steps=1000,
-                          export_at_end=False)
-  with strategy.scope():
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(list(model.trainable_variables))
-    state = step_lib.TrainState(model, optimizer, step_lib.counter("step"),
-                                step_lib.counter("skipped_steps"))
-  train_step = step_lib.make_train_step(strategy, train_cfg, int(batch.shape[0]))
-  iterator = iter(strategy.experimental_distribute_dataset(
-      tf.data.Dataset.from_tensors(batch).repeat()))
-  return lambda: float(train_step(state, iterator)["loss"])
+  """The library's training step on a repeated in-memory batch; `step()` returns the loss."""
+  run, _, _ = common.library_train_step(model, batch, strategy)
+  return lambda: float(run()["loss"])
 
 
 def timed_window(fn, calls: int, images_per_call: int) -> float:

@@ -184,22 +184,9 @@ def build_vapnev(size: dict, likelihood=None):
 
 
 def make_step(model, batch, jit, strategy, kl_anneal_steps=1000):
-  """The library's training step on a repeated in-memory batch; returns (step_fn, train_step)."""
-  tf = _tf()
-  import keras  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training import TrainConfig  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training import step as step_lib  # pylint: disable=g-import-not-at-top
-  train_cfg = TrainConfig(strategy="one_device", jit_compile=jit, kl_anneal_steps=kl_anneal_steps,
-                          export_at_end=False)
-  with strategy.scope():
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(list(model.trainable_variables))
-    state = step_lib.TrainState(model, optimizer, step_lib.counter("step"),
-                                step_lib.counter("skipped_steps"))
-  train_step = step_lib.make_train_step(strategy, train_cfg, int(batch.shape[0]))
-  ds = tf.data.Dataset.from_tensors(batch).repeat()
-  iterator = iter(strategy.experimental_distribute_dataset(ds))
-  return (lambda: train_step(state, iterator)), train_step, iterator
+  """The library's training step on a repeated in-memory batch; returns (step_fn, train_step,
+  iterator) (`common.library_train_step`)."""
+  return common.library_train_step(model, batch, strategy, jit, kl_anneal_steps)
 
 
 def train_flop_graphs(model, batch_shape):
