@@ -13,7 +13,9 @@ import pathlib
 import platform
 import resource
 import shlex
+import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -39,6 +41,101 @@ def run_configs(name: str):
 def model_config_values(name: str) -> dict:
   """ModelConfig keyword arguments of `configs/NAME.flags` (image shape from its --dataset)."""
   return run_configs(name)[0].to_dict()
+
+
+# The architecture sizes the benchmarks use (ModelConfig values; the options are variants below).
+SIZE_KEYS = ("image_shape", "latent_dim", "encoder_filters", "encoder_blocks",
+             "encoder_layers_per_block", "flow_scales", "flow_checkerboard", "flow_channelwise",
+             "flow_filters", "flow_res_blocks")
+# "benchmark": the quality benchmark's size, trains meaningfully in minutes on 2 cores: the paper's
+# layout (2 scales x (3 checkerboard + 3 channel-wise)) at 16 filters and 1 residual block; latent
+# 64; encoder 4 blocks x 1 conv from 16 filters (decoder mirrors).
+BENCHMARK_SIZE = dict(image_shape=(28, 28, 1), latent_dim=64, encoder_filters=16, encoder_blocks=4,
+                      encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=3,
+                      flow_channelwise=3, flow_filters=16, flow_res_blocks=1)
+# "smoke": tiny, for the benchmarks' own tests.
+SMOKE_SIZE = dict(image_shape=(16, 16, 1), latent_dim=8, encoder_filters=4, encoder_blocks=2,
+                  encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=1,
+                  flow_channelwise=1, flow_filters=4, flow_res_blocks=1)
+
+
+def size_values(name: str) -> dict:
+  """The architecture sizes (SIZE_KEYS) of "benchmark", "smoke" or configs/NAME.flags (its sizes
+  only: a config's network options are not part of its size)."""
+  if name == "benchmark":
+    return dict(BENCHMARK_SIZE)
+  if name == "smoke":
+    return dict(SMOKE_SIZE)
+  values = model_config_values(name)
+  return {k: values[k] for k in SIZE_KEYS}
+
+
+# Options of the benchmarks' model variants: "vapnev+shared+fused" is the vapnev model with the
+# ModelConfig overrides of "shared" and "fused". "glow" depends on the size (its number of scales).
+MODEL_OPTIONS = {
+    "shared": lambda size: dict(conditioning="shared"),
+    "fused": lambda size: dict(fused_networks=True),
+    "bf16": lambda size: dict(compute_dtype="bfloat16"),
+    "vdq": lambda size: dict(dequantization="variational"),
+    "iaf": lambda size: dict(posterior="iaf"),
+    "glow": lambda size: dict(flow_layout=_glow_layout(size)),
+}
+
+
+def _glow_layout(size: dict) -> str:
+  from vapnev_tf.flow_steps.glow import glow_layout_string  # pylint: disable=g-import-not-at-top
+  per_scale = size.get("flow_checkerboard", 3) + size.get("flow_channelwise", 3)
+  return glow_layout_string(size.get("flow_scales", 2), per_scale)
+
+
+def parse_variant(name: str, size: dict) -> tuple[str, dict]:
+  """`"vapnev+shared+bf16"` -> `("vapnev", ModelConfig overrides)`; a plain name has none."""
+  base, *options = name.split("+")
+  unknown = [o for o in options if o not in MODEL_OPTIONS]
+  if unknown or len(set(options)) != len(options):
+    raise ValueError(f"model variant {name!r}: options must be distinct names from "
+                     f"{sorted(MODEL_OPTIONS)}, got {options}.")
+  overrides = {}
+  for option in options:
+    overrides.update(MODEL_OPTIONS[option](size))
+  return base, overrides
+
+
+def ablation_reference(name: str, names) -> str | None:
+  """The run model `name` is compared with in an ablation: the same base model, with options a
+  proper subset of its own, the largest such (vapnev+shared+fused+vdq is compared with
+  vapnev+shared+fused if that ran, else with vapnev)."""
+  base, *options = name.split("+")
+  options = frozenset(options)
+  candidates = [n for n in names if n.split("+")[0] == base
+                and frozenset(n.split("+")[1:]) < options]
+  return max(candidates, key=lambda n: (n.count("+"), n), default=None)
+
+
+def run_worker(module: str, spec: dict, timeout: int, out_dir: str, env: dict | None = None) -> dict:
+  """Runs `python -m MODULE --worker=SPEC --worker_out=...` (one measurement in a fresh process,
+  so its peak RSS and its TF thread and oneDNN settings are its own); returns the JSON it wrote,
+  with `wall_seconds`, or an error record."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  out_path = os.path.join(out_dir, f".worker_{os.getpid()}.json")
+  cmd = [sys.executable, "-m", module, f"--worker={json.dumps(spec)}", f"--worker_out={out_path}"]
+  t = time.perf_counter()
+  logging.info("worker: %s", spec.get("label"))
+  try:
+    proc = subprocess.run(cmd, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
+  except subprocess.TimeoutExpired:
+    return {"error": f"timed out after {timeout} s", "wall_seconds": timeout}
+  wall = round(time.perf_counter() - t, 1)
+  if proc.returncode != 0 or not os.path.exists(out_path):
+    tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+    return {"error": f"exit code {proc.returncode}: {tail}", "wall_seconds": wall}
+  with open(out_path) as f:
+    res = json.load(f)
+  os.remove(out_path)
+  res["wall_seconds"] = wall
+  logging.info("  -> %s", {k: v for k, v in res.items() if not isinstance(v, (dict, list))})
+  return res
 
 
 def count_params(variables) -> int:
@@ -96,6 +193,11 @@ def write_json(path, payload: dict) -> None:
   tmp = path.with_suffix(path.suffix + ".tmp")
   tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
   tmp.replace(path)
+
+
+def write_lines(path, lines) -> None:
+  """Writes a report's markdown `lines` to `path`, newline-terminated."""
+  pathlib.Path(path).write_text("\n".join(lines) + "\n")
 
 
 def _jsonable(value):

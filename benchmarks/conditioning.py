@@ -30,6 +30,9 @@ flags.DEFINE_list("variants", None, "Variant names (default: every one in VARIAN
 flags.DEFINE_list("realnvp_variants", ["fused", "fused+bf16"],
                   "VARIANTS also applied to the realnvp baseline, as references (the options "
                   "speed up its l1/m1 too); reported as 'realnvp <name>'.")
+flags.DEFINE_boolean("glow", True, "Also time tfp.bijectors.Glow (benchmarks/common.py GlowFlow, "
+                     "6 steps per block) matched to the realnvp's parameter count within 10%; "
+                     "each variant then gets a ratio to it too (off under --smoke).")
 flags.DEFINE_integer("batch_size", 64, "Training batch size.")
 flags.DEFINE_integer("windows", 5, "Timed rounds (each model gets one window per round).")
 flags.DEFINE_float("window_seconds", 3.0, "Seconds per timed window.")
@@ -37,32 +40,19 @@ flags.DEFINE_boolean("smoke", False, "Tiny models, 2 short rounds, 2 variants (f
 flags.DEFINE_string("out_dir", "benchmarks/results", "Where conditioning.{json,md} go.")
 
 # name -> ModelConfig overrides of the VAPNEV variant ("paper" is the default architecture).
-VARIANTS = {
-    "paper": {},
-    "shared": dict(conditioning="shared"),
-    "fused": dict(fused_networks=True),
-    "shared+fused": dict(conditioning="shared", fused_networks=True),
-    "bf16": dict(compute_dtype="bfloat16"),
-    "shared+bf16": dict(conditioning="shared", compute_dtype="bfloat16"),
-    "fused+bf16": dict(fused_networks=True, compute_dtype="bfloat16"),
-    "shared+fused+bf16": dict(conditioning="shared", fused_networks=True,
-                              compute_dtype="bfloat16"),
-}
+VARIANT_NAMES = ("paper", "shared", "fused", "shared+fused", "bf16", "shared+bf16", "fused+bf16",
+                 "shared+fused+bf16")
+VARIANTS = {name: ({} if name == "paper" else common.parse_variant("vapnev+" + name, {})[1])
+            for name in VARIANT_NAMES}
 
 
 def size_values(name: str) -> dict:
   """ModelConfig values of a size (the image shape is Fashion-MNIST's)."""
   if FLAGS.smoke:
-    return dict(image_shape=(16, 16, 1), latent_dim=8, encoder_filters=4, encoder_blocks=2,
-                encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=1,
-                flow_channelwise=1, flow_filters=4, flow_res_blocks=1)
-  if name == "quick":
-    return common.model_config_values("quick")
-  if name == "benchmark":
-    return dict(image_shape=(28, 28, 1), latent_dim=64, encoder_filters=16, encoder_blocks=4,
-                encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=3,
-                flow_channelwise=3, flow_filters=16, flow_res_blocks=1)
-  raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
+    return common.size_values("smoke")
+  if name not in ("quick", "benchmark"):
+    raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
+  return common.size_values(name)
 
 
 def make_step(model, batch, strategy):
@@ -110,6 +100,22 @@ def measure_size(size_name: str) -> dict:
     info[name] = {"params": common.count_params(model.trainable_variables),
                   "first_step_seconds": round(first, 2), "first_loss": round(loss, 3),
                   "calls_per_window": max(1, int(round(FLAGS.window_seconds / one)))}
+  if FLAGS.glow and not FLAGS.smoke:
+    with strategy.scope():
+      glow, params, rel = common.matched_glow(tuple(values["image_shape"]),
+                                              info["realnvp"]["params"], x)
+    steps["tfb.Glow"] = make_step(glow, x, strategy)
+    t = time.perf_counter()
+    loss = steps["tfb.Glow"]()
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    steps["tfb.Glow"]()
+    one = max(time.perf_counter() - t, 1e-4)
+    info["tfb.Glow"] = {"params": params, "params_vs_realnvp": round(rel, 4),
+                        "glow_num_hidden": glow.config.num_hidden,
+                        "first_step_seconds": round(first, 2), "first_loss": round(loss, 3),
+                        "calls_per_window": max(1, int(round(FLAGS.window_seconds / one)))}
+    models["tfb.Glow"] = None
   rates = {name: [] for name in models}
   for _ in range(FLAGS.windows):
     for name in models:
@@ -121,8 +127,12 @@ def measure_size(size_name: str) -> dict:
     if name != "realnvp":
       ratios = [v / r for v, r in zip(rates[name], rates["realnvp"])]
       entry.update(over_realnvp=round(statistics.median(ratios), 3),
-                   ratios=[round(r, 3) for r in ratios],
-                   options=VARIANTS[name.replace("realnvp ", "")])
+                   ratios=[round(r, 3) for r in ratios])
+    if name in VARIANTS or name.startswith("realnvp "):
+      entry["options"] = VARIANTS[name.replace("realnvp ", "")]
+    if "tfb.Glow" in rates and name != "tfb.Glow":
+      entry["over_glow"] = round(statistics.median(
+          v / g for v, g in zip(rates[name], rates["tfb.Glow"])), 3)
     out["variants"][name] = entry
   return out
 
@@ -136,15 +146,19 @@ def write_markdown(path: str, payload: dict) -> None:
            "options to the baseline itself (reference).", ""]
   for result in payload["results"]:
     lines += [f"## {result['size']} (batch {result['batch_size']})", "",
-              "| model | params | train img/s | / realnvp | first step s |",
-              "|---|---:|---:|---:|---:|"]
+              "| model | params | train img/s | / realnvp | / tfb.Glow | first step s |",
+              "|---|---:|---:|---:|---:|---:|"]
     for name, e in result["variants"].items():
       ratio = "1" if name == "realnvp" else f"**{e['over_realnvp']:.3f}**"
+      over_glow = "1" if name == "tfb.Glow" else common.fmt(e.get("over_glow"))
       lines.append(f"| {name} | {e['params']:,} | {e['train_images_per_s']} | {ratio} | "
-                   f"{e['first_step_seconds']} |")
+                   f"{over_glow} | {e['first_step_seconds']} |")
+    glow = result["variants"].get("tfb.Glow")
+    if glow:
+      lines += ["", f"tfb.Glow: 2 blocks x 6 steps, num_hidden={glow['glow_num_hidden']}, "
+                f"{glow['params_vs_realnvp']:+.1%} parameters vs realnvp."]
     lines.append("")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+  common.write_lines(path, lines)
 
 
 def main(argv):

@@ -75,17 +75,10 @@ def part_of(op_name: str) -> str:
 
 def sizes(name: str) -> dict:
   if FLAGS.smoke:
-    return dict(image_shape=(16, 16, 1), latent_dim=8, encoder_filters=4, encoder_blocks=2,
-                encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=1,
-                flow_channelwise=1, flow_filters=4, flow_res_blocks=1)
-  if name == "quick":
-    values = common.model_config_values("quick")
-    return values
-  if name == "benchmark":
-    return dict(image_shape=(28, 28, 1), latent_dim=64, encoder_filters=16, encoder_blocks=4,
-                encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=3,
-                flow_channelwise=3, flow_filters=16, flow_res_blocks=1)
-  raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
+    return common.size_values("smoke")
+  if name not in ("quick", "benchmark"):
+    raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
+  return common.size_values(name)
 
 
 def _extra_overrides() -> dict:

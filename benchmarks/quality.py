@@ -24,6 +24,12 @@ Models ("same flow" for vapnev, vae_flow and realnvp; see MODEL_SIZE):
   glow            tfp.bijectors.Glow (default tf_keras networks, width matched to realnvp's
                   parameter count within 10%), standard-normal base, our logit pre-processing
 
+Variants: `--models` also takes a model with options, `BASE+OPTION+...` (options in
+benchmarks/common.py MODEL_OPTIONS: shared, fused, bf16, vdq, glow, iaf), e.g.
+`vapnev+shared+fused+bf16` or `realnvp+vdq`; the markdown then has an ablation table of every
+variant against its base model (same budget, same data). `--size` picks the model size: the
+default `benchmark` (MODEL_SIZE) or a config's (`quick`, `fashion_mnist`: configs/NAME.flags).
+
 Outputs: OUT_DIR/quality.json, OUT_DIR/quality.md, OUT_DIR/quality_curve.png (test ELBO bits/dim
 on `--curve_take` images vs training minutes).
 """
@@ -48,24 +54,25 @@ from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import Evaluator
 from vapnev_tf.training import TrainConfig
 from vapnev_tf.training import make_strategy
+from vapnev_tf.training import restore
 from vapnev_tf.training.step import TrainState
 from vapnev_tf.training.step import counter
 from vapnev_tf.training.step import make_train_step
 
 ALL_MODELS = ("vapnev", "vae_flow", "realnvp", "pixel_gaussian", "pixel_logistic", "glow")
-# Our models' size: trains meaningfully in minutes on 2 cores. The paper's layout (2 scales x
-# (3 checkerboard + 3 channel-wise)) at 16 filters and 1 residual block; latent 64; encoder
-# 4 blocks x 1 conv from 16 filters (decoder mirrors). vapnev, vae_flow, realnvp share the flow.
-MODEL_SIZE = dict(latent_dim=64, encoder_filters=16, encoder_blocks=4, encoder_layers_per_block=1,
-                  flow_scales=2, flow_checkerboard=3, flow_channelwise=3, flow_filters=16,
-                  flow_res_blocks=1)
+# Our models' size (common.BENCHMARK_SIZE without the image shape; vapnev, vae_flow, realnvp share
+# the flow). The smoke size is smaller still than common.SMOKE_SIZE: one scale, no residual block.
+MODEL_SIZE = {k: v for k, v in common.BENCHMARK_SIZE.items() if k != "image_shape"}
 SMOKE_SIZE = dict(latent_dim=8, encoder_filters=4, encoder_blocks=2, encoder_layers_per_block=1,
                   flow_scales=1, flow_checkerboard=1, flow_channelwise=1, flow_filters=4,
                   flow_res_blocks=0)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("budget_minutes", 20.0, "Training wall-clock budget per model (minutes).")
-flags.DEFINE_list("models", list(ALL_MODELS), f"Models to train, a subset of {ALL_MODELS}.")
+flags.DEFINE_list("models", list(ALL_MODELS), f"Models to train: names from {ALL_MODELS}, "
+                  "optionally with options, e.g. vapnev+shared+fused (common.MODEL_OPTIONS).")
+flags.DEFINE_string("size", "benchmark", "Model size of vapnev/vae_flow/realnvp and the pixel "
+                    "VAEs: 'benchmark' (MODEL_SIZE) or a config name (quick, fashion_mnist).")
 flags.DEFINE_integer("batch_size", 64, "Training batch size (every model).")
 flags.DEFINE_integer("eval_take", None, "Evaluate on the first N test images (default: all 10000).")
 flags.DEFINE_integer("iw_samples", 100, "k of the importance-weighted bound (VAEs).")
@@ -87,6 +94,36 @@ flags.DEFINE_boolean("append", False, "Merge into OUT_DIR/quality.json: keep its
 flags.DEFINE_string("out_dir", "benchmarks/results", "Where quality.{json,md,png} go.")
 
 
+FLOW_ONLY = ("realnvp", "glow")  # no encoder: the exact NLL, no KL annealing
+
+
+def base_name(name: str) -> str:
+  return name.split("+", 1)[0]
+
+
+def size_values(name: str) -> dict:
+  """ModelConfig size values (no image shape) of `--size`."""
+  if FLAGS.smoke:
+    return dict(SMOKE_SIZE)
+  values = common.size_values(name)
+  return {k: v for k, v in values.items() if k != "image_shape"}
+
+
+def check_models(names) -> None:
+  for name in names:
+    base = base_name(name)
+    if base not in ALL_MODELS:
+      raise app.UsageError(f"--models: unknown model {base!r} in {name!r}; expected one of "
+                           f"{ALL_MODELS}, optionally with +options.")
+    if base == "glow" and name != base:
+      raise app.UsageError(f"--models: {name!r}: tfb.Glow takes no options.")
+    try:
+      _, overrides = common.parse_variant(name, MODEL_SIZE)
+      ModelConfig(likelihood=base, **dict(MODEL_SIZE, **overrides)) if base != "glow" else None
+    except ValueError as e:
+      raise app.UsageError(f"--models: {name!r}: {e}") from None
+
+
 def build_model(name: str, size: dict, x_build, realnvp_flow_params: int | None):
   """Returns (model, info dict)."""
   if name == "glow":
@@ -101,8 +138,9 @@ def build_model(name: str, size: dict, x_build, realnvp_flow_params: int | None)
     return glow, {"params": params, "glow_num_hidden": glow.config.num_hidden,
                   "glow_blocks": 2, "glow_steps_per_block": FLAGS.glow_steps_per_block,
                   "params_vs_realnvp_flow": round(rel, 4)}
-  model = VAPNEV(ModelConfig(likelihood=name, **size))
-  info = {"params": common.count_params(model.trainable_variables)}
+  base, overrides = common.parse_variant(name, size)
+  model = VAPNEV(ModelConfig(likelihood=base, **size, **overrides))
+  info = {"params": common.count_params(model.trainable_variables), "options": overrides}
   if model.config.uses_flow:
     info["flow_params"] = common.count_params(model.flow.trainable_variables)
   return model, info
@@ -113,13 +151,15 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
   keras.utils.set_random_seed(FLAGS.seed)
   train_cfg = TrainConfig(seed=FLAGS.seed, strategy="one_device",
                           learning_rate=FLAGS.learning_rate,
-                          kl_anneal_steps=FLAGS.kl_anneal_steps if name != "realnvp" and
-                          name != "glow" else 0, export_at_end=False)
+                          kl_anneal_steps=0 if base_name(name) in FLOW_ONLY
+                          else FLAGS.kl_anneal_steps, export_at_end=False)
   dist = data_lib.distributed_dataset(strategy, train_data_cfg, "train")
   iterator = iter(dist)
   x_build = next(iter(data_lib.train_dataset(train_data_cfg)))
   with strategy.scope():
     model, info = build_model(name, size, x_build, realnvp_flow_params)
+    if restore.needs_data_dependent_init(model):  # ActNorm steps (the "glow" option)
+      restore.initialize_from_batch(model, x_build, strategy)
     optimizer = keras.optimizers.Adam(learning_rate=FLAGS.learning_rate)
     optimizer.build(list(model.trainable_variables))
     state = TrainState(model, optimizer, counter("step"), counter("skipped_steps"))
@@ -159,7 +199,7 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
   timed_steps = steps - 1
   images_per_s = timed_steps * FLAGS.batch_size / trained if trained > 0 else None
 
-  is_vae = name not in ("realnvp", "glow")
+  is_vae = base_name(name) not in FLOW_ONLY
   k = FLAGS.iw_samples if is_vae else 1
   final = Evaluator(model, eval_data_cfg, num_samples=k, seed=0, chunk_size=FLAGS.iw_chunk_size,
                     strategy=strategy)()
@@ -167,6 +207,7 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
   result = dict(info)
   result.update({
       "model": name,
+      "date": common.header()["date"][:10],  # results of several --append runs are merged
       "steps": steps,
       "images_seen": steps * FLAGS.batch_size,
       "epochs": round(steps * FLAGS.batch_size / data_lib.num_examples(train_data_cfg, "train"), 3),
@@ -215,6 +256,33 @@ def equal_images_lines(results, batch_size, curve_take):
   return lines
 
 
+def ablation_lines(results):
+  """Markdown: each variant against its reference run (`common.ablation_reference`), same budget."""
+  by_name = {r["model"]: r for r in results}
+  rows = []
+  for r in results:
+    ref = common.ablation_reference(r["model"], by_name)
+    if ref is None:
+      continue
+    base = by_name[ref]
+    same_day = r.get("date") == base.get("date")
+    rows.append(
+        f"| {r['model']} | {ref} | {common.fmt(r['best_bound_bpd'])} | "
+        f"{r['best_bound_bpd'] - base['best_bound_bpd']:+.3f} | "
+        f"{r['train_images_per_s'] / base['train_images_per_s']:.2f} | "
+        f"{r['params'] - base['params']:+,} | "
+        + ("" if same_day else f"measured on different days ({base.get('date', '?')}, "
+           f"{r.get('date', '?')}): the machine's speed may differ")
+        + " |")
+  if not rows:
+    return []
+  return ["", "Ablation: each variant against the run with the same base model and the largest "
+          "subset of its options (same budget, data and seed; best bound: IW for VAEs, exact NLL "
+          "for flows):", "",
+          "| variant | compared with | best bpd | difference | img/s ratio | params difference "
+          "| note |", "|---|---|---:|---:|---:|---:|---|"] + rows
+
+
 def write_markdown(path, payload):
   h, m = payload, payload["machine"]
   lines = [
@@ -230,7 +298,8 @@ def write_markdown(path, payload):
       f"{payload['settings']['learning_rate']}, KL annealing over "
       f"{payload['settings']['kl_anneal_steps']} steps, test images "
       f"{payload['settings']['test_images']}, IW k = {payload['settings']['iw_samples']}",
-      f"- our model size: {payload['settings']['model_size']}"]
+      f"- our model size ({payload['settings'].get('size_name', 'benchmark')}): "
+      f"{payload['settings']['model_size']}"]
   if payload.get("appended_to"):
     a = payload["appended_to"]
     lines.append(f"- merged (--append) with the results of the other models from: `{a['command']}` "
@@ -238,12 +307,12 @@ def write_markdown(path, payload):
   lines += ["",
       "Bits/dim of dequantised pixels (lower is better). VAEs: ELBO and IW bound (upper bounds on "
       "the NLL); flows: exact NLL.", "",
-      "| model | params | steps | images seen | epochs | train img/s | first step s | ELBO bpd "
-      "| IW bpd | exact NLL bpd | best bpd | KL nats | load avg (start→end, 1 min) |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+      "| model | date | params | steps | images seen | epochs | train img/s | first step s "
+      "| ELBO bpd | IW bpd | exact NLL bpd | best bpd | KL nats | load avg (start→end, 1 min) |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
   for r in payload["results"]:
     lines.append(
-        f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['images_seen']:,} | {r['epochs']} | "
+        f"| {r['model']} | {r.get('date', '–')} | {r['params']:,} | {r['steps']} | {r['images_seen']:,} | {r['epochs']} | "
         f"{common.fmt(r['train_images_per_s'], 1)} | {r['first_step_seconds']} | "
         f"{common.fmt(r['elbo_bpd'])} | {common.fmt(r['iw_bpd'])} | "
         f"{common.fmt(r['exact_nll_bpd'])} | **{common.fmt(r['best_bound_bpd'])}** | "
@@ -255,14 +324,14 @@ def write_markdown(path, payload):
                 f"({r['params_vs_realnvp_flow']:+.1%} vs our realnvp flow)."]
   for e in payload.get("errors", []):
     lines += ["", f"FAILED {e['model']}: `{e['error']}`"]
+  lines += ablation_lines(payload["results"])
   lines += equal_images_lines(payload["results"], payload["settings"]["batch_size"],
                              payload["settings"]["curve_take"])
   if payload.get("curve_png"):
     lines += ["", f"Learning curves (test bound on {payload['settings']['curve_take']} images vs "
               f"training minutes and vs images seen): "
               f"![curve]({os.path.basename(payload['curve_png'])})"]
-  with open(path, "w") as f:
-    f.write("\n".join(lines) + "\n")
+  common.write_lines(path, lines)
 
 
 def plot_curves(path, results, curve_take, batch_size):
@@ -276,7 +345,7 @@ def plot_curves(path, results, curve_take, batch_size):
   fig, (ax_time, ax_images) = plt.subplots(1, 2, figsize=(12, 4.5))
   for r in curved:
     pts = r["curve"]
-    bound = "NLL" if r["model"] in ("realnvp", "glow") else "ELBO"
+    bound = "NLL" if base_name(r["model"]) in FLOW_ONLY else "ELBO"
     style = dict(marker="o", lw=2.5 if r["model"] == "vapnev" else 1.2,
                  label=f"{r['model']} ({bound})")
     ys = [p["elbo_bpd"] for p in pts]
@@ -295,11 +364,9 @@ def plot_curves(path, results, curve_take, batch_size):
 
 def main(argv):
   del argv
-  unknown = set(FLAGS.models) - set(ALL_MODELS)
-  if unknown:
-    raise app.UsageError(f"--models: unknown {sorted(unknown)}; expected a subset of {ALL_MODELS}.")
+  check_models(FLAGS.models)
   payload = common.header()
-  size = SMOKE_SIZE if FLAGS.smoke else MODEL_SIZE
+  size = size_values(FLAGS.size)
   strategy = make_strategy("one_device")
   train_data_cfg = data_lib.DataConfig(dataset="fashion_mnist", batch_size=FLAGS.batch_size,
                                        seed=FLAGS.seed, train_take=FLAGS.train_take,
@@ -315,6 +382,7 @@ def main(argv):
       "iw_samples": FLAGS.iw_samples, "iw_chunk_size": FLAGS.iw_chunk_size,
       "test_images": data_lib.num_examples(eval_data_cfg, "test"), "eval_take": FLAGS.eval_take,
       "curve_take": FLAGS.curve_take, "models": FLAGS.models, "model_size": size,
+      "size_name": "smoke" if FLAGS.smoke else FLAGS.size,
       "smoke": FLAGS.smoke, "max_steps": FLAGS.max_steps, "train_take": FLAGS.train_take,
       "seed": FLAGS.seed,
       "training_step": "vapnev_tf.training.step.make_train_step (library), OneDeviceStrategy, "
@@ -348,7 +416,8 @@ def main(argv):
     payload["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     common.write_json(json_path, payload)  # after every model
   order = {m: i for i, m in enumerate(ALL_MODELS)}
-  payload["results"].sort(key=lambda r: order[r["model"]])
+  payload["results"].sort(key=lambda r: (order[base_name(r["model"])], r["model"].count("+"),
+                                         r["model"]))
   png = plot_curves(os.path.join(FLAGS.out_dir, "quality_curve.png"), payload["results"],
                     FLAGS.curve_take, FLAGS.batch_size)
   payload["curve_png"] = png

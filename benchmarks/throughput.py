@@ -35,7 +35,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -450,26 +449,7 @@ WORKERS = {"model": worker_model, "glow": worker_glow, "sweep": worker_sweep,
 
 def run_worker(spec: dict, timeout: int) -> dict:
   """Runs one measurement in a fresh Python process; returns its JSON or an error record."""
-  out_path = os.path.join(FLAGS.out_dir, f".worker_{os.getpid()}.json")
-  cmd = [sys.executable, "-m", "benchmarks.throughput", f"--worker={json.dumps(spec)}",
-         f"--worker_out={out_path}"]
-  t = time.perf_counter()
-  logging.info("worker: %s", spec.get("label"))
-  try:
-    proc = subprocess.run(cmd, cwd=str(common.REPO_ROOT), capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {timeout} s", "wall_seconds": timeout}
-  wall = round(time.perf_counter() - t, 1)
-  if proc.returncode != 0 or not os.path.exists(out_path):
-    tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-    return {"error": f"exit code {proc.returncode}: {tail}", "wall_seconds": wall}
-  with open(out_path) as f:
-    res = json.load(f)
-  os.remove(out_path)
-  res["wall_seconds"] = wall
-  logging.info("  -> %s", {k: v for k, v in res.items() if not isinstance(v, (dict, list))})
-  return res
+  return common.run_worker("benchmarks.throughput", spec, timeout, FLAGS.out_dir)
 
 
 def sizes_for(name: str) -> tuple[dict, int]:

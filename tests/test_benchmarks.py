@@ -59,6 +59,75 @@ def test_quality_smoke(tmp_path):
   assert (tmp_path / "quality_curve.png").stat().st_size > 0
 
 
+def test_quality_variants_and_ablation_table(tmp_path):
+  # Options on a base model (issue 15/16 ablations): each variant is built with its ModelConfig
+  # overrides (ActNorm steps initialised from data) and compared with its base in the markdown.
+  models = ["vapnev", "vapnev+shared+fused+bf16+iaf", "realnvp+glow+vdq"]
+  _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
+       "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
+       "--eval_take=32", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
+       "--curve_points=0")
+  payload = json.loads((tmp_path / "quality.json").read_text())
+  assert payload["errors"] == []
+  by_name = {r["model"]: r for r in payload["results"]}
+  assert set(by_name) == set(models)
+  assert by_name["vapnev"]["options"] == {}
+  assert by_name["vapnev+shared+fused+bf16+iaf"]["options"] == {
+      "conditioning": "shared", "fused_networks": True, "compute_dtype": "bfloat16",
+      "posterior": "iaf"}
+  glow = by_name["realnvp+glow+vdq"]
+  assert "actnorm" in glow["options"]["flow_layout"]
+  assert glow["options"]["dequantization"] == "variational"
+  assert glow["exact_nll_bpd"] is not None and glow["iw_bpd"] is None  # a flow: no encoder
+  for r in payload["results"]:
+    assert 0 < r["best_bound_bpd"] < 100, r["model"]
+  markdown = (tmp_path / "quality.md").read_text()
+  assert "| vapnev+shared+fused+bf16+iaf | vapnev |" in markdown  # its ablation row
+  assert "| realnvp+glow+vdq | realnvp |" not in markdown  # no realnvp base was run
+
+
+def test_ablation_reference_is_the_largest_subset_of_options_that_ran():
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  names = ["vapnev", "vapnev+shared+fused", "vapnev+shared+fused+vdq", "vapnev+vdq", "realnvp",
+           "realnvp+glow+vdq", "vae_flow+vdq"]
+  ref = {n: common.ablation_reference(n, names) for n in names}
+  assert ref == {"vapnev": None, "vapnev+shared+fused": "vapnev",
+                 "vapnev+shared+fused+vdq": "vapnev+shared+fused", "vapnev+vdq": "vapnev",
+                 "realnvp": None, "realnvp+glow+vdq": "realnvp", "vae_flow+vdq": None}
+  assert common.ablation_reference("vapnev+fused+shared+vdq", names) == "vapnev+shared+fused"
+
+
+def test_quality_refuses_unknown_models_and_options(tmp_path):
+  for models, expected in (("vapnev+warp", "options must be distinct names"),
+                           ("vapnev+bf16+bf16", "options must be distinct names"),
+                           ("flowpp", "unknown model 'flowpp'"),
+                           ("glow+vdq", "tfb.Glow takes no options"),
+                           ("realnvp+iaf", "realnvp+iaf")):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--smoke",
+                           f"--out_dir={tmp_path}", f"--models={models}"], cwd=str(REPO_ROOT),
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode != 0, models
+    assert expected in proc.stderr, (models, proc.stderr[-2000:])
+  assert not (tmp_path / "quality.json").exists()  # refused before anything ran
+
+
+def test_overhead_smoke(tmp_path):
+  _run("benchmarks.overhead", tmp_path, "--smoke", "--studies=upsampling,xla,threads")
+  payload = json.loads((tmp_path / "overhead.json").read_text())
+  _check_header(payload)
+  shapes = payload["upsampling"]["shapes"]
+  assert {s["where"] for s in shapes} == {"decoder", "z-trunk"}
+  for s in shapes:
+    assert set(s["ms_per_call"]) == {"transposed+crop", "nearest+conv", "bilinear+conv"}
+    assert all(v > 0 for v in s["ms_per_call"].values())
+  assert set(payload["xla"]["cases"]) == {"batch 64", "batch 64 xla"}
+  threads = payload["threads"]
+  assert [t["intra_op_threads_effective"] for t in threads] == [0, 1]  # the setting took effect
+  assert all(t["cases"]["batch 64"]["images_per_s"] > 0 for t in threads)
+  assert (tmp_path / "overhead.md").read_text().startswith("# Per-op overhead")
+
+
 def test_curve_bound_at_step_interpolates_inside_the_curve_only():
   from benchmarks import common  # pylint: disable=g-import-not-at-top
   curve = [{"step": 1, "elbo_bpd": 9.0}, {"step": 101, "elbo_bpd": 5.0},

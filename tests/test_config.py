@@ -1,7 +1,8 @@
 """One config source (issue 14) and finite-model bounds / resume classification (issue 18).
 
 Pins every configs/NAME.flags to its resolved config as taken before the config refactor
-(tests/golden_configs/NAME.json), and checks that names, defaults, bounds and help of the flags come
+(tests/golden_configs/NAME.json; changed since only by new fields at their defaults and by the
+quick config's new defaults of issue 15, BUILD_NOTES.md "New defaults"), and checks that names, defaults, bounds and help of the flags come
 from the config dataclasses.
 """
 import contextlib
@@ -34,7 +35,8 @@ CLASSES = (ModelConfig, DataConfig, TrainConfig)
 # Every flag `python -m vapnev_tf.train` had before the flags were generated.
 # New ModelConfig fields, each defaulting to the old behaviour.
 FLAGS_ADDED_SINCE = ("flow_layout", "dequantization", "dequantization_filters", "posterior",
-                     "iaf_steps", "iaf_hidden", "conditioning", "fused_networks", "compute_dtype")
+                     "iaf_steps", "iaf_hidden", "conditioning", "fused_networks", "compute_dtype",
+                     "intra_op_threads", "inter_op_threads")
 FLAG_NAMES = (
     "workdir force_config seed train_steps strategy num_cpu_devices jit_compile deterministic_ops "
     "learning_rate adam_beta1 adam_beta2 adam_epsilon warmup_steps lr_decay min_lr_fraction "

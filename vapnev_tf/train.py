@@ -124,6 +124,7 @@ def main(argv):
   from vapnev_tf import locking  # pylint: disable=g-import-not-at-top
   from vapnev_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
+    training.configure_threads(train_cfg.intra_op_threads, train_cfg.inter_op_threads)
     strategy = training.make_strategy(train_cfg.strategy)
     result = training.train(model_cfg, data_cfg, train_cfg, fv.workdir, strategy=strategy,
                             force_config=fv.force_config, flags_text=run_flags_text(fv))

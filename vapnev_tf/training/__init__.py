@@ -17,6 +17,7 @@ from vapnev_tf.training.config import KL_SCHEDULES
 from vapnev_tf.training.config import LR_DECAYS
 from vapnev_tf.training.config import STRATEGIES
 from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.training.distribute import configure_threads
 from vapnev_tf.training.distribute import make_strategy
 from vapnev_tf.training.evaluation import Evaluator
 from vapnev_tf.training.evaluation import evaluate
@@ -32,5 +33,5 @@ from vapnev_tf.training.step import make_train_step
 
 __all__ = ["CheckpointError", "ConfigError", "Evaluator", "KL_SCHEDULES", "LR_DECAYS",
            "NonFiniteTrainingError", "STRATEGIES", "TrainConfig", "TrainState",
-           "UnrestorableRunError", "WarmupDecay", "evaluate", "kl_weight", "make_strategy",
-           "make_train_step", "summary_line", "train", "write_eval_json"]
+           "UnrestorableRunError", "WarmupDecay", "configure_threads", "evaluate", "kl_weight",
+           "make_strategy", "make_train_step", "summary_line", "train", "write_eval_json"]

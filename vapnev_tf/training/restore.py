@@ -134,13 +134,25 @@ def initialize_from_data(run: Run, data_cfg, strategy: tf.distribute.Strategy) -
     The names of the layers initialised.
   """
   model = run.state.model
-  flow = getattr(model, "flow", None)
-  if run.restored_from is not None or flow is None or not flow_steps.glow.actnorm_layers(flow):
+  if run.restored_from is not None or not needs_data_dependent_init(model):
     return ()
   first = next(iter(distribute.train_dataset_from_step(strategy, data_cfg, 0)))
-  conditional = model.likelihood.conditional_flow
-  z = (lambda x: model.encode(x).mean()) if conditional else None
-  names = flow_steps.data_dependent_init(flow, first, z=z, strategy=strategy)
+  return initialize_from_batch(model, first, strategy)
+
+
+def needs_data_dependent_init(model) -> bool:
+  """Whether `model`'s flow has ActNorm steps (which want `initialize_from_batch` once)."""
+  flow = getattr(model, "flow", None)
+  return flow is not None and bool(flow_steps.glow.actnorm_layers(flow))
+
+
+def initialize_from_batch(model, batch, strategy: tf.distribute.Strategy) -> tuple:
+  """Initialises `model`'s ActNorm steps from `batch` (a global batch of dequantised pixels, or a
+  distributed one); z is the encoder's mean for conditional flows. Returns the layer names."""
+  if not needs_data_dependent_init(model):
+    return ()
+  z = (lambda x: model.encode(x).mean()) if model.likelihood.conditional_flow else None
+  names = flow_steps.data_dependent_init(model.flow, batch, z=z, strategy=strategy)
   logging.info("Initialised %d ActNorm step(s) from the first batch: %s", len(names),
                ", ".join(names))
   return names

@@ -56,6 +56,7 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
       step skipped, or a non-finite final bound.
   """
   _check_configs(model_cfg, data_cfg, train_cfg)
+  distribute.configure_threads(train_cfg.intra_op_threads, train_cfg.inter_op_threads)
   strategy = strategy or distribute.make_strategy(train_cfg.strategy)
   distribute.check_batch_sizes(data_cfg, strategy)
   chief = distribute.is_chief(strategy)
