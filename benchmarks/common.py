@@ -70,6 +70,16 @@ def size_values(name: str) -> dict:
   return {k: values[k] for k in SIZE_KEYS}
 
 
+def timing_size(name: str, smoke: bool) -> dict:
+  """The sizes of the timing benchmarks (conditioning, profile_step): "quick" or "benchmark", or
+  the smoke size when `smoke`."""
+  if smoke:
+    return size_values("smoke")
+  if name not in ("quick", "benchmark"):
+    raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
+  return size_values(name)
+
+
 # Options of the benchmarks' model variants: "vapnev+shared+fused" is the vapnev model with the
 # ModelConfig overrides of "shared" and "fused". "glow" depends on the size (its number of scales).
 MODEL_OPTIONS = {

@@ -48,11 +48,7 @@ VARIANTS = {name: ({} if name == "paper" else common.parse_variant("vapnev+" + n
 
 def size_values(name: str) -> dict:
   """ModelConfig values of a size (the image shape is Fashion-MNIST's)."""
-  if FLAGS.smoke:
-    return common.size_values("smoke")
-  if name not in ("quick", "benchmark"):
-    raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
-  return common.size_values(name)
+  return common.timing_size(name, FLAGS.smoke)
 
 
 def make_step(model, batch, strategy):

@@ -74,11 +74,7 @@ def part_of(op_name: str) -> str:
 
 
 def sizes(name: str) -> dict:
-  if FLAGS.smoke:
-    return common.size_values("smoke")
-  if name not in ("quick", "benchmark"):
-    raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
-  return common.size_values(name)
+  return common.timing_size(name, FLAGS.smoke)
 
 
 def _extra_overrides() -> dict:
