@@ -122,6 +122,17 @@ def ablation_reference(name: str, names) -> str | None:
   return max(candidates, key=lambda n: (n.count("+"), n), default=None)
 
 
+def ablation_root(name: str, names) -> str | None:
+  """The run with the same base model and the FEWEST options, a proper subset of `name`'s: what
+  all of `name`'s options together are measured against (vapnev+shared+fused+vdq+glow+iaf ->
+  vapnev+shared+fused when vapnev itself did not run)."""
+  base, *options = name.split("+")
+  options = frozenset(options)
+  candidates = [n for n in names if n.split("+")[0] == base
+                and frozenset(n.split("+")[1:]) < options]
+  return min(candidates, key=lambda n: (n.count("+"), n), default=None)
+
+
 def run_worker(module: str, spec: dict, timeout: int, out_dir: str, env: dict | None = None) -> dict:
   """Runs `python -m MODULE --worker=SPEC --worker_out=...` (one measurement in a fresh process,
   so its peak RSS and its TF thread and oneDNN settings are its own); returns the JSON it wrote,

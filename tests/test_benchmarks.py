@@ -62,7 +62,8 @@ def test_quality_smoke(tmp_path):
 def test_quality_variants_and_ablation_table(tmp_path):
   # Options on a base model (issue 15/16 ablations): each variant is built with its ModelConfig
   # overrides (ActNorm steps initialised from data) and compared with its base in the markdown.
-  models = ["vapnev", "vapnev+shared+fused+bf16+iaf", "realnvp+glow+vdq"]
+  models = ["vapnev", "vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
+            "realnvp+glow+vdq"]
   _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
        "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
        "--eval_take=32", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
@@ -82,7 +83,14 @@ def test_quality_variants_and_ablation_table(tmp_path):
   for r in payload["results"]:
     assert 0 < r["best_bound_bpd"] < 100, r["model"]
   markdown = (tmp_path / "quality.md").read_text()
-  assert "| vapnev+shared+fused+bf16+iaf | vapnev |" in markdown  # its ablation row
+  # ablation rows: against the largest subset that ran, and all options together against the root
+  rows = {l.split(" | ")[0][2:]: l for l in markdown.splitlines()
+          if l.startswith("| vapnev") and " | 2026-" not in l and " | vapnev" in l}
+  assert set(rows) == {"vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf"}
+  assert rows["vapnev+iaf"].startswith("| vapnev+iaf | vapnev |")
+  assert " vs vapnev |" not in rows["vapnev+iaf"]  # its reference is already the root
+  for name in ("vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf"):
+    assert rows[name].startswith(f"| {name} | vapnev+iaf |") and " vs vapnev |" in rows[name]
   assert "| realnvp+glow+vdq | realnvp |" not in markdown  # no realnvp base was run
 
 
@@ -95,6 +103,12 @@ def test_ablation_reference_is_the_largest_subset_of_options_that_ran():
                  "vapnev+shared+fused+vdq": "vapnev+shared+fused", "vapnev+vdq": "vapnev",
                  "realnvp": None, "realnvp+glow+vdq": "realnvp", "vae_flow+vdq": None}
   assert common.ablation_reference("vapnev+fused+shared+vdq", names) == "vapnev+shared+fused"
+  # all options together are measured against the run with the fewest
+  root = {n: common.ablation_root(n, names) for n in names}
+  assert root == {"vapnev": None, "vapnev+shared+fused": "vapnev",
+                  "vapnev+shared+fused+vdq": "vapnev", "vapnev+vdq": "vapnev",
+                  "realnvp": None, "realnvp+glow+vdq": "realnvp", "vae_flow+vdq": None}
+  assert common.ablation_root("vapnev+shared+fused+vdq", names[1:3]) == "vapnev+shared+fused"
 
 
 def test_quality_refuses_unknown_models_and_options(tmp_path):

@@ -173,3 +173,17 @@ def test_export_module_uses_q_u_and_the_iaf_posterior():
   mu_z, sigma_z = m.encode_moments(tf.constant(images, tf.float32) + 0.5)
   np.testing.assert_allclose(out["mu_z"], mu_z, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out["sigma_z"], sigma_z, rtol=1e-5, atol=1e-6)
+
+
+def test_encode_center_is_the_mean_or_the_iaf_image_of_it():
+  """`encode_center` (the z of ActNorm's data-dependent init): the Gaussian's mean, and mu_z carried
+  through the IAF steps for posterior="iaf" (whose TransformedDistribution has no mean)."""
+  x = mf.real_batch(3)[:, 10:18, 10:18, :]
+  gaussian = vapnev_tf.VAPNEV(mf.tiny_config(SHAPE, encoder_blocks=2))
+  np.testing.assert_allclose(gaussian.encode_center(x), gaussian.encode(x).mean(), rtol=1e-6)
+  m = model()
+  perturb_zero_kernels(m.iaf, seed=3, stddev=0.3)
+  mu_z, _, h = m.encoder(x)
+  center = m.encode_center(x).numpy()
+  np.testing.assert_allclose(center, m.iaf.bijector(h).forward(mu_z), rtol=1e-5, atol=1e-6)
+  assert np.abs(center - mu_z.numpy()).max() > 1e-3  # the perturbed steps move it

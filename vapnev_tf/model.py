@@ -135,6 +135,17 @@ class VAPNEV(keras.Model):
     x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
     return tuple(self.encoder(self._encoder_input(x))[:2])
 
+  def encode_center(self, x):
+    """A central point of q(z|x), `(B, latent_dim)`: mu_z for posterior="gaussian" (its mean), and
+    mu_z carried through the IAF steps for "iaf" (whose mean has no closed form)."""
+    self._require_vae("encode_center")
+    x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
+    outputs = self.encoder(self._encoder_input(x))
+    if self.iaf_posterior:
+      mu_z, _, h = outputs
+      return self.iaf.bijector(h).forward(mu_z)
+    return outputs[0]
+
   def _encoder_input(self, x):
     return integer_image(x) if self.variational_dequantization else x
 

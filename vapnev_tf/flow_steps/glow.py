@@ -193,7 +193,7 @@ def data_dependent_init(flow, x, z=None, strategy=None):
     x: dequantised pixels `(B, H, W, C)` in [0, 256); with `strategy`, a distributed value (e.g.
       the first element of `strategy.experimental_distribute_dataset(...)`).
     z: `(B, latent_dim)`, None when unconditional, or a callable `x -> z` run where the flow
-      runs (inside `strategy.run` with `strategy`), e.g. `lambda x: model.encode(x).mean()`;
+      runs (inside `strategy.run` with `strategy`), e.g. `model.encode_center`;
       a tensor z is distributed like x with `strategy`.
     strategy: None to run here (e.g. in cross-replica or default context), or a
       `tf.distribute.Strategy`: then this runs `strategy.run` and the statistics are all-reduced
