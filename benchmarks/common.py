@@ -115,22 +115,21 @@ def ablation_reference(name: str, names) -> str | None:
   """The run model `name` is compared with in an ablation: the same base model, with options a
   proper subset of its own, the largest such (vapnev+shared+fused+vdq is compared with
   vapnev+shared+fused if that ran, else with vapnev)."""
-  base, *options = name.split("+")
-  options = frozenset(options)
-  candidates = [n for n in names if n.split("+")[0] == base
-                and frozenset(n.split("+")[1:]) < options]
-  return max(candidates, key=lambda n: (n.count("+"), n), default=None)
+  return max(_option_subsets(name, names), key=lambda n: (n.count("+"), n), default=None)
 
 
 def ablation_root(name: str, names) -> str | None:
   """The run with the same base model and the FEWEST options, a proper subset of `name`'s: what
   all of `name`'s options together are measured against (vapnev+shared+fused+vdq+glow+iaf ->
   vapnev+shared+fused when vapnev itself did not run)."""
+  return min(_option_subsets(name, names), key=lambda n: (n.count("+"), n), default=None)
+
+
+def _option_subsets(name: str, names) -> list:
+  """The runs in `names` with `name`'s base model and a proper subset of its options."""
   base, *options = name.split("+")
-  options = frozenset(options)
-  candidates = [n for n in names if n.split("+")[0] == base
-                and frozenset(n.split("+")[1:]) < options]
-  return min(candidates, key=lambda n: (n.count("+"), n), default=None)
+  return [n for n in names if n.split("+")[0] == base
+          and frozenset(n.split("+")[1:]) < frozenset(options)]
 
 
 def run_worker(module: str, spec: dict, timeout: int, out_dir: str, env: dict | None = None) -> dict:
