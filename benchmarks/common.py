@@ -70,13 +70,16 @@ def size_values(name: str) -> dict:
   return {k: values[k] for k in SIZE_KEYS}
 
 
+TIMING_SIZES = ("quick", "benchmark", "fashion_mnist")
+
+
 def timing_size(name: str, smoke: bool) -> dict:
-  """The sizes of the timing benchmarks (conditioning, profile_step): "quick" or "benchmark", or
-  the smoke size when `smoke`."""
+  """The sizes of the timing benchmarks (conditioning, profile_step): one of TIMING_SIZES
+  ("quick" and "fashion_mnist" are their flagfiles' sizes), or the smoke size when `smoke`."""
   if smoke:
     return size_values("smoke")
-  if name not in ("quick", "benchmark"):
-    raise ValueError(f"unknown size {name!r}; expected 'quick' or 'benchmark'.")
+  if name not in TIMING_SIZES:
+    raise ValueError(f"unknown size {name!r}; expected one of {', '.join(TIMING_SIZES)}.")
   return size_values(name)
 
 
@@ -251,12 +254,16 @@ def curve_bound_at_step(curve, step):
   return None
 
 
+TARGET_LABEL = "issue 8 target, VAPNEV IW"
+
+
 def finish_bpd_plot(fig, ax, path, values, *, target: float, xlabel: str, ylabel: str,
-                    title: str, legend_size: int = 8) -> str:
+                    title: str, legend_size: int = 8, target_label: str = TARGET_LABEL) -> str:
   """Shared look of the bits/dim-vs-minutes figures: y range from `values` (outliers clipped),
-  issue 8's target as a dotted line, grid, legend; saves to `path` and closes the figure."""
+  the target (issue 8's by default) as a dotted line, grid, legend; saves to `path` and closes
+  the figure."""
   style_bpd_axes(ax, values, target=target, xlabel=xlabel, ylabel=ylabel, title=title,
-                 legend_size=legend_size)
+                 legend_size=legend_size, target_label=target_label)
   return save_figure(fig, path)
 
 
@@ -269,11 +276,11 @@ def save_figure(fig, path) -> str:
 
 
 def style_bpd_axes(ax, values, *, target: float, xlabel: str, ylabel: str, title: str,
-                   legend_size: int = 8) -> None:
+                   legend_size: int = 8, target_label: str = TARGET_LABEL) -> None:
   """The look of one bits/dim panel (see `finish_bpd_plot`), without saving."""
   if values:
     ax.set_ylim(min(min(values) - 0.3, target - 0.2), min(max(values) + 0.5, min(values) + 4.0))
-  ax.axhline(target, color="grey", ls=":", lw=1, label=f"{target} (issue 8 target, VAPNEV IW)")
+  ax.axhline(target, color="grey", ls=":", lw=1, label=f"{target} ({target_label})")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)

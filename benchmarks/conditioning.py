@@ -8,6 +8,8 @@ of them alike; the reported number per variant is the median over rounds of
     quick      configs/quick.flags (latent 32, flow 2 x (2+2) couplings of 16 filters)
     benchmark  latent 64, encoder 4x1 from 16 filters, flow 2 scales x (3+3) couplings of 16
                filters, 1 residual block
+    fashion_mnist  configs/fashion_mnist.flags (latent 64, encoder 4x2 from 32 filters, flow 2
+               scales x (3+3) couplings of 32 filters, 2 residual blocks)
 
 Batch 64 on Fashion-MNIST-shaped inputs (28x28x1, a fixed in-memory batch), the library's training
 step (`vapnev_tf.training.step.make_train_step`), no XLA.
@@ -25,7 +27,7 @@ from absl import flags
 from benchmarks import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("sizes", ["quick", "benchmark"], "Sizes: quick, benchmark.")
+flags.DEFINE_list("sizes", ["quick", "benchmark"], "Sizes: quick, benchmark, fashion_mnist.")
 flags.DEFINE_list("variants", None, "Variant names (default: every one in VARIANTS).")
 flags.DEFINE_list("realnvp_variants", ["fused", "fused+bf16"],
                   "VARIANTS also applied to the realnvp baseline, as references (the options "

@@ -3,12 +3,16 @@ r"""Report of a long training run: learning curve vs. wall-clock minutes, stabil
     python -m vapnev_tf.train --flagfile=configs/fashion_mnist.flags --workdir=W \
         --train_steps=7500 --eval_every=500 --eval_take=2000 --eval_num_samples=1
     python -m vapnev_tf.evaluate --workdir=W --num_samples=100 --eval_take=1000
-    python -m benchmarks.long_run --workdir=W [--compare_workdir=OTHER --compare_label="..."]
+    python -m benchmarks.long_run --workdir=W [--eval_json=W/evaluations/X.json]
+        [--compare_workdir=OTHER | --compare_report=JSON] [--compare_label="..."]
 
 Reads only what `vapnev_tf.train` wrote into the workdir: its TensorBoard event files (train
 scalars averaged over each window of `--log_every` steps, test bounds every `--eval_every`
 steps), `flags.txt` and `eval.json` (the latest evaluation: the run's own final one, or a
-tighter importance-weighted bound that `vapnev_tf.evaluate` wrote there afterwards). Minutes
+tighter importance-weighted bound that `vapnev_tf.evaluate` wrote there afterwards; or, with
+`--eval_json`, any evaluation such as a partial one of WORKDIR/evaluations/); a run whose
+workdir is gone can still be compared from the long_run.json an earlier report wrote
+(`--compare_report`: its first run). Minutes
 are wall-clock since the run's summary writers first opened (evaluation time included; a
 resumed run's pause counts too), so they answer "what do I get after an hour on this machine".
 
@@ -31,10 +35,17 @@ from benchmarks import common
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Workdir of a `vapnev_tf.train` run.", required=True)
 flags.DEFINE_string("label", "this run", "Legend label of --workdir.")
+flags.DEFINE_string("eval_json", None, "Evaluation to report for --workdir instead of its "
+                    "eval.json, e.g. a partial one that `vapnev_tf.evaluate` wrote to "
+                    "WORKDIR/evaluations/.")
 flags.DEFINE_string("compare_workdir", None, "Optional second run drawn dashed for comparison.")
-flags.DEFINE_string("compare_label", "comparison run", "Legend label of --compare_workdir.")
+flags.DEFINE_string("compare_report", None, "Optional long_run.json of an earlier report: its "
+                    "first run is drawn dashed (when that run's workdir no longer exists).")
+flags.DEFINE_string("compare_label", "comparison run", "Legend label of the comparison run (with "
+                    "--compare_report, default: the label stored in the report).")
 flags.DEFINE_string("out_dir", "benchmarks/results", "Where the JSON, markdown and PNG go.")
 flags.DEFINE_float("target_bpd", 2.95, "Horizontal reference line (issue 8's target).")
+flags.DEFINE_string("target_label", common.TARGET_LABEL, "Legend label of --target_bpd.")
 
 TRAIN_TAGS = ("elbo_bpd", "loss", "grad_norm", "learning_rate", "kl_nats", "steps_per_sec",
               "images_per_sec", "skipped_steps")
@@ -56,8 +67,9 @@ def _scalars(directory: str) -> tuple[dict, float | None]:
   return out, acc.FirstEventTimestamp() if out else None
 
 
-def read_run(workdir: str) -> dict:
-  """The run's curves with minutes since its start; raises ValueError if it is not a run."""
+def read_run(workdir: str, eval_json: str | None = None) -> dict:
+  """The run's curves with minutes since its start, and its evaluation (`eval_json`, default
+  WORKDIR/eval.json if it exists); raises ValueError if it is not a run."""
   tb = os.path.join(workdir, "tensorboard")
   train, train_t0 = _scalars(os.path.join(tb, "train"))
   evals, eval_t0 = _scalars(os.path.join(tb, "eval"))
@@ -79,12 +91,30 @@ def read_run(workdir: str) -> dict:
   flags_path = os.path.join(workdir, "flags.txt")
   if os.path.exists(flags_path):
     run["flags"] = [l.strip() for l in open(flags_path) if l.strip()]
-  eval_path = os.path.join(workdir, "eval.json")
-  if os.path.exists(eval_path):
-    with open(eval_path) as f:
-      stored = json.load(f)
-    run["eval"] = {k: v for k, v in stored.items() if k != "history"}
+  eval_path = eval_json or os.path.join(workdir, "eval.json")
+  if eval_json or os.path.exists(eval_path):
+    try:
+      with open(eval_path) as f:
+        stored = json.load(f)
+      run["eval"] = {k: v for k, v in stored.items() if k not in ("history", "scope")}
+    except (OSError, ValueError, AttributeError) as e:
+      raise ValueError(f"{eval_path}: expected an evaluation JSON written by vapnev_tf "
+                       f"({type(e).__name__}: {e}).") from None
   return run
+
+
+def read_report(path: str) -> tuple[str, dict]:
+  """(label, run) of the first run of a long_run.json; raises ValueError if it is not one."""
+  try:
+    with open(path) as f:
+      stored = json.load(f)["runs"][0]
+    run = {k: v for k, v in stored.items() if k not in ("label", "summary")}
+    if not isinstance(run["train"], dict) or not isinstance(run["test_elbo_bpd"], list):
+      raise TypeError("bad run")
+  except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+    raise ValueError(f"--compare_report={path}: expected a long_run.json written by "
+                     f"`python -m benchmarks.long_run` ({type(e).__name__}: {e}).") from None
+  return stored.get("label", "comparison run"), run
 
 
 def summarize(run: dict) -> dict:
@@ -110,7 +140,8 @@ def summarize(run: dict) -> dict:
   }
 
 
-def plot(path: str, runs: list[tuple[str, dict]], target: float) -> str:
+def plot(path: str, runs: list[tuple[str, dict]], target: float,
+         target_label: str = common.TARGET_LABEL) -> str:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -135,7 +166,7 @@ def plot(path: str, runs: list[tuple[str, dict]], target: float) -> str:
   return common.finish_bpd_plot(
       fig, ax, path, values, target=target, ylabel="bits/dim", legend_size=7,
       xlabel="wall-clock minutes (2-core CPU, evaluations included)",
-      title="configs/fashion_mnist.flags: bits/dim vs minutes")
+      title="configs/fashion_mnist.flags: bits/dim vs minutes", target_label=target_label)
 
 
 def write_markdown(path: str, payload: dict) -> None:
@@ -174,15 +205,20 @@ def main(argv):
   del argv
   payload = common.header()
   try:
-    runs = [(FLAGS.label, read_run(FLAGS.workdir))]
+    runs = [(FLAGS.label, read_run(FLAGS.workdir, FLAGS.eval_json))]
+    if FLAGS.compare_workdir and FLAGS.compare_report:
+      raise ValueError("pass at most one of --compare_workdir and --compare_report.")
     if FLAGS.compare_workdir:
       runs.append((FLAGS.compare_label, read_run(FLAGS.compare_workdir)))
+    if FLAGS.compare_report:
+      label, run = read_report(FLAGS.compare_report)
+      runs.append((FLAGS.compare_label if FLAGS["compare_label"].present else label, run))
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   payload["runs"] = [dict(run, label=label, summary=summarize(run)) for label, run in runs]
   payload["curve_png"] = plot(os.path.join(FLAGS.out_dir, "long_run_curve.png"), runs,
-                              FLAGS.target_bpd)
+                              FLAGS.target_bpd, FLAGS.target_label)
   common.write_json(os.path.join(FLAGS.out_dir, "long_run.json"), payload)
   write_markdown(os.path.join(FLAGS.out_dir, "long_run.md"), payload)
   print(open(os.path.join(FLAGS.out_dir, "long_run.md")).read())

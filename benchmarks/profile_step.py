@@ -40,8 +40,9 @@ from benchmarks import common
 from benchmarks import throughput  # its step, FLOP counter, --smoke and --out_dir serve here too
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("sizes", ["quick", "benchmark"], "Model sizes: quick (configs/quick.flags) and "
-                  "benchmark (the quality benchmark's flow: 16 filters, 3+3 couplings, latent 64).")
+flags.DEFINE_list("sizes", ["quick", "benchmark"], "Model sizes: quick (configs/quick.flags), "
+                  "benchmark (the quality benchmark's flow: 16 filters, 3+3 couplings, latent 64) "
+                  "and fashion_mnist (configs/fashion_mnist.flags).")
 flags.DEFINE_list("models", ["vapnev", "vae_flow", "realnvp"], "Likelihoods to profile.")
 flags.DEFINE_integer("batch_size", 64, "Training batch size.")
 flags.DEFINE_integer("steps", 10, "Steps inside one profiled run.")

@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -228,6 +230,24 @@ def test_long_run_report_reads_a_real_training_run(tmp_path):
   assert (out / "long_run_curve.png").stat().st_size > 0
   assert "| smoke | 6 |" in (out / "long_run.md").read_text()
 
+  # A run whose workdir is gone is compared from the report written above; --eval_json reports
+  # another evaluation of the run (here a copy of its eval.json with another k).
+  other_eval = tmp_path / "other_eval.json"
+  other_eval.write_text(json.dumps(dict(json.loads((workdir / "eval.json").read_text()), k=7)))
+  again = tmp_path / "report2"
+  _run("benchmarks.long_run", again, f"--workdir={workdir}", f"--eval_json={other_eval}",
+       f"--compare_report={out / 'long_run.json'}")
+  runs = json.loads((again / "long_run.json").read_text())["runs"]
+  assert runs[0]["eval"]["k"] == 7
+  assert [r["label"] for r in runs] == ["this run", "smoke"]  # the stored label by default
+  assert runs[1]["test_elbo_bpd"] == run["test_elbo_bpd"] and runs[1]["eval"] == run["eval"]
+  assert runs[1]["summary"] == summary
+  bad = subprocess.run([sys.executable, "-m", "benchmarks.long_run", f"--workdir={workdir}",
+                        f"--compare_report={out / 'long_run.md'}", f"--out_dir={tmp_path / 'x'}"],
+                       cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120, env=env)
+  assert bad.returncode != 0 and "expected a long_run.json" in bad.stderr
+  assert "Traceback" not in bad.stderr
+
 
 def test_long_run_report_refuses_a_directory_that_is_not_a_run(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -237,3 +257,13 @@ def test_long_run_report_refuses_a_directory_that_is_not_a_run(tmp_path):
   assert proc.returncode != 0
   assert f"--workdir={tmp_path}: no training summaries" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_timing_sizes_are_the_flagfiles_or_the_benchmark_size():
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  fashion = common.timing_size("fashion_mnist", smoke=False)
+  assert fashion == {k: common.model_config_values("fashion_mnist")[k] for k in common.SIZE_KEYS}
+  assert fashion["flow_filters"] == 32 and fashion["encoder_layers_per_block"] == 2
+  assert common.timing_size("fashion_mnist", smoke=True) == common.size_values("smoke")
+  with pytest.raises(ValueError, match="expected one of quick, benchmark, fashion_mnist"):
+    common.timing_size("cifar10", smoke=False)

@@ -1,9 +1,10 @@
 """One config source (issue 14) and finite-model bounds / resume classification (issue 18).
 
 Pins every configs/NAME.flags to its resolved config as taken before the config refactor
-(tests/golden_configs/NAME.json; changed since only by new fields at their defaults and by the
-quick config's new defaults of issue 15, BUILD_NOTES.md "New defaults"), and checks that names, defaults, bounds and help of the flags come
-from the config dataclasses.
+(tests/golden_configs/NAME.json; changed since only by new fields at their defaults, by the
+quick config's new defaults of issue 15, BUILD_NOTES.md "New defaults", and by fashion_mnist's
+7,500 steps, "Long run", 2026-11-27), and checks that names, defaults, bounds and help of the
+flags come from the config dataclasses.
 """
 import contextlib
 import dataclasses
