@@ -247,6 +247,14 @@ def test_long_run_report_reads_a_real_training_run(tmp_path):
                        cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120, env=env)
   assert bad.returncode != 0 and "expected a long_run.json" in bad.stderr
   assert "Traceback" not in bad.stderr
+  for args, message in (([f"--eval_json={tmp_path / 'missing.json'}"], "expected an evaluation JSON"),
+                        ([f"--compare_workdir={workdir}", f"--compare_report={out / 'long_run.json'}"],
+                         "at most one of --compare_workdir and --compare_report")):
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.long_run", f"--workdir={workdir}", *args,
+                          f"--out_dir={tmp_path / 'x'}"], cwd=str(REPO_ROOT), capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert bad.returncode != 0 and message in bad.stderr, bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr
 
 
 def test_long_run_report_refuses_a_directory_that_is_not_a_run(tmp_path):
