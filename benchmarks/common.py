@@ -85,6 +85,8 @@ def timing_size(name: str, smoke: bool) -> dict:
 
 # Options of the benchmarks' model variants: "vapnev+shared+fused" is the vapnev model with the
 # ModelConfig overrides of "shared" and "fused". "glow" depends on the size (its number of scales).
+# One option takes a value: "alpha<VALUE>" sets logit_alpha (e.g. "realnvp+alpha1e-6"); it is the
+# only option tfb.Glow ("glow+alpha1e-6") takes.
 MODEL_OPTIONS = {
     "shared": lambda size: dict(conditioning="shared"),
     "fused": lambda size: dict(fused_networks=True),
@@ -104,14 +106,27 @@ def _glow_layout(size: dict) -> str:
 def parse_variant(name: str, size: dict) -> tuple[str, dict]:
   """`"vapnev+shared+bf16"` -> `("vapnev", ModelConfig overrides)`; a plain name has none."""
   base, *options = name.split("+")
-  unknown = [o for o in options if o not in MODEL_OPTIONS]
+  unknown = [o for o in options if o not in MODEL_OPTIONS and logit_alpha_option(o) is None]
   if unknown or len(set(options)) != len(options):
     raise ValueError(f"model variant {name!r}: options must be distinct names from "
-                     f"{sorted(MODEL_OPTIONS)}, got {options}.")
+                     f"{sorted(MODEL_OPTIONS)} or alpha<VALUE> with 0 < VALUE < 0.5 "
+                     f"(logit_alpha), got {options}.")
   overrides = {}
   for option in options:
-    overrides.update(MODEL_OPTIONS[option](size))
+    alpha = logit_alpha_option(option)
+    overrides.update(dict(logit_alpha=alpha) if alpha is not None else MODEL_OPTIONS[option](size))
   return base, overrides
+
+
+def logit_alpha_option(option: str) -> float | None:
+  """`"alpha1e-6"` -> 1e-6 (the logit squash, 0 < alpha < 0.5); None if not such an option."""
+  if not option.startswith("alpha"):
+    return None
+  try:
+    value = float(option[len("alpha"):])
+  except ValueError:
+    return None
+  return value if 0.0 < value < 0.5 else None
 
 
 def ablation_reference(name: str, names) -> str | None:
@@ -338,6 +353,10 @@ class GlowFlow(tf.Module):
   def build(self, x):
     return self.log_prob(x)
 
+  def parameter_groups(self):
+    """For the library's training step (its per-part gradient norms): one part."""
+    return {"flow/glow": list(self.trainable_variables)}
+
   def elbo_terms(self, x, seed=None):
     del seed
     log_px = self.log_prob(x)
@@ -357,7 +376,8 @@ class GlowFlow(tf.Module):
 
 
 def matched_glow(image_shape, target_params: int, x_build, num_glow_blocks: int = 2,
-                 num_steps_per_block: int = 6, tolerance: float = 0.10):
+                 num_steps_per_block: int = 6, tolerance: float = 0.10,
+                 logit_alpha: float = 0.05):
   """The `GlowFlow` whose num_hidden (a multiple of 8) gives the parameter count nearest to
   `target_params`; returns (glow, params, relative difference). Built on `x_build`."""
   best = None
@@ -375,7 +395,8 @@ def matched_glow(image_shape, target_params: int, x_build, num_glow_blocks: int 
       hi = mid - 8
     else:
       break
-  glow = GlowFlow(image_shape, best[0], num_glow_blocks, num_steps_per_block)
+  glow = GlowFlow(image_shape, best[0], num_glow_blocks, num_steps_per_block,
+                  logit_alpha=logit_alpha)
   glow.build(x_build)  # the real batch initialises ActNorm
   params = count_params(glow.trainable_variables)
   rel = (params - target_params) / target_params

@@ -115,8 +115,9 @@ def check_models(names) -> None:
     if base not in ALL_MODELS:
       raise app.UsageError(f"--models: unknown model {base!r} in {name!r}; expected one of "
                            f"{ALL_MODELS}, optionally with +options.")
-    if base == "glow" and name != base:
-      raise app.UsageError(f"--models: {name!r}: tfb.Glow takes no options.")
+    options = name.split("+")[1:]
+    if base == "glow" and any(common.logit_alpha_option(o) is None for o in options):
+      raise app.UsageError(f"--models: {name!r}: tfb.Glow takes no options but alpha<VALUE>.")
     try:
       _, overrides = common.parse_variant(name, MODEL_SIZE)
       ModelConfig(likelihood=base, **dict(MODEL_SIZE, **overrides)) if base != "glow" else None
@@ -126,18 +127,20 @@ def check_models(names) -> None:
 
 def build_model(name: str, size: dict, x_build, realnvp_flow_params: int | None):
   """Returns (model, info dict)."""
-  if name == "glow":
+  if base_name(name) == "glow":
+    logit_alpha = common.parse_variant(name, size)[1].get("logit_alpha", 0.05)
     if realnvp_flow_params is None:
       realnvp_flow_params = common.count_params(
           VAPNEV(ModelConfig(likelihood="realnvp", **size)).trainable_variables)
     glow, params, rel = common.matched_glow(
         (28, 28, 1), realnvp_flow_params, x_build,
         num_steps_per_block=FLAGS.glow_steps_per_block,
-        tolerance=float("inf") if FLAGS.smoke else 0.10)  # smoke: tiny flows cannot be matched
+        tolerance=float("inf") if FLAGS.smoke else 0.10,  # smoke: tiny flows cannot be matched
+        logit_alpha=logit_alpha)
     glow.pad_batch_to = max(FLAGS.eval_batch_size, FLAGS.batch_size)
     return glow, {"params": params, "glow_num_hidden": glow.config.num_hidden,
                   "glow_blocks": 2, "glow_steps_per_block": FLAGS.glow_steps_per_block,
-                  "params_vs_realnvp_flow": round(rel, 4)}
+                  "params_vs_realnvp_flow": round(rel, 4), "options": {"logit_alpha": logit_alpha}}
   base, overrides = common.parse_variant(name, size)
   model = VAPNEV(ModelConfig(likelihood=base, **size, **overrides))
   info = {"params": common.count_params(model.trainable_variables), "options": overrides}
@@ -323,8 +326,8 @@ def write_markdown(path, payload):
         f"{common.fmt(r['exact_nll_bpd'])} | **{common.fmt(r['best_bound_bpd'])}** | "
         f"{common.fmt(r['kl_nats'], 1)} | {r['load_average_start'][0]}→{r['load_average_end'][0]} |")
   for r in payload["results"]:
-    if r["model"] == "glow":
-      lines += ["", f"Glow: tfb.Glow, 2 blocks x {r['glow_steps_per_block']} steps, "
+    if base_name(r["model"]) == "glow":
+      lines += ["", f"{r['model']}: tfb.Glow, 2 blocks x {r['glow_steps_per_block']} steps, "
                 f"GlowDefaultNetwork num_hidden={r['glow_num_hidden']}: {r['params']:,} parameters "
                 f"({r['params_vs_realnvp_flow']:+.1%} vs our realnvp flow)."]
   for e in payload.get("errors", []):

@@ -32,7 +32,8 @@ def _check_header(payload):
 
 
 def test_quality_smoke(tmp_path):
-  models = ["vapnev", "realnvp", "pixel_logistic", "glow"]  # reported in ALL_MODELS order
+  # reported in ALL_MODELS order; tfb.Glow takes one option, the logit squash alpha
+  models = ["vapnev", "realnvp", "pixel_logistic", "glow+alpha1e-3"]
   _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
        "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
        "--eval_take=64", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
@@ -49,12 +50,14 @@ def test_quality_smoke(tmp_path):
     assert r["steps"] >= 2 and r["images_seen"] == r["steps"] * 16
     assert r["test_images"] == 64 and r["params"] > 0
     assert r["best_bound_bpd"] > 0
-    if r["model"] in ("realnvp", "glow"):
+    if r["model"] in ("realnvp", "glow+alpha1e-3"):
       assert r["iw_bpd"] is None and r["exact_nll_bpd"] is not None
     else:
       assert r["iw_k"] == 2 and r["iw_bpd"] <= r["elbo_bpd"] + 0.5
   assert len(payload["results"][0]["curve"]) >= 2  # vapnev's learning curve
   assert "glow_num_hidden" in payload["results"][-1]
+  assert payload["results"][-1]["options"] == {"logit_alpha": 1e-3}
+  assert payload["results"][0]["options"] == {}  # vapnev: the paper's alpha, 0.05
   markdown = (tmp_path / "quality.md").read_text()
   assert markdown.startswith("# Quality")
   assert "At equal images seen" in markdown  # vapnev and realnvp both have curves
@@ -65,7 +68,7 @@ def test_quality_variants_and_ablation_table(tmp_path):
   # Options on a base model (issue 15/16 ablations): each variant is built with its ModelConfig
   # overrides (ActNorm steps initialised from data) and compared with its base in the markdown.
   models = ["vapnev", "vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
-            "realnvp+glow+vdq"]
+            "realnvp+glow+vdq", "realnvp+alpha1e-6"]
   _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
        "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
        "--eval_take=32", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
@@ -82,6 +85,7 @@ def test_quality_variants_and_ablation_table(tmp_path):
   assert "actnorm" in glow["options"]["flow_layout"]
   assert glow["options"]["dequantization"] == "variational"
   assert glow["exact_nll_bpd"] is not None and glow["iw_bpd"] is None  # a flow: no encoder
+  assert by_name["realnvp+alpha1e-6"]["options"] == {"logit_alpha": 1e-6}
   for r in payload["results"]:
     assert 0 < r["best_bound_bpd"] < 100, r["model"]
   markdown = (tmp_path / "quality.md").read_text()
@@ -117,7 +121,9 @@ def test_quality_refuses_unknown_models_and_options(tmp_path):
   for models, expected in (("vapnev+warp", "options must be distinct names"),
                            ("vapnev+bf16+bf16", "options must be distinct names"),
                            ("flowpp", "unknown model 'flowpp'"),
-                           ("glow+vdq", "tfb.Glow takes no options"),
+                           ("glow+vdq", "tfb.Glow takes no options but alpha<VALUE>"),
+                           ("vapnev+alpha0.5", "alpha<VALUE> with 0 < VALUE < 0.5"),
+                           ("realnvp+alphax", "alpha<VALUE> with 0 < VALUE < 0.5"),
                            ("realnvp+iaf", "realnvp+iaf")):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--smoke",
                            f"--out_dir={tmp_path}", f"--models={models}"], cwd=str(REPO_ROOT),

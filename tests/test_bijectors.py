@@ -128,14 +128,35 @@ def test_pixel_domain_edges_are_finite_and_invertible(dtype):
                              atol=0.05 if dtype == "float32" else 1e-7)
 
 
-def test_preprocessing_log_det_matches_numpy_formula():
-  alpha = 0.05
+@pytest.mark.parametrize("alpha", [0.05, 1e-3, 1e-6])
+def test_preprocessing_log_det_matches_numpy_formula(alpha):
   x = ff.pixels((3, 4, 4, 1), "float64")
   bij = vb.pixels_to_logits(alpha, dtype="float64")
   xp = alpha + (1 - 2 * alpha) * x.numpy() / 256.0
   np.testing.assert_allclose(bij.forward(x), np.log(xp) - np.log1p(-xp), rtol=1e-12)
   expected = np.sum(np.log((1 - 2 * alpha) / (256.0 * xp * (1 - xp))), axis=(1, 2, 3))
   np.testing.assert_allclose(bij.forward_log_det_jacobian(x, event_ndims=3), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 1e-6])
+def test_preprocessing_in_float32_is_finite_and_exact_at_the_pixel_domain_edges(alpha):
+  # The smallest and largest dequantised pixels (0 and the float32 just below 256): with a small
+  # alpha (e.g. 1e-6) 1 - x' is ~1e-6, still above float32's resolution near 1 (6e-8), so the
+  # logit and its log-det stay finite and agree with float64 within what rounding x' to float32
+  # allows: |d logit| = |d x'| / (x' (1 - x')) with |d x'| <= eps.
+  edges = np.array([0.0, 2.0 ** -8, 255.5, 256.0 - 2.0 ** -16]).reshape(1, 2, 2, 1)
+  out32 = vb.pixels_to_logits(alpha, dtype="float32")
+  out64 = vb.pixels_to_logits(alpha, dtype="float64")
+  y32 = out32.forward(tf.constant(edges, tf.float32)).numpy()
+  y64 = out64.forward(tf.constant(edges, tf.float64)).numpy()
+  xp = alpha + (1 - 2 * alpha) * edges / 256.0
+  tolerance = np.finfo(np.float32).eps / (xp * (1 - xp))
+  assert np.all(np.isfinite(y32))
+  assert np.all(np.abs(y32 - y64) <= tolerance), (y32 - y64, tolerance)
+  ldj32 = float(out32.forward_log_det_jacobian(tf.constant(edges, tf.float32), 3)[0])
+  ldj64 = float(out64.forward_log_det_jacobian(tf.constant(edges, tf.float64), 3)[0])
+  assert np.isfinite(ldj32) and abs(ldj32 - ldj64) <= tolerance.sum() + 1e-4 * abs(ldj64)
+  np.testing.assert_allclose(out32.inverse(tf.constant(y32)), edges, rtol=0, atol=2e-3)
 
 
 def test_checkerboard_mask_alternates():

@@ -33,7 +33,9 @@ from vapnev_tf.training import schedules
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_TAGS = {"loss", "elbo_bpd", "recon_bpd", "kl_nats", "kl_bpd", "kl_weight", "learning_rate",
-              "grad_norm", "images_per_sec", "steps_per_sec", "skipped_steps"}
+              "grad_norm", "images_per_sec", "steps_per_sec", "skipped_steps",
+              *(f"grad_norm{kind}/{part}" for kind in ("", "_max")
+                for part in ("encoder", "decoder", "flow/checkerboard", "flow/channel"))}
 EVAL_TAGS = {"elbo_bpd", "iw_bpd", "recon_bpd", "kl_nats", "samples",
              "originals_reconstructions"}
 

@@ -135,6 +135,19 @@ class ConditionalRealNVP(keras.layers.Layer):
     return [getattr(self, step.name) for scale in self._plan for step in scale
             if step.kind.make_layer is not None]
 
+  def parameter_groups(self) -> dict:
+    """The flow's trainable variables by part: {"z_trunk": [...], KIND: [...]} with one entry per
+    step kind of the layout (e.g. "checkerboard", "channel", "actnorm", "invconv"), in order."""
+    groups = {}
+    if self.uses_shared_trunk:
+      groups["z_trunk"] = list(self.z_trunk.trainable_variables)
+    for scale in self._plan:
+      for step in scale:
+        if step.kind.make_layer is not None:
+          groups.setdefault(step.kind.name, []).extend(
+              getattr(self, step.name).trainable_variables)
+    return {name: variables for name, variables in groups.items() if variables}
+
   def coupling_networks(self):
     """All CouplingNetwork layers in the order f_z applies them."""
     return [layer for layer in self.step_layers() if isinstance(layer, CouplingNetwork)]

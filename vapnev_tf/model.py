@@ -108,6 +108,26 @@ class VAPNEV(keras.Model):
   def iaf_posterior(self) -> bool:
     return self.has_vae and self.config.posterior == "iaf"
 
+  def parameter_groups(self) -> dict:
+    """`trainable_variables` partitioned by part of the model, e.g. {"encoder": [...], "iaf",
+    "decoder", "flow/z_trunk", "flow/checkerboard", "flow/channel", "dequantizer"} (the flow by
+    step kind): for per-part gradient norms and per-part optimiser settings. Every trainable
+    variable is in exactly one group; one owned by none of these parts goes to "other"."""
+    parts = [("encoder", "encoder"), ("iaf", "iaf"), ("decoder", "decoder"),
+             ("dequantizer", "dequantizer")]
+    groups = {}
+    for name, attribute in parts:
+      layer = getattr(self, attribute, None)
+      if layer is not None and layer.trainable_variables:
+        groups[name] = list(layer.trainable_variables)
+    if self._likelihood.uses_flow:
+      groups.update({f"flow/{kind}": v for kind, v in self.flow.parameter_groups().items()})
+    grouped = {id(v) for variables in groups.values() for v in variables}
+    other = [v for v in self.trainable_variables if id(v) not in grouped]
+    if other:
+      groups["other"] = other
+    return groups
+
   # --- distributions -------------------------------------------------------------------------
 
   @property

@@ -36,7 +36,7 @@ class Window:
     self.reset(time.time())
 
   def reset(self, now):
-    self.sums, self.good, self.steps, self.start = {}, 0, 0, now
+    self.sums, self.maxima, self.good, self.steps, self.start = {}, {}, 0, 0, now
     self.paused = 0.0
 
   def add(self, out: dict):
@@ -46,12 +46,22 @@ class Window:
     self.good += 1
     for k in ("loss", "log_px", "kl", "grad_norm"):
       self.sums[k] = self.sums.get(k, 0.0) + float(out[k])
+    for k, v in out.items():
+      if k.startswith(GRAD_NORM_PREFIX):
+        self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.maxima[k] = max(self.maxima.get(k, 0.0), float(v))
 
   def means(self):
     return {k: v / self.good for k, v in self.sums.items()} if self.good else {}
 
 
 format_duration = console.format_duration
+
+# Metrics "grad_norm/GROUP" of the training step: the gradient norm of each part of the model
+# (`VAPNEV.parameter_groups`); TensorBoard gets their window means under the same tags and the
+# window maxima under "grad_norm_max/GROUP", the log line the part with the largest mean.
+GRAD_NORM_PREFIX = "grad_norm/"
+GRAD_NORM_MAX_PREFIX = "grad_norm_max/"
 
 CHECKPOINT_LOG_SECONDS = 300.0
 
@@ -128,13 +138,21 @@ class Reporter:
           elbo_bpd=float(bits_per_dim(means["log_px"] - means["kl"], image_shape)),
           recon_bpd=float(bits_per_dim(means["log_px"], image_shape)),
           kl_bpd=-float(bits_per_dim(means["kl"], image_shape)))
+      groups = {k: v for k, v in means.items() if k.startswith(GRAD_NORM_PREFIX)}
+      scalars.update(groups)
+      scalars.update({k.replace(GRAD_NORM_PREFIX, GRAD_NORM_MAX_PREFIX, 1): v
+                      for k, v in window.maxima.items()})
+      largest = ""
+      if groups:
+        name = max(groups, key=groups.get)
+        largest = f" (largest: {name[len(GRAD_NORM_PREFIX):]} {groups[name]:.3g})"
       log = logging.debug if console.live.enabled else logging.info
       log(
           "step %d/%d | %.2f steps/s %.0f img/s | loss %.2f | train ELBO %.4f bpd (recon %.4f, "
-          "KL %.2f nats) | kl_w %.3f | lr %.2e | grad norm %.3g | skipped %d | ETA %s",
+          "KL %.2f nats) | kl_w %.3f | lr %.2e | grad norm %.3g%s | skipped %d | ETA %s",
           s, cfg.train_steps, steps_per_sec, images_per_sec, means["loss"], scalars["elbo_bpd"],
           scalars["recon_bpd"], means["kl"], scalars["kl_weight"], scalars["learning_rate"],
-          means["grad_norm"], skipped_total, format_duration(eta))
+          means["grad_norm"], largest, skipped_total, format_duration(eta))
     else:
       logging.warning("step %d/%d | every step of this window was skipped (skipped %d in "
                       "total)", s, cfg.train_steps, skipped_total)
@@ -182,6 +200,9 @@ class ChiefReporter(Reporter):
     with writer.as_default(step=step):
       for tag in _TRAIN_TAGS:
         if tag in scalars:
+          tf.summary.scalar(tag, scalars[tag])
+      for tag in sorted(scalars):
+        if tag.startswith((GRAD_NORM_PREFIX, GRAD_NORM_MAX_PREFIX)):
           tf.summary.scalar(tag, scalars[tag])
     writer.flush()
 

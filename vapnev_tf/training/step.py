@@ -75,6 +75,13 @@ def counter(name: str) -> tf.Variable:
   return tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
 
 
+def _group_indices(model: VAPNEV, variables) -> dict:
+  """{group: positions in `variables`} of `model.parameter_groups()` (traced once per step)."""
+  position = {id(v): i for i, v in enumerate(variables)}
+  return {name: [position[id(v)] for v in group]
+          for name, group in model.parameter_groups().items()}
+
+
 def _apply_if(ok, optimizer, grads, variables):
   """`optimizer.apply_gradients(zip(grads, variables))` if `ok` (identical on every replica)."""
 
@@ -106,7 +113,8 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
   `(global_batch_size / replicas, H, W, C)`), updates `state` (weights and Adam unless the step
   is skipped, and the counters) and returns global scalars: {"loss", "log_px", "kl" (means over
   the global batch), "grad_norm", "ok" (the update was applied), "kl_weight", "learning_rate"
-  (the one this update used), "per_replica_batch_size"}.
+  (the one this update used), "per_replica_batch_size", and "grad_norm/GROUP" for each group of
+  `model.parameter_groups()` (the global norm of that part's gradient, before clipping)}.
   """
   replicas = strategy.num_replicas_in_sync
   nan_from = train_cfg.debug_inject_nan_at_step
@@ -146,6 +154,8 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     stats = ctx.all_reduce(tf.distribute.ReduceOp.SUM, stats)  # (loss, log p(x|z), KL) global means
     grad_norm = tf.linalg.global_norm(grads)
+    group_norms = {f"grad_norm/{name}": tf.linalg.global_norm([grads[i] for i in indices])
+                   for name, indices in _group_indices(state.model, variables).items()}
     ok = tf.math.is_finite(stats[0]) & tf.math.is_finite(grad_norm)
     if train_cfg.clip_grad_norm > 0:
       grads, _ = tf.clip_by_global_norm(grads, train_cfg.clip_grad_norm, use_norm=grad_norm)
@@ -155,7 +165,8 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
     _apply_if(ok, state.optimizer, grads, variables)
     return {"loss": stats[0], "log_px": stats[1], "kl": stats[2], "grad_norm": grad_norm,
             "ok": ok, "kl_weight": kl_w, "learning_rate": tf.cast(learning_rate, tf.float32),
-            "per_replica_batch_size": tf.constant(int(x.shape[0]), tf.int64)}  # static shape
+            "per_replica_batch_size": tf.constant(int(x.shape[0]), tf.int64),  # static shape
+            **group_norms}
 
   @tf.function
   def train_step(state: TrainState, iterator):
