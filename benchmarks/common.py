@@ -85,8 +85,9 @@ def timing_size(name: str, smoke: bool) -> dict:
 
 # Options of the benchmarks' model variants: "vapnev+shared+fused" is the vapnev model with the
 # ModelConfig overrides of "shared" and "fused". "glow" depends on the size (its number of scales).
-# One option takes a value: "alpha<VALUE>" sets logit_alpha (e.g. "realnvp+alpha1e-6"); it is the
-# only option tfb.Glow ("glow+alpha1e-6") takes.
+# Two options take a value: "alpha<VALUE>" sets logit_alpha (e.g. "realnvp+alpha1e-6"; the only
+# option tfb.Glow, "glow+alpha1e-6", takes) and "freebits<VALUE>" the training objective's
+# kl_free_nats (TrainConfig; e.g. "vapnev+freebits8"), returned by `train_overrides`.
 MODEL_OPTIONS = {
     "shared": lambda size: dict(conditioning="shared"),
     "fused": lambda size: dict(fused_networks=True),
@@ -106,27 +107,51 @@ def _glow_layout(size: dict) -> str:
 def parse_variant(name: str, size: dict) -> tuple[str, dict]:
   """`"vapnev+shared+bf16"` -> `("vapnev", ModelConfig overrides)`; a plain name has none."""
   base, *options = name.split("+")
-  unknown = [o for o in options if o not in MODEL_OPTIONS and logit_alpha_option(o) is None]
+  unknown = [o for o in options if o not in MODEL_OPTIONS and logit_alpha_option(o) is None
+             and free_nats_option(o) is None]
   if unknown or len(set(options)) != len(options):
     raise ValueError(f"model variant {name!r}: options must be distinct names from "
-                     f"{sorted(MODEL_OPTIONS)} or alpha<VALUE> with 0 < VALUE < 0.5 "
-                     f"(logit_alpha), got {options}.")
+                     f"{sorted(MODEL_OPTIONS)}, alpha<VALUE> with 0 < VALUE < 0.5 "
+                     f"(logit_alpha) or freebits<VALUE> with VALUE > 0 (kl_free_nats), got "
+                     f"{options}.")
+  if base != "vapnev" and any(free_nats_option(o) is not None for o in options):
+    raise ValueError(f"model variant {name!r}: freebits<VALUE> needs a latent, i.e. the vapnev "
+                     "model.")
   overrides = {}
   for option in options:
+    if free_nats_option(option) is not None:
+      continue
     alpha = logit_alpha_option(option)
     overrides.update(dict(logit_alpha=alpha) if alpha is not None else MODEL_OPTIONS[option](size))
   return base, overrides
 
 
-def logit_alpha_option(option: str) -> float | None:
-  """`"alpha1e-6"` -> 1e-6 (the logit squash, 0 < alpha < 0.5); None if not such an option."""
-  if not option.startswith("alpha"):
+def train_overrides(name: str) -> dict:
+  """The TrainConfig overrides of a variant: `"vapnev+freebits8"` -> `{"kl_free_nats": 8.0}`."""
+  _, *options = name.split("+")
+  values = [free_nats_option(o) for o in options if free_nats_option(o) is not None]
+  return dict(kl_free_nats=values[0]) if values else {}
+
+
+def _numeric_option(option: str, prefix: str, upper: float) -> float | None:
+  """`prefix<VALUE>` -> VALUE if 0 < VALUE < upper; None if `option` is not of that form."""
+  if not option.startswith(prefix):
     return None
   try:
-    value = float(option[len("alpha"):])
+    value = float(option[len(prefix):])
   except ValueError:
     return None
-  return value if 0.0 < value < 0.5 else None
+  return value if 0.0 < value < upper else None
+
+
+def free_nats_option(option: str) -> float | None:
+  """`"freebits8"` -> 8.0 (free bits in nats, > 0); None if not such an option."""
+  return _numeric_option(option, "freebits", float("inf"))
+
+
+def logit_alpha_option(option: str) -> float | None:
+  """`"alpha1e-6"` -> 1e-6 (the logit squash, 0 < alpha < 0.5); None if not such an option."""
+  return _numeric_option(option, "alpha", 0.5)
 
 
 def ablation_reference(name: str, names) -> str | None:

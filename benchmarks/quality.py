@@ -143,7 +143,8 @@ def build_model(name: str, size: dict, x_build, realnvp_flow_params: int | None)
                   "params_vs_realnvp_flow": round(rel, 4), "options": {"logit_alpha": logit_alpha}}
   base, overrides = common.parse_variant(name, size)
   model = VAPNEV(ModelConfig(likelihood=base, **size, **overrides))
-  info = {"params": common.count_params(model.trainable_variables), "options": overrides}
+  info = {"params": common.count_params(model.trainable_variables),
+          "options": {**overrides, **common.train_overrides(name)}}
   if model.config.uses_flow:
     info["flow_params"] = common.count_params(model.flow.trainable_variables)
   return model, info
@@ -155,7 +156,8 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
   train_cfg = TrainConfig(seed=FLAGS.seed, strategy="one_device",
                           learning_rate=FLAGS.learning_rate,
                           kl_anneal_steps=0 if base_name(name) in FLOW_ONLY
-                          else FLAGS.kl_anneal_steps, export_at_end=False)
+                          else FLAGS.kl_anneal_steps, export_at_end=False,
+                          **common.train_overrides(name))
   dist = data_lib.distributed_dataset(strategy, train_data_cfg, "train")
   iterator = iter(dist)
   x_build = next(iter(data_lib.train_dataset(train_data_cfg)))

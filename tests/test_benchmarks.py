@@ -68,7 +68,7 @@ def test_quality_variants_and_ablation_table(tmp_path):
   # Options on a base model (issue 15/16 ablations): each variant is built with its ModelConfig
   # overrides (ActNorm steps initialised from data) and compared with its base in the markdown.
   models = ["vapnev", "vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
-            "realnvp+glow+vdq", "realnvp+alpha1e-6"]
+            "realnvp+glow+vdq", "realnvp+alpha1e-6", "vapnev+freebits2"]
   _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
        "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
        "--eval_take=32", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
@@ -86,13 +86,15 @@ def test_quality_variants_and_ablation_table(tmp_path):
   assert glow["options"]["dequantization"] == "variational"
   assert glow["exact_nll_bpd"] is not None and glow["iw_bpd"] is None  # a flow: no encoder
   assert by_name["realnvp+alpha1e-6"]["options"] == {"logit_alpha": 1e-6}
+  assert by_name["vapnev+freebits2"]["options"] == {"kl_free_nats": 2.0}  # a TrainConfig field
   for r in payload["results"]:
     assert 0 < r["best_bound_bpd"] < 100, r["model"]
   markdown = (tmp_path / "quality.md").read_text()
   # ablation rows: against the largest subset that ran, and all options together against the root
   rows = {l.split(" | ")[0][2:]: l for l in markdown.splitlines()
           if l.startswith("| vapnev") and " | 2026-" not in l and " | vapnev" in l}
-  assert set(rows) == {"vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf"}
+  assert set(rows) == {"vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
+                       "vapnev+freebits2"}
   assert rows["vapnev+iaf"].startswith("| vapnev+iaf | vapnev |")
   assert " vs vapnev |" not in rows["vapnev+iaf"]  # its reference is already the root
   for name in ("vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf"):
@@ -124,7 +126,9 @@ def test_quality_refuses_unknown_models_and_options(tmp_path):
                            ("glow+vdq", "tfb.Glow takes no options but alpha<VALUE>"),
                            ("vapnev+alpha0.5", "alpha<VALUE> with 0 < VALUE < 0.5"),
                            ("realnvp+alphax", "alpha<VALUE> with 0 < VALUE < 0.5"),
-                           ("realnvp+iaf", "realnvp+iaf")):
+                           ("realnvp+iaf", "realnvp+iaf"),
+                           ("vapnev+freebits0", "freebits<VALUE> with VALUE > 0"),
+                           ("realnvp+freebits2", "freebits<VALUE> needs a latent")):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--smoke",
                            f"--out_dir={tmp_path}", f"--models={models}"], cwd=str(REPO_ROOT),
                           capture_output=True, text=True, timeout=120,

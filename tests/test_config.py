@@ -37,7 +37,7 @@ CLASSES = (ModelConfig, DataConfig, TrainConfig)
 # New ModelConfig fields, each defaulting to the old behaviour.
 FLAGS_ADDED_SINCE = ("flow_layout", "dequantization", "dequantization_filters", "posterior",
                      "iaf_steps", "iaf_hidden", "conditioning", "fused_networks", "compute_dtype",
-                     "intra_op_threads", "inter_op_threads")
+                     "intra_op_threads", "inter_op_threads", "kl_free_nats")
 FLAG_NAMES = (
     "workdir force_config seed train_steps strategy num_cpu_devices jit_compile deterministic_ops "
     "learning_rate adam_beta1 adam_beta2 adam_epsilon warmup_steps lr_decay min_lr_fraction "
@@ -282,6 +282,16 @@ def test_config_differences_compare_run_defining_fields_only():
   del stored["train"]["clip_grad_norm"]
   assert config_run.config_differences(stored, same) == [
       "train.clip_grad_norm: stored <absent>, requested 0.0"]
+
+
+def test_a_run_stored_before_a_field_existed_compares_as_the_fields_absent_means():
+  # kl_free_nats declares absent_means=0.0: runs stored before it trained without free bits
+  stored = resolved(flagfile="configs/smoke.flags")
+  del stored["train"]["kl_free_nats"]
+  assert config_run.config_differences(stored, resolved(flagfile="configs/smoke.flags")) == []
+  assert config_run.config_differences(
+      stored, resolved("--kl_free_nats=2", flagfile="configs/smoke.flags")) == [
+          "train.kl_free_nats: stored 0.0, requested 2.0"]
 
 
 def test_resume_check_refuses_a_changed_train_field(tmp_path):

@@ -252,12 +252,21 @@ def test_batch_not_divisible_by_replicas_is_refused():
     (["--batch_size=-4"], "batch_size"),
     (["--strategy=tpu"], "strategy"),
     (["--kl_schedule=cubic"], "kl_schedule"),
+    (["--kl_free_nats=-1"], "--kl_free_nats must be >= 0"),
+    (["--kl_free_nats=nan"], "kl_free_nats"),
     (["--learning_rate=0"], "--learning_rate must be > 0"),
     (["--eval_num_samples=0"], "eval_num_samples"),
 ])
 def test_bad_flags_are_refused_with_the_flag_named(extra, message):
   with pytest.raises(flags.Error, match=message):
     parse("unused", *extra)
+
+
+def test_free_bits_without_a_latent_are_refused():
+  with pytest.raises(ValueError, match="--kl_free_nats=2.0 needs a latent: --likelihood=realnvp"):
+    train_cli.configs_from_flags(parse("unused", "--likelihood=realnvp", "--kl_free_nats=2"))
+  _, _, train_cfg = train_cli.configs_from_flags(parse("unused", "--kl_free_nats=2"))
+  assert train_cfg.kl_free_nats == 2.0
 
 
 def test_missing_flagfile_is_reported():

@@ -31,13 +31,17 @@ _MISSING = dataclasses.MISSING
 
 def _field(default, help, kind, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,
            optional=False, check=None, flag=_MISSING, define_flag=True, flag_map=None,
-           flag_none=None, resume=RUN_DEFINING, why=""):  # pylint: disable=redefined-builtin
+           flag_none=None, resume=RUN_DEFINING, why="",
+           absent_means=_MISSING):  # pylint: disable=redefined-builtin
+  """`absent_means`: for a field added after runs were stored, the value a stored config without
+  it had in effect (the behaviour before the field existed), so that those runs still resume;
+  undeclared, a stored config that lacks the field differs from any requested value."""
   if resume not in (RUN_DEFINING, RESUMABLE):
     raise ValueError(f"resume must be {RUN_DEFINING!r} or {RESUMABLE!r}, got {resume!r}.")
   metadata = dict(help=help, kind=kind, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open,
                   choices=tuple(choices) if choices is not None else None, optional=optional,
                   check=check, flag=flag, define_flag=define_flag, flag_map=flag_map,
-                  flag_none=flag_none, resume=resume, why=why)
+                  flag_none=flag_none, resume=resume, why=why, absent_means=absent_means)
   return dataclasses.field(default=default, metadata=metadata)
 
 

@@ -48,12 +48,15 @@ def configs_from_run_dict(run_config: dict, sections=tuple(SECTIONS)) -> tuple:
 
 def config_differences(stored: dict, requested: dict) -> list[str]:
   """"section.field: stored X, requested Y" for every run-defining field whose values differ
-  between two run config dicts (a field absent on one side shows as <absent>)."""
+  between two run config dicts (a field absent on one side shows as <absent>, except a field the
+  stored config predates: absent there, it compares as its declared `absent_means`)."""
   missing = object()
   diffs = []
   for section, cls in SECTIONS.items():
     free = {f.name for f in dataclasses.fields(cls) if f.metadata["resume"] == RESUMABLE}
-    old = _jsonable(stored.get(section, {}))
+    predated = {f.name: f.metadata["absent_means"] for f in dataclasses.fields(cls)
+                if f.metadata["absent_means"] is not dataclasses.MISSING}
+    old = _jsonable({**predated, **stored.get(section, {})})
     new = _jsonable(requested.get(section, {}))
     for key in sorted(set(old) | set(new)):
       if key in free:

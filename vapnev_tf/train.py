@@ -64,6 +64,9 @@ def configs_from_flags(fv: flags.FlagValues):
   model_cfg = ModelConfig(image_shape=data_lib.image_shape(data_cfg.dataset, data_cfg),
                           **config_flags.kwargs_from_flags(fv, ModelConfig))
   train_cfg = TrainConfig(**config_flags.kwargs_from_flags(fv, TrainConfig))
+  if train_cfg.kl_free_nats > 0 and not model_cfg.has_vae:
+    raise ValueError(f"--kl_free_nats={train_cfg.kl_free_nats} needs a latent: "
+                     f"--likelihood={model_cfg.likelihood} has no KL term (use 0).")
   return model_cfg, data_cfg, train_cfg
 
 

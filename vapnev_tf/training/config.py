@@ -83,6 +83,11 @@ class TrainConfig(ConfigBase):
   kl_schedule: str = choice_field(
       "linear", "Shape of the KL annealing (see schedules.kl_weight).", KL_SCHEDULES, **_RUN,
       why="the objective being optimised at each step")
+  kl_free_nats: float = float_field(
+      0.0, "Free bits (Kingma et al., 2016): the training loss charges max(kl_free_nats, the "
+      "batch-mean KL) nats of KL, so the posterior may carry that much information for free "
+      "(against posterior collapse); 0 = off. Reported bounds always use the full KL.", lo=0.0,
+      **_RUN, why="the objective being optimised at each step", absent_means=0.0)
   log_every: int = int_field(100, "Steps between log lines and training summaries.", lo=1,
                              **_FREE, why=_CADENCE)
   eval_every: int = int_field(

@@ -6,8 +6,8 @@
 
 The step is one `tf.function` running `strategy.run`:
   1. per replica: z ~ q(z|x) with a stateless seed (seed, `seeds.TRAIN_Z`, step, replica),
-     per-example loss -(log p(x|z) - w_KL(step) KL) (Eq. 1 with the KL weight), averaged over the
-     GLOBAL batch;
+     per-example loss -(log p(x|z) - w_KL(step) KL) (Eq. 1 with the KL weight; free bits
+     optional: `objective.replica_loss`), averaged over the GLOBAL batch;
   2. gradients and scalar statistics are all-reduced by the step itself, so every replica holds
      the global gradient, its global norm and one `ok = all finite` flag;
   3. the global gradient is clipped by its global norm (optional) and applied with
@@ -28,6 +28,7 @@ import tensorflow as tf
 from vapnev_tf import seeds
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.model import VAPNEV
+from vapnev_tf.training import objective
 from vapnev_tf.training import schedules
 from vapnev_tf.training.config import TrainConfig
 
@@ -126,8 +127,7 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
       terms = model.elbo_terms(x, seed=seed)
       log_px, kl = terms["log_px_given_z"], terms["kl"]  # (B,) each
       kl_w = schedules.kl_weight(step_value, train_cfg.kl_anneal_steps, train_cfg.kl_schedule)
-      per_example_loss = -(log_px - tf.cast(kl_w, kl.dtype) * kl)
-      loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
+      loss = objective.replica_loss(log_px, kl, kl_w, train_cfg.kl_free_nats, global_batch_size)
       if nan_from >= 0:  # test hook: loss (and so every gradient) becomes NaN
         number = step_value + 1  # this step's number as logged (the counter after it)
         bad = (number >= nan_from) & (number < nan_to)
