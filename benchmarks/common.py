@@ -86,8 +86,9 @@ def timing_size(name: str, smoke: bool) -> dict:
 # Options of the benchmarks' model variants: "vapnev+shared+fused" is the vapnev model with the
 # ModelConfig overrides of "shared" and "fused". "glow" depends on the size (its number of scales).
 # Two options take a value: "alpha<VALUE>" sets logit_alpha (e.g. "realnvp+alpha1e-6"; the only
-# option tfb.Glow, "glow+alpha1e-6", takes) and "freebits<VALUE>" the training objective's
-# kl_free_nats (TrainConfig; e.g. "vapnev+freebits8"), returned by `train_overrides`.
+# option tfb.Glow, "glow+alpha1e-6", takes); two set TrainConfig fields, returned by
+# `train_overrides`: "freebits<VALUE>" the training objective's kl_free_nats (e.g.
+# "vapnev+freebits8") and "clip<VALUE>" clip_grad_norm (e.g. "vapnev+vdq+glow+iaf+clip5e4").
 MODEL_OPTIONS = {
     "shared": lambda size: dict(conditioning="shared"),
     "fused": lambda size: dict(fused_networks=True),
@@ -108,18 +109,18 @@ def parse_variant(name: str, size: dict) -> tuple[str, dict]:
   """`"vapnev+shared+bf16"` -> `("vapnev", ModelConfig overrides)`; a plain name has none."""
   base, *options = name.split("+")
   unknown = [o for o in options if o not in MODEL_OPTIONS and logit_alpha_option(o) is None
-             and free_nats_option(o) is None]
+             and train_option(o) is None]
   if unknown or len(set(options)) != len(options):
     raise ValueError(f"model variant {name!r}: options must be distinct names from "
                      f"{sorted(MODEL_OPTIONS)}, alpha<VALUE> with 0 < VALUE < 0.5 "
-                     f"(logit_alpha) or freebits<VALUE> with VALUE > 0 (kl_free_nats), got "
-                     f"{options}.")
+                     f"(logit_alpha), freebits<VALUE> with VALUE > 0 (kl_free_nats) or "
+                     f"clip<VALUE> with VALUE > 0 (clip_grad_norm), got {options}.")
   if base != "vapnev" and any(free_nats_option(o) is not None for o in options):
     raise ValueError(f"model variant {name!r}: freebits<VALUE> needs a latent, i.e. the vapnev "
                      "model.")
   overrides = {}
   for option in options:
-    if free_nats_option(option) is not None:
+    if train_option(option) is not None:
       continue
     alpha = logit_alpha_option(option)
     overrides.update(dict(logit_alpha=alpha) if alpha is not None else MODEL_OPTIONS[option](size))
@@ -127,10 +128,20 @@ def parse_variant(name: str, size: dict) -> tuple[str, dict]:
 
 
 def train_overrides(name: str) -> dict:
-  """The TrainConfig overrides of a variant: `"vapnev+freebits8"` -> `{"kl_free_nats": 8.0}`."""
+  """The TrainConfig overrides of a variant: `"vapnev+freebits8+clip5e4"` ->
+  `{"kl_free_nats": 8.0, "clip_grad_norm": 5e4}`."""
   _, *options = name.split("+")
-  values = [free_nats_option(o) for o in options if free_nats_option(o) is not None]
-  return dict(kl_free_nats=values[0]) if values else {}
+  return dict(filter(None, map(train_option, options)))
+
+
+def train_option(option: str) -> tuple[str, float] | None:
+  """`"freebits8"` -> ("kl_free_nats", 8.0), `"clip5e4"` -> ("clip_grad_norm", 5e4); None if
+  `option` is neither."""
+  for field, value in (("kl_free_nats", free_nats_option(option)),
+                       ("clip_grad_norm", clip_norm_option(option))):
+    if value is not None:
+      return field, value
+  return None
 
 
 def _numeric_option(option: str, prefix: str, upper: float) -> float | None:
@@ -147,6 +158,11 @@ def _numeric_option(option: str, prefix: str, upper: float) -> float | None:
 def free_nats_option(option: str) -> float | None:
   """`"freebits8"` -> 8.0 (free bits in nats, > 0); None if not such an option."""
   return _numeric_option(option, "freebits", float("inf"))
+
+
+def clip_norm_option(option: str) -> float | None:
+  """`"clip5e4"` -> 5e4 (clip the global gradient norm at it, > 0); None if not such an option."""
+  return _numeric_option(option, "clip", float("inf"))
 
 
 def logit_alpha_option(option: str) -> float | None:

@@ -68,7 +68,7 @@ def test_quality_variants_and_ablation_table(tmp_path):
   # Options on a base model (issue 15/16 ablations): each variant is built with its ModelConfig
   # overrides (ActNorm steps initialised from data) and compared with its base in the markdown.
   models = ["vapnev", "vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
-            "realnvp+glow+vdq", "realnvp+alpha1e-6", "vapnev+freebits2"]
+            "realnvp+glow+vdq", "realnvp+alpha1e-6", "vapnev+freebits2+clip1e3"]
   _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
        "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
        "--eval_take=32", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
@@ -86,7 +86,8 @@ def test_quality_variants_and_ablation_table(tmp_path):
   assert glow["options"]["dequantization"] == "variational"
   assert glow["exact_nll_bpd"] is not None and glow["iw_bpd"] is None  # a flow: no encoder
   assert by_name["realnvp+alpha1e-6"]["options"] == {"logit_alpha": 1e-6}
-  assert by_name["vapnev+freebits2"]["options"] == {"kl_free_nats": 2.0}  # a TrainConfig field
+  assert by_name["vapnev+freebits2+clip1e3"]["options"] == {  # TrainConfig fields
+      "kl_free_nats": 2.0, "clip_grad_norm": 1e3}
   for r in payload["results"]:
     assert 0 < r["best_bound_bpd"] < 100, r["model"]
   markdown = (tmp_path / "quality.md").read_text()
@@ -94,7 +95,7 @@ def test_quality_variants_and_ablation_table(tmp_path):
   rows = {l.split(" | ")[0][2:]: l for l in markdown.splitlines()
           if l.startswith("| vapnev") and " | 2026-" not in l and " | vapnev" in l}
   assert set(rows) == {"vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
-                       "vapnev+freebits2"}
+                       "vapnev+freebits2+clip1e3"}
   assert rows["vapnev+iaf"].startswith("| vapnev+iaf | vapnev |")
   assert " vs vapnev |" not in rows["vapnev+iaf"]  # its reference is already the root
   for name in ("vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf"):
@@ -119,6 +120,19 @@ def test_ablation_reference_is_the_largest_subset_of_options_that_ran():
   assert common.ablation_root("vapnev+shared+fused+vdq", names[1:3]) == "vapnev+shared+fused"
 
 
+def test_train_overrides_of_a_variant():
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  assert common.train_overrides("vapnev+shared+vdq") == {}
+  assert common.train_overrides("vapnev+clip5e4+freebits8") == {"clip_grad_norm": 5e4,
+                                                               "kl_free_nats": 8.0}
+  assert common.train_overrides("realnvp+glow+clip100") == {"clip_grad_norm": 100.0}
+  size = dict(common.SMOKE_SIZE)
+  assert common.parse_variant("realnvp+vdq+clip100", size) == (
+      "realnvp", {"dequantization": "variational"})  # not a ModelConfig field
+  with pytest.raises(ValueError, match="clip<VALUE> with VALUE > 0"):
+    common.parse_variant("vapnev+clip-1", size)
+
+
 def test_quality_refuses_unknown_models_and_options(tmp_path):
   for models, expected in (("vapnev+warp", "options must be distinct names"),
                            ("vapnev+bf16+bf16", "options must be distinct names"),
@@ -128,7 +142,8 @@ def test_quality_refuses_unknown_models_and_options(tmp_path):
                            ("realnvp+alphax", "alpha<VALUE> with 0 < VALUE < 0.5"),
                            ("realnvp+iaf", "realnvp+iaf"),
                            ("vapnev+freebits0", "freebits<VALUE> with VALUE > 0"),
-                           ("realnvp+freebits2", "freebits<VALUE> needs a latent")):
+                           ("realnvp+freebits2", "freebits<VALUE> needs a latent"),
+                           ("vapnev+clip0", "clip<VALUE> with VALUE > 0")):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--smoke",
                            f"--out_dir={tmp_path}", f"--models={models}"], cwd=str(REPO_ROOT),
                           capture_output=True, text=True, timeout=120,
