@@ -1,7 +1,7 @@
 r"""Report of a long training run: learning curve vs. wall-clock minutes, stability (issues 8 and 9).
 
     python -m vapnev_tf.train --flagfile=configs/fashion_mnist.flags --workdir=W \
-        --train_steps=7500 --eval_every=500 --eval_take=2000 --eval_num_samples=1
+        --eval_every=500 --eval_take=2000 --eval_num_samples=1
     python -m vapnev_tf.evaluate --workdir=W --num_samples=100 --eval_take=1000
     python -m benchmarks.long_run --workdir=W [--eval_json=W/evaluations/X.json]
         [--compare_workdir=OTHER | --compare_report=JSON] [--compare_label="..."]
