@@ -85,10 +85,10 @@ def timing_size(name: str, smoke: bool) -> dict:
 
 # Options of the benchmarks' model variants: "vapnev+shared+fused" is the vapnev model with the
 # ModelConfig overrides of "shared" and "fused". "glow" depends on the size (its number of scales).
-# Two options take a value: "alpha<VALUE>" sets logit_alpha (e.g. "realnvp+alpha1e-6"; the only
-# option tfb.Glow, "glow+alpha1e-6", takes); two set TrainConfig fields, returned by
-# `train_overrides`: "freebits<VALUE>" the training objective's kl_free_nats (e.g.
-# "vapnev+freebits8") and "clip<VALUE>" clip_grad_norm (e.g. "vapnev+vdq+glow+iaf+clip5e4").
+# Three options take a value: "alpha<VALUE>" sets logit_alpha (e.g. "realnvp+alpha1e-6"; the only
+# option tfb.Glow, "glow+alpha1e-6", takes); "freebits<VALUE>" and "clip<VALUE>" set the TrainConfig
+# fields kl_free_nats (e.g. "vapnev+freebits8") and clip_grad_norm (e.g.
+# "vapnev+vdq+glow+iaf+clip5e4"), returned by `train_overrides`.
 MODEL_OPTIONS = {
     "shared": lambda size: dict(conditioning="shared"),
     "fused": lambda size: dict(fused_networks=True),

@@ -27,8 +27,8 @@ Models ("same flow" for vapnev, vae_flow and realnvp; see MODEL_SIZE):
 Variants: `--models` also takes a model with options, `BASE+OPTION+...` (options in
 benchmarks/common.py MODEL_OPTIONS: shared, fused, bf16, vdq, glow, iaf; and with a value:
 alpha<VALUE> = logit_alpha, freebits<VALUE> = kl_free_nats, clip<VALUE> = clip_grad_norm), e.g.
-`vapnev+shared+fused+bf16` or `realnvp+vdq+clip5e4`; the markdown then has an ablation table of every
-variant against its base model (same budget, same data). `--size` picks the model size: the
+`vapnev+shared+fused+bf16` or `realnvp+vdq+clip5e4`; the markdown then has an ablation table of
+every variant against its base model (same budget, same data). `--size` picks the model size: the
 default `benchmark` (MODEL_SIZE) or a config's (`quick`, `fashion_mnist`: configs/NAME.flags).
 
 Outputs: OUT_DIR/quality.json, OUT_DIR/quality.md, OUT_DIR/quality_curve.png (test ELBO bits/dim
