@@ -316,8 +316,8 @@ TARGET_LABEL = "issue 8 target, VAPNEV IW"
 def finish_bpd_plot(fig, ax, path, values, *, target: float, xlabel: str, ylabel: str,
                     title: str, legend_size: int = 8, target_label: str = TARGET_LABEL) -> str:
   """Shared look of the bits/dim-vs-minutes figures: y range from `values` (outliers clipped),
-  the target (issue 8's by default) as a dotted line, grid, legend; saves to `path` and closes
-  the figure."""
+  the target (label: TARGET_LABEL by default) as a dotted line, grid, legend; saves to `path`
+  and closes the figure."""
   style_bpd_axes(ax, values, target=target, xlabel=xlabel, ylabel=ylabel, title=title,
                  legend_size=legend_size, target_label=target_label)
   return save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""Training images/s of VAPNEV's network options vs the same-flow realnvp (issue 15).
+"""Training images/s of VAPNEV's network options vs the same-flow realnvp.
 
 Every model is built in ONE process and timed in alternating windows (realnvp, then each VAPNEV
 variant, round after round, like throughput.py's Glow comparison), so a loaded machine slows all

@@ -1,4 +1,4 @@
-r"""Report of a long training run: learning curve vs. wall-clock minutes, stability (issues 8 and 9).
+r"""Report of a long training run: learning curve vs. wall-clock minutes, stability.
 
     python -m vapnev_tf.train --flagfile=configs/fashion_mnist.flags --workdir=W \
         --eval_every=500 --eval_take=2000 --eval_num_samples=1
@@ -44,7 +44,7 @@ flags.DEFINE_string("compare_report", None, "Optional long_run.json of an earlie
 flags.DEFINE_string("compare_label", "comparison run", "Legend label of the comparison run (with "
                     "--compare_report, default: the label stored in the report).")
 flags.DEFINE_string("out_dir", "benchmarks/results", "Where the JSON, markdown and PNG go.")
-flags.DEFINE_float("target_bpd", 2.95, "Horizontal reference line (issue 8's target).")
+flags.DEFINE_float("target_bpd", 2.95, "Horizontal reference line (bits/dim).")
 flags.DEFINE_string("target_label", common.TARGET_LABEL, "Legend label of --target_bpd.")
 
 TRAIN_TAGS = ("elbo_bpd", "loss", "grad_norm", "learning_rate", "kl_nats", "steps_per_sec",

@@ -1,4 +1,4 @@
-r"""Per-op overhead of one training step (issue 15, deliverable 5): what the small networks of a
+r"""Per-op overhead of one training step (docs/results.md): what the small networks of a
 2-core CPU run pay besides arithmetic, and which settings buy it back.
 
     python -m benchmarks.overhead                      # writes benchmarks/results/overhead.{json,md}

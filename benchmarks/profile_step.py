@@ -1,4 +1,4 @@
-r"""Where one training step spends its time and FLOPs, part by part (issue 15, deliverable 1).
+r"""Where one training step spends its time and FLOPs, part by part.
 
     python -m benchmarks.profile_step                        # quick + benchmark sizes, 3 models
     python -m benchmarks.profile_step --smoke                # tiny sizes, for tests

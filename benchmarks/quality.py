@@ -1,11 +1,11 @@
-r"""Quality at equal wall-clock budget on real Fashion-MNIST (issue 8, deliverable 1).
+r"""Quality at equal wall-clock budget on real Fashion-MNIST (docs/results.md).
 
     python -m benchmarks.quality --budget_minutes=20            # the dedicated run
     python -m benchmarks.quality --budget_minutes=4 --eval_take=2000 --iw_samples=20
 
 Every model is trained for the same wall-clock budget, with the same batch size, data stream and
-optimiser (Adam, lr 5e-4 -- the stable rate of configs/fashion_mnist.flags, see BUILD_NOTES
-"Long run" -- Keras defaults otherwise, constant learning rate), by the LIBRARY's own
+optimiser (Adam, lr 5e-4 -- the stable rate of configs/fashion_mnist.flags, see BUILD_NOTES.md
+decision 16 -- Keras defaults otherwise, constant learning rate), by the LIBRARY's own
 training step (`vapnev_tf.training.step.make_train_step`, on a OneDeviceStrategy): per-example loss
 -(log p(x|z) - w_KL(step) KL), w_KL linear 0 -> 1 over `--kl_anneal_steps` (no KL for flows).
 The budget clock starts after the first (tracing) step, whose time is reported separately, and is
@@ -81,7 +81,7 @@ flags.DEFINE_integer("iw_chunk_size", 10, "Importance samples evaluated at once.
 flags.DEFINE_integer("eval_batch_size", 250, "Evaluation batch size.")
 flags.DEFINE_integer("kl_anneal_steps", 500, "Linear KL annealing 0 -> 1 over this many steps.")
 flags.DEFINE_float("learning_rate", 5e-4, "Adam learning rate (every model). 1e-3 blows up "
-                   "VAPNEV after warm-up at the fashion_mnist size (BUILD_NOTES).")
+                   "VAPNEV after warm-up at the fashion_mnist size (BUILD_NOTES.md, Decisions).")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and z draws.")
 flags.DEFINE_integer("curve_take", 1000, "Test images of each learning-curve point.")
 flags.DEFINE_integer("curve_points", 8, "Learning-curve evaluations per model (0: none).")

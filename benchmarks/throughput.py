@@ -1,4 +1,4 @@
-r"""Throughput, memory and FLOP efficiency of VAPNEV on this machine (issue 8, deliverable 2).
+r"""Throughput, memory and FLOP efficiency of VAPNEV on this machine (docs/results.md).
 
     python -m benchmarks.throughput                 # everything below, ~15-25 min on 2 cores
     python -m benchmarks.throughput --smoke         # tiny configs, for tests

@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark scripts (issue 8): tiny models, a few steps, well-formed JSON.
+"""Smoke tests of the benchmark scripts: tiny models, a few steps, well-formed JSON.
 
 Each script runs in a subprocess exactly as a user would run it (`python -m benchmarks.X`); no
 timing is asserted, only that the outputs exist and carry the expected keys and sane values.
@@ -65,7 +65,7 @@ def test_quality_smoke(tmp_path):
 
 
 def test_quality_variants_and_ablation_table(tmp_path):
-  # Options on a base model (issue 15/16 ablations): each variant is built with its ModelConfig
+  # Options on a base model (the ablations): each variant is built with its ModelConfig
   # overrides (ActNorm steps initialised from data) and compared with its base in the markdown.
   models = ["vapnev", "vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
             "realnvp+glow+vdq", "realnvp+alpha1e-6", "vapnev+freebits2+clip1e3"]

@@ -1,4 +1,4 @@
-"""Issue 15's network options of the flow: shared z-trunk, fused networks, bfloat16 compute.
+"""The flow's network options beyond the paper: shared z-trunk, fused networks, bfloat16 compute.
 
 Each option keeps f_z an exact bijection with its own log-det: round trips (cache bypassed),
 fldj = -ildj, log-det vs slogdet of the autodiff Jacobian (float64 for the float32-family options;

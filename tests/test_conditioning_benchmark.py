@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/conditioning.py (issue 15): tiny models, well-formed JSON and table.
+"""Smoke test of benchmarks/conditioning.py: tiny models, well-formed JSON and table.
 
 No timing is asserted, only that every variant is measured against realnvp with finite numbers.
 """

@@ -1,12 +1,9 @@
-"""One config source (issue 14) and finite-model bounds / resume classification (issue 18).
+"""One config source, finite-model bounds and the resume classification.
 
-Pins every configs/NAME.flags to its resolved config as taken before the config refactor
-(tests/golden_configs/NAME.json; changed since only by new fields at their defaults, by the
-quick config's new defaults of issue 15, BUILD_NOTES.md "New defaults", and by fashion_mnist's
-7,500 steps, "Long run", 2026-11-27, the logit squash alpha 1e-3 of fashion_mnist and quick,
-"The logit squash alpha", and fashion_mnist's variational dequantisation and 10,000 steps, "Long
-run with variational dequantisation"), and checks that names, defaults, bounds and help of the
-flags come from the config dataclasses.
+Pins every configs/NAME.flags to its resolved config (tests/golden_configs/NAME.json; a change of
+a flagfile's values is deliberate and updates its golden copy, with the reason in BUILD_NOTES.md's
+decisions and the figures in docs/results.md; CHANGELOG.md lists when), and checks that names,
+defaults, bounds and help of the flags come from the config dataclasses.
 """
 import contextlib
 import dataclasses
@@ -93,13 +90,12 @@ def test_benchmark_parser_gives_the_same_config(name):
 def test_flags_text_is_unchanged():
   """WORKDIR/flags.txt (`train.run_flags_text`) for --workdir=/tmp/x and configs/smoke.flags.
 
-  The golden file used to pin `flags_into_string()`: every flag of the process (55 lines, most
-  of them defaults nobody chose). Since issue 19 flags.txt holds the run's own flags only: those
+  Not `flags_into_string()` (every flag of the process, 55 lines, most of them defaults nobody
+  chose): flags.txt holds the run's own flags only: those
   given on the command line or in a flagfile (absl's `present`; configs/base.flags counts, as
   smoke.flags includes it), with the value that won, sorted. config.json keeps the complete
-  resolved configuration, and flags.txt stays a flagfile that repeats the run. The golden was
-  regenerated from that rule; what it pins now is that rule's output (a flag that appears in or
-  vanishes from it is a visible change)."""
+  resolved configuration, and flags.txt stays a flagfile that repeats the run. The golden pins
+  that rule's output (a flag that appears in or vanishes from it is a visible change)."""
   with contextlib.chdir(REPO_ROOT):
     fv = train_cli.parse_flags(["vapnev_tf.train", "--workdir=/tmp/x",
                                 "--flagfile=configs/smoke.flags"])

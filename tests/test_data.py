@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from vapnev_tf import data
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
-# Mean pixel of the 60000 training images, measured 2026-11-25 independently of vapnev_tf with
+# Mean pixel of the 60000 training images, measured independently of vapnev_tf with
 # gzip + numpy.frombuffer(offset=16) on Debian dataset-fashion-mnist 0.0~git20200523.55506a9-1
 # (train-images-idx3-ubyte.gz sha256 b0564c3e...8300c7): 72.94035223214286 = 0.28604 * 255,
 # consistent with the well-known Fashion-MNIST mean of 0.2860.
@@ -525,8 +525,8 @@ def test_bad_sources_raise_naming_the_source(tmp_path, case, message):
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_truncated_image_in_a_folder_is_named_when_the_source_is_opened(tmp_path, suffix):
-  # Issue 18: a truncated file passed the header checks and crashed training at step 1 with a
-  # TensorFlow error that named no file.
+  # A truncated file passes the header checks; unchecked, it would crash training at step 1 with a
+  # TensorFlow error that names no file.
   arrays = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), np.uint8) for i in range(4)]
   for i, array in enumerate(arrays):
     _write_png(tmp_path / "imgs" / "train" / "a" / f"{i}{suffix}", array)

@@ -59,7 +59,7 @@ def test_evaluate_workdir_uses_the_stored_config_and_writes_eval_json(run_dir):
 
 def test_overrides_and_history(run_dir):
   workdir, _ = run_dir
-  # A partial evaluation (9 of the run's 20 images) goes to evaluations/, not eval.json (issue 18).
+  # A partial evaluation (9 of the run's 20 images) goes to evaluations/, not eval.json.
   result = evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=9,
                                          eval_batch_size=4)
   assert result["iw_bpd"] is None and result["num_images"] == 9 and result["k"] == 1
@@ -73,7 +73,7 @@ def test_overrides_and_history(run_dir):
 
 
 def test_a_partial_evaluation_never_replaces_the_full_one(run_dir):
-  """Issue 18 (7): `--eval_take=8` goes to WORKDIR/evaluations/<scope>.json with its scope; the
+  """`--eval_take=8` goes to WORKDIR/evaluations/<scope>.json with its scope; the
   headline eval.json (read by the export metadata and by train's reuse) keeps the full result."""
   workdir, _ = run_dir
   full = evaluate_cli.evaluate_workdir(str(workdir))  # the run's own scope: 20 images, k=3
@@ -139,7 +139,7 @@ with locking.workdir_lock(sys.argv[1], "training"):
 
 
 def test_evaluation_that_writes_is_refused_while_another_process_holds_the_run(run_dir):
-  """Issue 18 (3): the CLI exits non-zero with one line naming the holder; nothing is written."""
+  """The CLI exits non-zero with one line naming the holder; nothing is written."""
   workdir, _ = run_dir
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="3")
   holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(workdir)],

@@ -191,7 +191,7 @@ def test_realnvp_exports_two_signatures_and_overwrites(tmp_path):
   with pytest.raises(ValueError, match="already exists"):
     export.export_model(model, str(out), {"step": 1})
   assert (out / "old_file").exists()
-  # Issue 18: --overwrite only ever replaces a previous export, never other files.
+  # --overwrite only ever replaces a previous export, never other files.
   with pytest.raises(ValueError, match="not a vapnev_tf export.*old_file"):
     export.export_model(model, str(out), {"step": 1}, overwrite=True)
   assert (out / "old_file").exists()
@@ -495,7 +495,7 @@ def test_bad_scalars_are_refused(loaded):
                                               num_samples=tf.constant(0), seed=seed)
 
 
-# ----------------------------------------- issue 18: overwrite, lock, metadata of the checkpoint
+# ------------------------------------------------------ overwrite, lock, metadata of the checkpoint
 
 
 def _copy_run(run_dir, dest) -> pathlib.Path:
@@ -551,7 +551,7 @@ def test_only_a_directory_holding_an_export_and_nothing_else_is_an_export(tmp_pa
 
 
 def test_export_cli_refuses_to_overwrite_its_run_directory(run_dir, tmp_path):
-  """The issue's command: `--workdir=W --export_dir=W --overwrite` used to replace W."""
+  """`--workdir=W --export_dir=W --overwrite` must not replace the run directory W."""
   workdir = _copy_run(run_dir, tmp_path / "run")
   before = _tree(workdir)
   proc = subprocess.run([PYTHON, "-m", "vapnev_tf.export", f"--workdir={workdir}",
@@ -637,7 +637,7 @@ def test_metadata_attaches_only_a_full_evaluation_of_the_same_step(run_dir, tmp_
 
 def test_export_falls_back_from_a_truncated_newest_checkpoint_and_labels_what_it_holds(
     run_dir, tmp_path, caplog):
-  """Issue 18 (6) and the fallback: the metadata's step is the restored checkpoint's own, and the
+  """The metadata's step is the restored checkpoint's own (also after a fallback), and the
   evaluation of the newer (unreadable) checkpoint is not attached to it."""
   workdir = _copy_run(run_dir, tmp_path / "run")
   newest = _add_checkpoint(workdir, step=9, number=2)

@@ -1,4 +1,4 @@
-"""Fault injection (issue 9): SIGKILL at random points, several times in a row, each time resuming.
+"""Fault injection: SIGKILL at random points, several times in a row, each time resuming.
 
 Slow (each restart traces the step again): run with `make test-all` or
 `.venv/bin/python -m pytest -q -m slow tests/test_fault_injection.py`.

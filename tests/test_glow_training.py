@@ -1,6 +1,6 @@
 """A Glow-style layout trains through `vapnev_tf.train`: its ActNorm steps are initialised from the
 first batch of a NEW run only (Glow's data-dependent init), the result is checkpointed, and a
-resumed run keeps it (issue 16, deliverable 2)."""
+resumed run keeps it."""
 import numpy as np
 
 from test_train import run_smoke

@@ -1,4 +1,4 @@
-"""Every recipe beyond the paper (issue 16: Glow-style steps, variational dequantisation, the IAF
+"""Every recipe beyond the paper (Glow-style steps, variational dequantisation, the IAF
 posterior) goes the whole way a user takes it: `vapnev_tf.train` (with ActNorm's data-dependent
 initialisation), `python -m vapnev_tf.export`, then `python -m vapnev_tf.sample` on the SavedModel
 and the export's signatures in a TensorFlow-only process."""

@@ -1,4 +1,4 @@
-"""The repository stands alone: no file cites material outside it (issue 14, deliverable 6)."""
+"""The repository stands alone: no file cites material outside it."""
 import pathlib
 import re
 

@@ -287,7 +287,7 @@ def test_sample_cli_refuses_bad_flags_in_one_line(exported, tmp_path, flag):
 
 
 def test_panel_uses_every_image_of_a_test_set_smaller_than_num(tmp_path):
-  """The default --num=64 on a 5-image test set makes a 5-image panel (issue 19); interpolation,
+  """The default --num=64 on a 5-image test set makes a 5-image panel; interpolation,
   which needs exactly 2 * pairs images, still refuses too few."""
   path = tmp_path / "five.npy"
   np.save(path, random_images(5, seed=4))

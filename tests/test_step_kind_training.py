@@ -1,6 +1,6 @@
 """Adding a flow step kind is one place: `tests/flow_fixtures.py` defines and registers `z_affine`
 (a layer owning its weights + a bijector builder); a ModelConfig layout string then names it, and
-the library's own training step trains a VAPNEV whose flow uses it (issue 14, acceptance)."""
+the library's own training step trains a VAPNEV whose flow uses it."""
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,5 +1,5 @@
-"""`--intra_op_threads` / `--inter_op_threads` (issue 15, per-op overhead): set before TensorFlow
-starts, refused with the flag's name once it has started with other values."""
+"""`--intra_op_threads` / `--inter_op_threads` (docs/results.md, Per-op overhead): set before
+TensorFlow starts, refused with the flag's name once it has started with other values."""
 import os
 import pathlib
 import subprocess

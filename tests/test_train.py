@@ -355,7 +355,7 @@ def test_image_grid_layout():
   assert grid.shape == (2 * 5 + 1, 3 * 4 + 1, 1) and grid.dtype == np.uint8
 
 
-# --- never start over, consistent starts, non-finite results (issue 18) --------------------------
+# --- never start over, consistent starts, non-finite results ------------------------------------
 
 
 def _snapshot(directory) -> dict:

@@ -21,7 +21,7 @@ POSTERIORS = ("gaussian", "iaf")  # = vapnev_tf.posteriors.POSTERIORS
 CONDITIONINGS = ("per_coupling", "shared")  # = vapnev_tf.layers.CONDITIONINGS
 COMPUTE_DTYPES = ("float32", "bfloat16")  # = vapnev_tf.layers.COMPUTE_DTYPES
 
-# Bounds that keep the model finite (issue 18; docs/design.md §1 and §6). A coupling multiplies by
+# Bounds that keep the model finite (docs/design.md §1 and §6). A coupling multiplies by
 # exp(b * tanh(l / b)), within [exp(-b), exp(b)] for b = log_scale_bound: b <= 20 keeps one
 # coupling's factor (<= 5e8) far inside float32 (the default 3 is the design's). Scales
 # sigma = softplus(.) + min_scale are in units of logits or pixels / 256: a floor of 1 or more
@@ -89,7 +89,7 @@ class ModelConfig(ConfigBase):
 
   conditioning: str = choice_field(
       "per_coupling", "How couplings see z: per_coupling = own l2/m2 deconvolution nets (the "
-      "paper); shared = one z-trunk per pass + 1x1 heads (our extension, issue 15).",
+      "paper); shared = one z-trunk per pass + 1x1 heads (our extension, docs/internals.md).",
       CONDITIONINGS)
   fused_networks: bool = bool_field(
       False, "l1/m1 as one two-headed ResidualNet and l2/m2 as one two-headed net (Real NVP).")

@@ -316,7 +316,7 @@ SAVED_MODEL_ENTRIES = ("saved_model.pb", "saved_model.pbtxt", "variables", "asse
 
 
 def check_export_dir(export_dir: str, overwrite: bool, workdir: str | None = None) -> None:
-  """ValueError unless `export_dir` may be written (the overwrite rule, docs in BUILD_NOTES.md).
+  """ValueError unless `export_dir` may be written (the overwrite rule, docs/internals.md).
 
   Writable: absent, an empty directory, or, with `overwrite`, a previous export (`is_export`).
   Never a run directory, a directory holding anything that is not part of an export, or (given

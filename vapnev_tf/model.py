@@ -10,10 +10,10 @@ x is always dequantised pixels in [0, 256); every pre-processing log-det is insi
 `bits_per_dim(elbo, image_shape)` is directly comparable with the literature. The baselines
 (`config.likelihood`) differ only in their `vapnev_tf.likelihoods` object, chosen once in __init__.
 
-Two options change the bounds (BUILD_NOTES.md, "Variational dequantisation and IAF"):
+Two options change the bounds (docs/internals.md, "Variational dequantisation and IAF posterior"):
   * `config.dequantization="variational"` (Flow++): x_int = floor(x), u ~ q(u|x_int)
     (`vapnev_tf.dequantization`), and every bound gains -log q(u|x_int) at x = x_int + u; q(z|x)
-    then sees x_int. "uniform" is today's model: u = x - floor(x), log q(u) = 0, x untouched.
+    then sees x_int. "uniform" is the model without it: u = x - floor(x), log q(u) = 0, x as given.
   * `config.posterior="iaf"`: q(z|x) is the Gaussian followed by IAF steps
     (`vapnev_tf.posteriors`); KL(q || p) is then the one-sample estimate log q(z|x) - log p(z).
     "gaussian" keeps the analytic KL.
@@ -179,7 +179,7 @@ class VAPNEV(keras.Model):
 
   def _sample_z(self, q, n, seed):
     """z ~ q(z|x) `(n, B, latent)` (n None: `(B, latent)`) and log q(z|x), or None for the
-    Gaussian (whose bounds keep today's ops: q.log_prob and the analytic KL)."""
+    Gaussian (whose bounds use q.log_prob and the analytic KL)."""
     if not self.iaf_posterior:
       return (q.sample(seed=seed) if n is None else q.sample(n, seed=seed)), None
     if n is None:

@@ -4,7 +4,7 @@ TFP calls `forward` and `forward_log_det_jacobian` separately; a plain bijector 
 coupling networks once for each. Like TFP's own FFJORD, these bijectors use
 `BijectorCacheWithGreedyAttrs`: `_augmented_forward(x)` returns `(y, {'fldj', 'ildj'})`, the cache
 stores the log-dets beside y, and the log-det methods read them back (TFP internal API, see
-BUILD_NOTES.md). Every instance is its own cache key: bijectors are built per call and close over
+docs/internals.md). Every instance is its own cache key: bijectors are built per call and close over
 Keras weights that change between calls, so two equal-looking instances must never share results.
 """
 import itertools

@@ -49,7 +49,7 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     parity: 0 or 1; 1 selects the complement mask.
     conditioning: z, `(*batch, latent_dim)` broadcastable to x's batch shape, or None when the
       transform is unconditional. With `conditioning_event_ndims=3` it is a feature map
-      `(*batch, h, w, F)` (the shared z-trunk's, issue 15), passed on as `(N, h, w, F)`.
+      `(*batch, h, w, F)` (the shared z-trunk's), passed on as `(N, h, w, F)`.
     conditioning_event_ndims: trailing dimensions of `conditioning` that are not batch (1 for z).
     event_shape: optional `(H, W, C)` the transform was built for; inputs of another event shape
       raise a ValueError naming both.

@@ -26,7 +26,7 @@ def _coupling_network(out_channels: int, ctx):
 def _coupling_bijector(mask_type: str):
   def make(call):
     if call.z_features is not None and call.z is not None:
-      # Shared z-trunk (issue 15): the coupling's heads read the features at its resolution.
+      # Shared z-trunk: the coupling's heads read the features at its resolution.
       features = call.z_features[resolution_key(*call.event_shape[:2])]
       return vb.ConditionalAffineCoupling(call.layer, mask_type, call.spec.parity, features,
                                           event_shape=call.event_shape, name=call.name,

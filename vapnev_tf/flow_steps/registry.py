@@ -40,7 +40,7 @@ class LayerContext:
     num_res_blocks, conditional, latent_dim, log_scale_bound: the flow's arguments.
     dtype: the flow's Keras dtype policy; pass it on to the layer.
     name: the layer's name, also the flow's attribute name (`scale{s}_{kind}{i}`).
-    conditioning, fused_networks, compute_dtype: the flow's network options (issue 15; see
+    conditioning, fused_networks, compute_dtype: the flow's network options (see
       `vapnev_tf.layers.CouplingNetwork`); kinds without networks may ignore them.
   """
   spec: Any

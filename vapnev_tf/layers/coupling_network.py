@@ -8,7 +8,7 @@ a 2x2xc map to the spatial size of the transformed part (the rule of `vapnev_tf.
 
 Every sub-layer is a separate attribute so that both Keras and `tf.train.Checkpoint` track it.
 
-Options (issue 15; the defaults are the paper's and create exactly the attributes above):
+Options (the defaults are the paper's and create exactly the attributes above):
 - `conditioning="shared"` (our extension): no per-coupling deconvolution nets; l2/m2 are 1x1
   convolution heads on the features of the flow's `SharedLatentTrunk` at this coupling's resolution.
 - `fused_networks=True` (Real NVP's own design): l1 and m1 are ONE ResidualNet `lm1` with 2C output

@@ -1,4 +1,4 @@
-"""`SharedLatentTrunk`: one z-deconvolution stack for every coupling of the flow (issue 15).
+"""`SharedLatentTrunk`: one z-deconvolution stack for every coupling of the flow.
 
 Our extension, off the paper (ModelConfig.conditioning="shared"). In the paper (Sec. 3.2, 4.2)
 every coupling grows z to its own resolution with its own l2 and m2 deconvolution nets. The shared

@@ -1,6 +1,6 @@
-"""Compute dtypes of the convolutional networks (issue 15; docs/design.md §7).
+"""Compute dtypes of the convolutional networks (docs/design.md §7).
 
-`compute_dtype="float32"` keeps every network in the model's own dtype policy (today's behaviour,
+`compute_dtype="float32"` keeps every network in the model's own dtype policy (the default,
 also for float64 models). `"bfloat16"` gives the convolutional networks Keras' "mixed_bfloat16"
 policy: variables stay float32, the convolutions compute in bfloat16. The coupling arithmetic
 (Eq. 12-16, exp/tanh, log-dets), the base distribution and the losses stay in the model's dtype:

@@ -52,8 +52,8 @@ class TrainConfig(ConfigBase):
       why="a compilation choice for the same computation")
   intra_op_threads: int = int_field(
       0, "Threads TensorFlow uses inside one op (0: TF's choice). On a 2-core CPU, "
-      "--intra_op_threads=1 --inter_op_threads=2 trained the quick model ~16% faster "
-      "(BUILD_NOTES.md, Per-op overhead).", lo=0, **_FREE,
+      "--intra_op_threads=1 --inter_op_threads=2 runs small convolutions side by side "
+      "(docs/results.md, Per-op overhead).", lo=0, **_FREE,
       why="how ops are scheduled on the CPU, not what they compute")
   inter_op_threads: int = int_field(
       0, "Ops TensorFlow runs in parallel (0: TF's choice); see --intra_op_threads.", lo=0,
