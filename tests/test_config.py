@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 import sys
 
 from absl import flags
@@ -176,6 +177,11 @@ def test_derived_fields():
     ("--logit_alpha=nan", "--logit_alpha must be"),
     ("--learning_rate=nan", "--learning_rate must be > 0 and finite, got nan"),
     ("--learning_rate=inf", "--learning_rate must be > 0"),
+    ("--learning_rate=1e39", r"got 1e\+39 \(float fields are used in float32, where 1e\+39 "
+     "becomes inf"),
+    ("--clip_grad_norm=1e39", r"--clip_grad_norm must be >= 0 and finite, got 1e\+39 \(float"),
+    ("--adam_epsilon=1e-50", r"--adam_epsilon must be > 0 and finite, got 1e-50 \(float fields "
+     r"are used in float32, where 1e-50 becomes 0.0"),
     ("--adam_beta1=1", r"--adam_beta1 must be a finite number in \[0, 1\)"),
     ("--adam_epsilon=0", "--adam_epsilon must be > 0"),
     ("--clip_grad_norm=-inf", "--clip_grad_norm must be >= 0"),
@@ -198,8 +204,9 @@ def test_nan_and_inf_are_refused_in_every_float_field(cls):
   floats = [f.name for f in dataclasses.fields(cls) if f.metadata["kind"] == "float"]
   assert floats or cls is DataConfig
   for name in floats:
-    for bad in (math.nan, math.inf, -math.inf):
-      with pytest.raises(ValueError, match=rf"{cls.__name__}\.{name} must be .*got {bad}"):
+    for bad in (math.nan, math.inf, -math.inf, 1e39, -1e39):  # +-1e39: inf in float32
+      with pytest.raises(ValueError,
+                         match=rf"{cls.__name__}\.{name} must be .*got {re.escape(repr(bad))}"):
         cls(**{name: bad})
 
 

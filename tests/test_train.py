@@ -29,6 +29,7 @@ from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
 from vapnev_tf.training import evaluation
 from vapnev_tf.training import finish
+from vapnev_tf.training import restore
 from vapnev_tf.training import schedules
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -149,6 +150,59 @@ def test_consecutive_bad_steps_abort_and_keep_the_last_good_checkpoint(tmp_path)
       str(workdir / "checkpoints" / "ckpt-2")]
   _, step = workdir_lib.restore_model(str(workdir))
   assert step == 2
+
+
+def _run_unvalidated(workdir, field, value, *extra):
+  """A smoke run whose TrainConfig holds `field=value` although validation refuses it (as a value
+  that overflows in float32 would reach the step through any other path)."""
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(workdir, *extra))
+  object.__setattr__(train_cfg, field, value)
+  return training.train(model_cfg, data_cfg, train_cfg, str(workdir))
+
+
+def _saved_weights_finite(workdir) -> list:
+  """For every checkpoint in WORKDIR/checkpoints: whether all its model weights are finite."""
+  out = []
+  for prefix in checkpointing.checkpoint_candidates(str(workdir / "checkpoints")):
+    reader = tf.train.load_checkpoint(prefix)
+    out.append(all(np.all(np.isfinite(reader.get_tensor(name)))
+                   for name, _ in tf.train.list_variables(prefix)
+                   if name.startswith("model/") and "OPTIMIZER_SLOT" not in name))
+  return out
+
+
+def test_clipping_that_turns_gradients_non_finite_skips_the_step(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(training.NonFiniteTrainingError, match="no step of this run applied"):
+    _run_unvalidated(workdir, "clip_grad_norm", float("inf"), "--train_steps=3",
+                     "--checkpoint_every=1", "--eval_every=0")
+  assert _saved_weights_finite(workdir) == []
+
+
+def test_an_update_that_overflows_the_weights_stops_the_run_before_saving(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(training.NonFiniteTrainingError,
+                     match="aborting at step 1: its update left non-finite weights"):
+    _run_unvalidated(workdir, "learning_rate", 1e39, "--train_steps=3", "--checkpoint_every=1",
+                     "--eval_every=0")
+  assert _saved_weights_finite(workdir) == []
+  assert not (workdir / "config.json").exists()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
+  model_cfg, _, train_cfg = train_cli.configs_from_flags(parse(tmp_path / "run"))
+  strategy = distribute.make_strategy("one_device")
+  with restore.build_or_restore(model_cfg, train_cfg, strategy, str(tmp_path / "run"), True,
+                                before_save=lambda: None) as run:
+    first = run.state.model.trainable_variables[0]
+    first.assign(tf.fill(first.shape, float("nan")))
+    with pytest.raises(training.NonFiniteTrainingError,
+                       match="refusing to save the checkpoint of step 1: 1 weight"):
+      run.checkpoints.save(1)
+    with pytest.raises(training.NonFiniteTrainingError, match="refusing to save"):
+      run.checkpoints.save_if_best(1, 3.0)
+  assert not (tmp_path / "run" / "checkpoints").exists()
+  assert not (tmp_path / "run" / "best").exists()
 
 
 # --- configuration and run-directory safety ------------------------------------------------------
