@@ -124,6 +124,11 @@ def test_flags_text_records_the_resolved_flags(tmp_path):
   assert "--latent_dim=8" in text and f"--workdir={tmp_path / 'run'}" in text
 
 
+def test_flags_text_never_records_force_config(tmp_path):
+  text = train_cli.run_flags_text(parse(tmp_path / "run", "--force_config", "--latent_dim=9"))
+  assert "--latent_dim=9" in text and "force_config" not in text
+
+
 # --- non-finite steps ---------------------------------------------------------------------------
 
 
