@@ -462,6 +462,20 @@ def test_a_failed_start_leaves_the_run_directory_exactly_as_it_was(smoke_run, tm
   assert again["restored_from"].endswith("ckpt-6") and again["eval"] is not None
 
 
+@pytest.mark.parametrize("extra", [["--fused_networks"], ["--dequantization=variational"]])
+def test_a_forced_model_change_the_checkpoints_cannot_hold_is_named_as_such(smoke_run, tmp_path,
+                                                                            extra):
+  workdir = _copy_of(smoke_run, tmp_path)
+  before = _snapshot(workdir)
+  with pytest.raises(training.CheckpointError) as err:
+    run_smoke(workdir, *extra, force_config=True)
+  message = str(err.value)
+  assert "are intact but do not hold the variables this configuration builds" in message
+  assert "Drop --force_config" in message and "new --workdir" in message
+  assert "unreadable" not in message and "repair or delete" not in message
+  assert _snapshot(workdir) == before
+
+
 def test_a_run_whose_every_step_was_skipped_fails_and_saves_nothing(tmp_path):
   workdir = tmp_path / "run"
   with pytest.raises(training.NonFiniteTrainingError,
