@@ -293,6 +293,25 @@ def test_config_differences_compare_run_defining_fields_only():
       "train.clip_grad_norm: stored <absent>, requested 0.0"]
 
 
+def test_flow_layouts_are_compared_as_steps_and_replace_the_fields_they_override():
+  glow = "squeeze (actnorm invconv channel)*2"
+  stored = resolved(f"--flow_layout={glow}", "--flow_checkerboard=1",
+                    flagfile="configs/smoke.flags")
+  spaced = resolved("--flow_layout=  squeeze   (actnorm  invconv channel) * 2 ".replace(" * ", "*"),
+                    "--flow_checkerboard=3", "--flow_channelwise=2", "--flow_scales=2",
+                    flagfile="configs/smoke.flags")
+  assert config_run.config_differences(stored, spaced) == []
+  other = resolved("--flow_layout=squeeze (actnorm invconv channel)*3",
+                   flagfile="configs/smoke.flags")
+  assert config_run.config_differences(stored, other) == [
+      f"model.flow_layout: stored {glow!r}, requested 'squeeze (actnorm invconv channel)*3'"]
+  # without a layout on both sides the three fields define the flow and are compared
+  assert config_run.config_differences(
+      resolved(flagfile="configs/smoke.flags"),
+      resolved("--flow_checkerboard=2", flagfile="configs/smoke.flags")) == [
+          "model.flow_checkerboard: stored 1, requested 2"]
+
+
 def test_a_run_stored_before_a_field_existed_compares_as_the_fields_absent_means():
   # kl_free_nats declares absent_means=0.0: runs stored before it trained without free bits
   stored = resolved(flagfile="configs/smoke.flags")
