@@ -214,7 +214,8 @@ def test_every_flag_a_data_error_suggests_is_a_flag_of_evaluate(run_dir, monkeyp
   fv = flags.FlagValues()
   evaluate_cli.define_flags(fv)
   for name in ("cifar10", "celeb_a"):
-    suggested = set(re.findall(r"--(\w+)=DIR", locate_lib._how_to_fix(name)))  # pylint: disable=protected-access
+    hint = locate_lib._how_to_fix(name)  # pylint: disable=protected-access
+    suggested = set(re.findall(r"--(\w+)=DIR", hint))
     assert suggested and suggested <= set(fv), suggested
   fv(["evaluate", "--workdir=/x", "--data_dir=/d", "--fashion_mnist_dir=/f"])
   assert (fv.data_dir, fv.fashion_mnist_dir) == ("/d", "/f")

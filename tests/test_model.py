@@ -312,7 +312,8 @@ def test_counts_beyond_int32_are_refused_instead_of_wrapping_around(small_model)
     small_model.log_likelihood_bound(_images(1, (8, 8, 1)), num_samples=2 ** 32 + 2)
   sample = tf.function(lambda n: small_model.sample(n, seed=(1, 2)),
                        input_signature=[tf.TensorSpec([], tf.int64)])
-  with pytest.raises(tf.errors.InvalidArgumentError, match=rf"n must be a positive int <= {limit}"):
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf"n must be a positive int <= {limit}"):
     sample(tf.constant(2 ** 32 + 2, tf.int64))
   assert sample(tf.constant(2, tf.int64)).shape == (2, 8, 8, 1)
 

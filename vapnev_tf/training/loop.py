@@ -12,9 +12,9 @@ export from.
 
 Non-finite policy: a step whose loss or gradient is not finite is skipped (`training.step`);
 `max_consecutive_bad_steps` in a row abort the run; an applied update that leaves a weight
-non-finite aborts it at once (those weights cannot recover and are never saved); a run whose every step was skipped (no update
-ever applied: `optimizer.iterations` is 0) fails without saving anything (both
-`NonFiniteTrainingError`).
+non-finite aborts it at once (those weights cannot recover and are never saved); a run whose
+every step was skipped (no update ever applied: `optimizer.iterations` is 0) fails without
+saving anything (all `NonFiniteTrainingError`).
 """
 import dataclasses
 

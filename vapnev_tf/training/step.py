@@ -13,8 +13,9 @@ The step is one `tf.function` running `strategy.run`:
   3. the global gradient is clipped by its global norm (optional) and applied with
      `optimizer.apply_gradients` only when ok (loss, norm and every clipped gradient finite);
      the step then reports whether every weight is still finite (a finite update can still
-     overflow a weight; the loop stops the run before such weights are saved). Keras' optimiser sums the per-replica gradients it
-     is given, so each replica passes 1/replicas of the global gradient. The conditional apply
+     overflow a weight; the loop stops the run before such weights are saved). Keras'
+     optimiser sums the per-replica gradients it is given, so each replica passes 1/replicas of
+     the global gradient. The conditional apply
      follows Keras' LossScaleOptimizer: a `tf.cond` in a replica context may not contain the
      optimiser's `merge_call`, so under strategies that use merge_call the cond runs in the
      cross-replica context (`merge_call`) and applies through `call_for_each_replica`.
