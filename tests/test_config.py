@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 import sys
 
 from absl import flags
@@ -172,6 +173,11 @@ def test_derived_fields():
     ("--logit_alpha=nan", "--logit_alpha must be"),
     ("--learning_rate=nan", "--learning_rate must be > 0 and finite, got nan"),
     ("--learning_rate=inf", "--learning_rate must be > 0"),
+    ("--learning_rate=1e39", r"got 1e\+39 \(float fields are used in float32, where 1e\+39 "
+     "becomes inf"),
+    ("--clip_grad_norm=1e39", r"--clip_grad_norm must be >= 0 and finite, got 1e\+39 \(float"),
+    ("--adam_epsilon=1e-50", r"--adam_epsilon must be > 0 and finite, got 1e-50 \(float fields "
+     r"are used in float32, where 1e-50 becomes 0.0"),
     ("--adam_beta1=1", r"--adam_beta1 must be a finite number in \[0, 1\)"),
     ("--adam_epsilon=0", "--adam_epsilon must be > 0"),
     ("--clip_grad_norm=-inf", "--clip_grad_norm must be >= 0"),
@@ -194,8 +200,9 @@ def test_nan_and_inf_are_refused_in_every_float_field(cls):
   floats = [f.name for f in dataclasses.fields(cls) if f.metadata["kind"] == "float"]
   assert floats or cls is DataConfig
   for name in floats:
-    for bad in (math.nan, math.inf, -math.inf):
-      with pytest.raises(ValueError, match=rf"{cls.__name__}\.{name} must be .*got {bad}"):
+    for bad in (math.nan, math.inf, -math.inf, 1e39, -1e39):  # +-1e39: inf in float32
+      with pytest.raises(ValueError,
+                         match=rf"{cls.__name__}\.{name} must be .*got {re.escape(repr(bad))}"):
         cls(**{name: bad})
 
 
@@ -280,6 +287,25 @@ def test_config_differences_compare_run_defining_fields_only():
   del stored["train"]["clip_grad_norm"]
   assert config_run.config_differences(stored, same) == [
       "train.clip_grad_norm: stored <absent>, requested 0.0"]
+
+
+def test_flow_layouts_are_compared_as_steps_and_replace_the_fields_they_override():
+  glow = "squeeze (actnorm invconv channel)*2"
+  stored = resolved(f"--flow_layout={glow}", "--flow_checkerboard=1",
+                    flagfile="configs/smoke.flags")
+  spaced = resolved("--flow_layout=  squeeze   (actnorm  invconv channel) * 2 ".replace(" * ", "*"),
+                    "--flow_checkerboard=3", "--flow_channelwise=2", "--flow_scales=2",
+                    flagfile="configs/smoke.flags")
+  assert config_run.config_differences(stored, spaced) == []
+  other = resolved("--flow_layout=squeeze (actnorm invconv channel)*3",
+                   flagfile="configs/smoke.flags")
+  assert config_run.config_differences(stored, other) == [
+      f"model.flow_layout: stored {glow!r}, requested 'squeeze (actnorm invconv channel)*3'"]
+  # without a layout on both sides the three fields define the flow and are compared
+  assert config_run.config_differences(
+      resolved(flagfile="configs/smoke.flags"),
+      resolved("--flow_checkerboard=2", flagfile="configs/smoke.flags")) == [
+          "model.flow_checkerboard: stored 1, requested 2"]
 
 
 def test_a_run_stored_before_a_field_existed_compares_as_the_fields_absent_means():

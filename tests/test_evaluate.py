@@ -4,6 +4,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from vapnev_tf import export
 from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
+from vapnev_tf.datasets import locate as locate_lib
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import evaluation
 
@@ -206,3 +208,28 @@ def test_cli_flags():
   assert (fv.workdir, fv.num_samples, fv.eval_take, fv.checkpoint) == ("/x", 5, 100, None)
   with pytest.raises(flags.Error):
     fv(["evaluate", "--workdir=/x", "--num_samples=0"])
+
+
+def test_every_flag_a_data_error_suggests_is_a_flag_of_evaluate(run_dir, monkeypatch):
+  fv = flags.FlagValues()
+  evaluate_cli.define_flags(fv)
+  for name in ("cifar10", "celeb_a"):
+    hint = locate_lib._how_to_fix(name)  # pylint: disable=protected-access
+    suggested = set(re.findall(r"--(\w+)=DIR", hint))
+    assert suggested and suggested <= set(fv), suggested
+  fv(["evaluate", "--workdir=/x", "--data_dir=/d", "--fashion_mnist_dir=/f"])
+  assert (fv.data_dir, fv.fashion_mnist_dir) == ("/d", "/f")
+
+  class Seen(Exception):
+    pass
+
+  def capture(model, data_cfg, **kwargs):
+    raise Seen(data_cfg)
+
+  monkeypatch.setattr(evaluation, "evaluate", capture)
+  workdir, _ = run_dir
+  with pytest.raises(Seen) as seen:
+    evaluate_cli.evaluate_workdir(str(workdir), data_dir="/data/elsewhere",
+                                  fashion_mnist_dir="/fm/elsewhere", write=False)
+  data_cfg = seen.value.args[0]
+  assert (data_cfg.data_dir, data_cfg.fashion_mnist_dir) == ("/data/elsewhere", "/fm/elsewhere")

@@ -495,6 +495,18 @@ def test_bad_scalars_are_refused(loaded):
                                               num_samples=tf.constant(0), seed=seed)
 
 
+def test_non_finite_latents_and_overflowing_counts_are_refused(loaded, model):
+  seed = tf.constant(1, tf.int64)
+  for bad in (np.nan, np.inf):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must be finite \(got NaN/inf\)"):
+      loaded.signatures["decode"](z=tf.fill([1, model.config.latent_dim], bad))
+  limit = model.max_samples
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf"sample: num_samples must be a positive int <= {limit}"):
+    loaded.signatures["sample"](num_samples=tf.constant(2 ** 31 - 1),
+                                temperature=tf.constant(1.0), seed=seed)
+
+
 # ------------------------------------------------------ overwrite, lock, metadata of the checkpoint
 
 

@@ -284,6 +284,40 @@ def test_an_empty_batch_in_a_graph_fails_with_a_named_assertion(small_model):
     decode(tf.zeros((0, 8)))
 
 
+def test_non_finite_latents_are_refused_by_every_method_taking_z(small_model):
+  for bad in (np.nan, np.inf):
+    z = tf.fill([1, 8], bad)
+    for method in (small_model.decode, small_model.decode_images, small_model.sample_from_z,
+                   small_model.p_x_given_z):
+      with pytest.raises(ValueError, match=r"z must be finite, got 8 NaN/inf value\(s\)"):
+        method(z)
+  decode = tf.function(lambda z: small_model.decode_images(z),
+                       input_signature=[tf.TensorSpec((None, 8), tf.float32)])
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must be finite \(got NaN/inf\)"):
+    decode(tf.constant([[0.0] * 7 + [np.nan]]))
+  assert np.all(np.isfinite(decode(tf.zeros([1, 8])).numpy()))
+  # the bounds' own z (validate_args=False) is not checked: a non-finite step stays skippable
+  assert small_model.p_x_given_z(tf.fill([1, 8], np.nan), validate_args=False) is not None
+
+
+def test_counts_beyond_int32_are_refused_instead_of_wrapping_around(small_model):
+  limit = small_model.max_samples  # n * max(8 * 8 * 1, 8) must fit int32
+  assert limit == (2 ** 31 - 1) // 64
+  with pytest.raises(ValueError, match=rf"n must be a positive int <= {limit} \(n \* 64 "
+                     r"values must fit int32\), got 4294967298"):
+    small_model.sample(2 ** 32 + 2)
+  with pytest.raises(ValueError, match=rf"n must be a positive int <= {limit}"):
+    small_model.sample(tf.constant(2 ** 32 + 2, tf.int64))
+  with pytest.raises(ValueError, match="num_samples must be a positive int <= 2147483647"):
+    small_model.log_likelihood_bound(_images(1, (8, 8, 1)), num_samples=2 ** 32 + 2)
+  sample = tf.function(lambda n: small_model.sample(n, seed=(1, 2)),
+                       input_signature=[tf.TensorSpec([], tf.int64)])
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf"n must be a positive int <= {limit}"):
+    sample(tf.constant(2 ** 32 + 2, tf.int64))
+  assert sample(tf.constant(2, tf.int64)).shape == (2, 8, 8, 1)
+
+
 def test_bad_latents_and_arguments_raise_value_errors(small_model):
   with pytest.raises(ValueError, match=r"z must have shape \(batch, 8\)"):
     small_model.p_x_given_z(tf.zeros((2, 5)))

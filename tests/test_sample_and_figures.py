@@ -5,6 +5,7 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
+import tensorflow as tf
 
 import vapnev_tf
 from vapnev_tf import figures
@@ -83,6 +84,24 @@ def test_save_png_round_trip(tmp_path, channels, mode):
   assert (fmt, got_mode, size) == ("PNG", mode, (7, 5))
   np.testing.assert_array_equal(pixels.reshape(array.shape), array)
   assert os.listdir(tmp_path / "sub") == ["figure.png"]  # the temporary file was renamed
+
+
+def test_an_existing_directory_as_out_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+  target = tmp_path / "figure.png"
+  target.mkdir()
+  with pytest.raises(ValueError, match="out .*figure.png' is an existing directory"):
+    figures.save_png(np.zeros((4, 4), np.uint8), str(target))
+  with pytest.raises(ValueError, match="is an existing directory"):  # before any model is loaded
+    sample_lib.write_figure(str(target), saved_model=str(tmp_path / "no_export"))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]
+
+  def failing_rename(*args, **kwargs):
+    raise tf.errors.PermissionDeniedError(None, None, "read-only")
+
+  monkeypatch.setattr(tf.io.gfile, "rename", failing_rename)
+  with pytest.raises(ValueError, match="cannot write the PNG .*other.png.*read-only"):
+    figures.save_png(np.zeros((4, 4), np.uint8), str(tmp_path / "other.png"))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]
 
 
 def test_save_png_rejects_bad_arrays(tmp_path):

@@ -29,6 +29,7 @@ from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
 from vapnev_tf.training import evaluation
 from vapnev_tf.training import finish
+from vapnev_tf.training import restore
 from vapnev_tf.training import schedules
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -123,6 +124,11 @@ def test_flags_text_records_the_resolved_flags(tmp_path):
   assert "--latent_dim=8" in text and f"--workdir={tmp_path / 'run'}" in text
 
 
+def test_flags_text_never_records_force_config(tmp_path):
+  text = train_cli.run_flags_text(parse(tmp_path / "run", "--force_config", "--latent_dim=9"))
+  assert "--latent_dim=9" in text and "force_config" not in text
+
+
 # --- non-finite steps ---------------------------------------------------------------------------
 
 
@@ -149,6 +155,59 @@ def test_consecutive_bad_steps_abort_and_keep_the_last_good_checkpoint(tmp_path)
       str(workdir / "checkpoints" / "ckpt-2")]
   _, step = workdir_lib.restore_model(str(workdir))
   assert step == 2
+
+
+def _run_unvalidated(workdir, field, value, *extra):
+  """A smoke run whose TrainConfig holds `field=value` although validation refuses it (as a value
+  that overflows in float32 would reach the step through any other path)."""
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(workdir, *extra))
+  object.__setattr__(train_cfg, field, value)
+  return training.train(model_cfg, data_cfg, train_cfg, str(workdir))
+
+
+def _saved_weights_finite(workdir) -> list:
+  """For every checkpoint in WORKDIR/checkpoints: whether all its model weights are finite."""
+  out = []
+  for prefix in checkpointing.checkpoint_candidates(str(workdir / "checkpoints")):
+    reader = tf.train.load_checkpoint(prefix)
+    out.append(all(np.all(np.isfinite(reader.get_tensor(name)))
+                   for name, _ in tf.train.list_variables(prefix)
+                   if name.startswith("model/") and "OPTIMIZER_SLOT" not in name))
+  return out
+
+
+def test_clipping_that_turns_gradients_non_finite_skips_the_step(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(training.NonFiniteTrainingError, match="no step of this run applied"):
+    _run_unvalidated(workdir, "clip_grad_norm", float("inf"), "--train_steps=3",
+                     "--checkpoint_every=1", "--eval_every=0")
+  assert _saved_weights_finite(workdir) == []
+
+
+def test_an_update_that_overflows_the_weights_stops_the_run_before_saving(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(training.NonFiniteTrainingError,
+                     match="aborting at step 1: its update left non-finite weights"):
+    _run_unvalidated(workdir, "learning_rate", 1e39, "--train_steps=3", "--checkpoint_every=1",
+                     "--eval_every=0")
+  assert _saved_weights_finite(workdir) == []
+  assert not (workdir / "config.json").exists()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
+  model_cfg, _, train_cfg = train_cli.configs_from_flags(parse(tmp_path / "run"))
+  strategy = distribute.make_strategy("one_device")
+  with restore.build_or_restore(model_cfg, train_cfg, strategy, str(tmp_path / "run"), True,
+                                before_save=lambda: None) as run:
+    first = run.state.model.trainable_variables[0]
+    first.assign(tf.fill(first.shape, float("nan")))
+    with pytest.raises(training.NonFiniteTrainingError,
+                       match="refusing to save the checkpoint of step 1: 1 weight"):
+      run.checkpoints.save(1)
+    with pytest.raises(training.NonFiniteTrainingError, match="refusing to save"):
+      run.checkpoints.save_if_best(1, 3.0)
+  assert not (tmp_path / "run" / "checkpoints").exists()
+  assert not (tmp_path / "run" / "best").exists()
 
 
 # --- configuration and run-directory safety ------------------------------------------------------
@@ -401,6 +460,20 @@ def test_a_failed_start_leaves_the_run_directory_exactly_as_it_was(smoke_run, tm
   assert _snapshot(workdir) == before
   again = run_smoke(workdir)  # the corrected command works
   assert again["restored_from"].endswith("ckpt-6") and again["eval"] is not None
+
+
+@pytest.mark.parametrize("extra", [["--fused_networks"], ["--dequantization=variational"]])
+def test_a_forced_model_change_the_checkpoints_cannot_hold_is_named_as_such(smoke_run, tmp_path,
+                                                                            extra):
+  workdir = _copy_of(smoke_run, tmp_path)
+  before = _snapshot(workdir)
+  with pytest.raises(training.CheckpointError) as err:
+    run_smoke(workdir, *extra, force_config=True)
+  message = str(err.value)
+  assert "are intact but do not hold the variables this configuration builds" in message
+  assert "Drop --force_config" in message and "new --workdir" in message
+  assert "unreadable" not in message and "repair or delete" not in message
+  assert _snapshot(workdir) == before
 
 
 def test_a_run_whose_every_step_was_skipped_fails_and_saves_nothing(tmp_path):

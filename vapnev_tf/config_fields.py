@@ -24,6 +24,8 @@ import dataclasses
 import math
 import numbers
 
+import numpy as np
+
 RUN_DEFINING = "run-defining"
 RESUMABLE = "resumable"
 _MISSING = dataclasses.MISSING
@@ -51,7 +53,8 @@ def int_field(default, help, **kw):  # pylint: disable=redefined-builtin
 
 
 def float_field(default, help, **kw):  # pylint: disable=redefined-builtin
-  """A finite float (NaN and +-inf are always refused); ints are accepted and stored as float."""
+  """A float finite in float32 (NaN, +-inf and magnitudes float32 cannot hold are always refused;
+  the bounds hold for the value rounded to float32 too); ints are accepted and stored as float."""
   return _field(default, help, "float", **kw)
 
 
@@ -110,6 +113,27 @@ def expectation(meta: dict, none_text: str = "None") -> str:
   return text + (f" or {none_text}" if meta["optional"] else "")
 
 
+def _within_bounds(meta: dict, value) -> bool:
+  lo, hi = meta["lo"], meta["hi"]
+  if not math.isfinite(value):
+    return False
+  if lo is not None and not (value > lo if meta["lo_open"] else value >= lo):
+    return False
+  return hi is None or (value < hi if meta["hi_open"] else value <= hi)
+
+
+def _as_float32(value: float) -> float:
+  """`value` as training computes with it: float32 (learning rate, clip norm, scales...)."""
+  with np.errstate(over="ignore"):
+    return float(np.float32(value))
+
+
+def float32_note(value) -> str:
+  """Why a value that is fine as a Python float is refused: what it becomes in float32."""
+  return (f" (float fields are used in float32, where {value!r} becomes {_as_float32(value)!r}; "
+          f"float32 holds magnitudes up to {float(np.finfo(np.float32).max):.7g})")
+
+
 def check_field(meta: dict, value, label: str):
   """`value` normalised (float fields as float, ints as int, shapes as tuples) if it satisfies the
   field's metadata; ValueError "`label` must be <expectation>, got <value>." otherwise."""
@@ -140,11 +164,9 @@ def check_field(meta: dict, value, label: str):
     ok = (out is not None and len(out) == 3 and min(out) > 0
           and all(float(d) == int(d) for d in value))
   if ok and kind in ("int", "float"):
-    lo, hi = meta["lo"], meta["hi"]
-    if lo is not None:
-      ok = out > lo if meta["lo_open"] else out >= lo
-    if ok and hi is not None:
-      ok = out < hi if meta["hi_open"] else out <= hi
+    ok = _within_bounds(meta, out)
+  if ok and kind == "float" and not _within_bounds(meta, _as_float32(out)):
+    raise ValueError(f"{label} must be {expectation(meta)}, got {value!r}{float32_note(value)}.")
   if not ok:
     raise ValueError(f"{label} must be {expectation(meta)}, got {value!r}.")
   if meta["check"] is not None:

@@ -16,6 +16,7 @@ from absl import flags
 from vapnev_tf.config_fields import check_field
 from vapnev_tf.config_fields import expectation
 from vapnev_tf.config_fields import flag_name
+from vapnev_tf.config_fields import float32_note
 
 # The flags defined here belong to the module that calls `define_config_flags` (so `--help` of
 # `python -m vapnev_tf.train` lists them as its own).
@@ -63,8 +64,9 @@ def _validator(name: str, meta: dict):
         return True
       check_field(meta, value, f"--{name}")
     except ValueError as err:
+      note = float32_note(flag_value) if "float32" in str(err) else ""
       raise flags.ValidationError(
-          f"--{name} must be {_flag_expectation(meta)}, got {flag_value!r}."
+          f"--{name} must be {_flag_expectation(meta)}, got {flag_value!r}{note}."
           if str(err).startswith(f"--{name} must be ") else str(err)) from None
     return True
   return check

@@ -5,7 +5,8 @@
 `run_config_dict` is the only producer of that dict: WORKDIR/config.json is written from it (plus
 version keys) and the export metadata carries config.json. `configs_from_run_dict` is its inverse;
 `config_differences` is what the resume check compares (the RESUMABLE fields are skipped, see
-`vapnev_tf.config_fields`).
+`vapnev_tf.config_fields`; two flow layouts are compared as parsed steps, and the fields a layout
+replaces are not compared when both sides have one).
 """
 import dataclasses
 import json
@@ -58,13 +59,33 @@ def config_differences(stored: dict, requested: dict) -> list[str]:
                 if f.metadata["absent_means"] is not dataclasses.MISSING}
     old = _jsonable({**predated, **stored.get(section, {})})
     new = _jsonable(requested.get(section, {}))
+    same = _same_flow(old, new) if section == "model" else set()
     for key in sorted(set(old) | set(new)):
-      if key in free:
+      if key in free or key in same:
         continue
       a, b = old.get(key, missing), new.get(key, missing)
       if a != b:
         diffs.append(f"{section}.{key}: stored {_show(a, missing)}, requested {_show(b, missing)}")
   return diffs
+
+
+# The fields a non-empty flow_layout replaces (ModelConfig.flow_layout's help).
+LAYOUT_REPLACES = ("flow_scales", "flow_checkerboard", "flow_channelwise")
+
+
+def _same_flow(old: dict, new: dict) -> set:
+  """Model fields that do not differ in meaning although their values may: when both sides set
+  a flow_layout, the fields it replaces (`LAYOUT_REPLACES`), and flow_layout itself when both
+  strings parse to the same steps (spacing, `*1`, default parities are notation, not the flow)."""
+  a, b = old.get("flow_layout"), new.get("flow_layout")
+  if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()):
+    return set()
+  from vapnev_tf import flow_steps  # pylint: disable=g-import-not-at-top
+  try:
+    same_steps = flow_steps.parse_layout(a) == flow_steps.parse_layout(b)
+  except ValueError:  # a stored string this grammar cannot read: compare it as written
+    same_steps = False
+  return set(LAYOUT_REPLACES) | ({"flow_layout"} if same_steps else set())
 
 
 def _show(value, missing) -> str:

@@ -1,7 +1,7 @@
 """Evaluates a trained run on its test set: ELBO and importance-weighted bound, in bits/dim.
 
     python -m vapnev_tf.evaluate --workdir=DIR [--num_samples=k] [--checkpoint=PREFIX]
-                                 [--eval_take=N]
+                                 [--eval_take=N] [--data_dir=DIR] [--fashion_mnist_dir=DIR]
 
 The model is rebuilt from WORKDIR/config.json and restored with `workdir.load_run` (the newest
 readable checkpoint: a corrupt newer one is skipped and logged); the test data come from the run's
@@ -46,6 +46,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                        lower_bound=0, **d)
   flags.DEFINE_integer("chunk_size", None, "Importance samples evaluated at once (default: the "
                        "run's eval_chunk_size).", lower_bound=1, **d)
+  flags.DEFINE_string("data_dir", None, "Where the data set is now (default: the run's "
+                      "data_dir); as vapnev_tf.train's --data_dir.", **d)
+  flags.DEFINE_string("fashion_mnist_dir", None, "Directory of the Fashion-MNIST IDX files "
+                      "(default: the run's); as vapnev_tf.train's --fashion_mnist_dir.", **d)
   flags.DEFINE_bool("write", True, "Write the result: WORKDIR/eval.json when it covers the "
                     "run's whole test scope, else WORKDIR/evaluations/<scope>.json.", **d)
   flags.mark_flag_as_required("workdir", flag_values=fv)
@@ -54,10 +58,13 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: int | None = None,
                      eval_take: int | None = None, eval_batch_size: int | None = None,
                      seed: int | None = None, chunk_size: int | None = None,
-                     write: bool = True) -> dict:
+                     write: bool = True, data_dir: str | None = None,
+                     fashion_mnist_dir: str | None = None) -> dict:
   """Restores `checkpoint` (default: the newest readable) of the run in `workdir`, evaluates it.
 
   `None` arguments take the run's own values from config.json; `eval_take=0` means all images.
+  `data_dir` / `fashion_mnist_dir` say where the data is now (its location is not part of the
+  run; the data set's own error messages name these flags).
   With `write`, holds the run directory's lock (`locking.WorkdirLockedError` if it is in use) and
   writes a full evaluation to WORKDIR/eval.json, a partial one to WORKDIR/evaluations/ (module
   docstring). Returns the evaluation dict plus "step", "checkpoint", "full" and "written_to".
@@ -75,6 +82,10 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
     overrides["eval_take"] = eval_take or None
   if eval_batch_size is not None:
     overrides["eval_batch_size"] = eval_batch_size
+  if data_dir is not None:
+    overrides["data_dir"] = data_dir or None
+  if fashion_mnist_dir is not None:
+    overrides["fashion_mnist_dir"] = fashion_mnist_dir
   data_cfg = dataclasses.replace(data_cfg, **overrides)
   num_samples = num_samples or train_section.get("eval_num_samples", 1)
   seed = train_section.get("eval_seed", 0) if seed is None else seed
@@ -123,7 +134,8 @@ def main(argv):
   from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   try:
     result = evaluate_workdir(fv.workdir, fv.checkpoint, fv.num_samples, fv.eval_take,
-                              fv.eval_batch_size, fv.seed, fv.chunk_size, fv.write)
+                              fv.eval_batch_size, fv.seed, fv.chunk_size, fv.write,
+                              data_dir=fv.data_dir, fashion_mnist_dir=fv.fashion_mnist_dir)
   except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
     print(f"vapnev_tf.evaluate: error: {e}", file=sys.stderr)
     return 1

@@ -68,6 +68,7 @@ from vapnev_tf import console
 from vapnev_tf import data as data_lib
 from vapnev_tf import locking
 from vapnev_tf import seeds
+from vapnev_tf import validation
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.metrics import bits_per_dim
 from vapnev_tf.model import VAPNEV
@@ -176,6 +177,8 @@ class VapnevModule(tf.Module):
 
   def _sample(self, num_samples, temperature, seed):
     num_samples = _checked(num_samples, tf.debugging.assert_positive, "sample: num_samples >= 1")
+    num_samples = validation.check_count(  # n * max(H*W*C, latent) must fit int32
+        num_samples, "sample: num_samples", self.model.max_samples)
     temperature = _checked(temperature, tf.debugging.assert_non_negative,
                            "sample: temperature >= 0")
     _, model_seed = derive_seeds(seed)

@@ -268,14 +268,33 @@ def save_png(array, path: str) -> str:
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format="PNG")
   path = os.fspath(path)
+  check_png_path(path)
   parent = os.path.dirname(path)
   if parent:
     tf.io.gfile.makedirs(parent)
   tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(buffer.getvalue())
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  try:
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+      f.write(buffer.getvalue())
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  except (OSError, tf.errors.OpError) as e:  # the temporary file never outlives a failed write
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+    raise ValueError(f"cannot write the PNG {path!r}: {type(e).__name__}: "
+                     f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from e
   return path
+
+
+def check_png_path(path: str) -> None:
+  """ValueError unless `path` can become a PNG file: an existing directory (or a parent that is a
+  file) cannot."""
+  path = os.fspath(path)
+  if tf.io.gfile.isdir(path):
+    raise ValueError(f"out {path!r} is an existing directory; give the path of a .png file, e.g. "
+                     f"{os.path.join(path, 'figure.png')!r}.")
+  parent = os.path.dirname(path)
+  if parent and tf.io.gfile.exists(parent) and not tf.io.gfile.isdir(parent):
+    raise ValueError(f"out {path!r}: its parent {parent!r} is a file, not a directory.")
 
 
 # -------------------------------------------------------------------------------------- helpers

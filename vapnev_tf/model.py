@@ -246,7 +246,7 @@ class VAPNEV(keras.Model):
     float tensor of another dtype or integer pixels raise ValueError naming the dtype and
     `vapnev_tf.data.dequantize`); values in [0, 256), NaN refused, when `validate_args` (the
     default here; a ValueError eagerly, an assertion op in a graph). The model's own bounds check x
-    once on entry and then pass `validate_args=False`.
+    once on entry and then pass `validate_args=False`. z: NaN/inf refused when `validate_args`.
     """
     temperature = validation.check_temperature(temperature)
     if self._likelihood.needs_vae:
@@ -254,7 +254,7 @@ class VAPNEV(keras.Model):
         raise ValueError(f"z is required: likelihood={self.config.likelihood!r} is a VAE; pass z "
                          f"of shape (batch, {self.config.latent_dim}).")
       z = validation.check_latent(z, self.config.latent_dim, dtype=self.compute_dtype,
-                                  batch_ranks=True)
+                                  batch_ranks=True, check_values=validate_args)
     else:
       z = None
     return PixelDistribution(self._flat_likelihood(temperature), z, self.config.image_shape,
@@ -315,8 +315,7 @@ class VAPNEV(keras.Model):
     min(chunk_size, k - j chunk_size) samples with the j-th of `split_seed(seed, n=num_chunks)`
     (`seed` itself when there is one chunk). For "realnvp" (uniform) it is the exact log p(x).
     """
-    if not tf.is_tensor(num_samples):
-      num_samples = validation.check_positive_int(num_samples, "num_samples")
+    num_samples = validation.check_count(num_samples, "num_samples")
     chunk_size = validation.check_positive_int(chunk_size, "chunk_size")
     x = validation.check_images(x, self.config.image_shape, dtype=self.compute_dtype)
     variational = self.variational_dequantization
@@ -324,7 +323,7 @@ class VAPNEV(keras.Model):
       return self.p_x_given_z(None, validate_args=False).log_prob(x)
     q = self._posterior(self._encoder_input(x)) if self.has_vae else None
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
-    num_chunks = (num_samples + chunk_size - 1) // chunk_size
+    num_chunks = num_samples // chunk_size + tf.cast(num_samples % chunk_size > 0, tf.int32)
     chunk_seeds = tf.cond(num_chunks > 1,
                           lambda: tfp.random.split_seed(seed, n=num_chunks),
                           lambda: tf.expand_dims(tfp.random.sanitize_seed(seed), 0))  # (chunks, 2)
@@ -369,19 +368,29 @@ class VAPNEV(keras.Model):
   def sample(self, n, temperature=1.0, use_mean_y: bool = False, seed=None):
     """Generation (Sec. 3.4, Eq. 23-27): `(n, H, W, C)` floats in [0, 256).
 
-    `n` is a positive Python int or an int32 scalar tensor; `temperature` a finite number >= 0
-    (a Python number is checked now, ValueError; a tensor by an assertion op in a graph).
+    `n` is a positive Python int or an integer scalar tensor, at most `max_samples` (n samples
+    of z and of x must fit int32 shape arithmetic); `temperature` a finite number >= 0 (a Python
+    number is checked now, ValueError; a tensor by an assertion op in a graph).
 
     z ~ N(0, I); y ~ N(mu_y, (temperature * sigma_y)^2) (or y = mu_y); x = f_z^{-1}(y), clipped to
     [0, 256) (the squash puts some mass outside, docs/design.md §1).
     """
-    if not tf.is_tensor(n):
-      n = validation.check_positive_int(n, "n")
+    n = self._check_num_samples(n, "n")
     temperature = validation.check_temperature(temperature)
     z_seed, x_seed = tfp.random.split_seed(seed)
     if not self.has_vae:
       return self._sample_x(None, temperature, use_mean_y, x_seed, n=n)
     return self._sample_x(self.prior.sample(n, seed=z_seed), temperature, use_mean_y, x_seed)
+
+  @property
+  def max_samples(self) -> int:
+    """The largest `n` of `sample`: n * max(H * W * C, latent_dim) fits int32."""
+    return validation.max_count(max(self.config.num_dims, self.config.latent_dim))
+
+  def _check_num_samples(self, n, name: str):
+    per = max(self.config.num_dims, self.config.latent_dim)
+    return validation.check_count(n, name, self.max_samples,
+                                  f" ({name} * {per} values must fit int32)")
 
   def reconstruct(self, x, use_mean_y: bool = False, seed=None, temperature=1.0):
     """Reconstruction (Sec. 3.5, Eq. 28-34): z ~ q(z|x), then as `sample`. `(B, H, W, C)`."""

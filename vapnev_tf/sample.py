@@ -177,6 +177,7 @@ def write_figure(out: str, mode: str = "samples", workdir: str | None = None,
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
   if not str(out).lower().endswith(".png"):
     raise ValueError(f"out must be a .png file, got {out!r}.")
+  figures.check_png_path(out)
   image_shape, run_config = source_info(workdir, saved_model)
   images = None
   if mode in ("panel", "interpolate"):

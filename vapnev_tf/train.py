@@ -23,6 +23,8 @@ from vapnev_tf.training.config import TrainConfig
 
 # Flag order of --help: run and optimisation first, then data, then model.
 CONFIG_CLASSES = (TrainConfig, data_lib.DataConfig, ModelConfig)
+# Process options that are decisions of one invocation, not part of the run (`run_flags_text`).
+NOT_RECORDED = ("force_config",)
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS, *, require_workdir: bool = True) -> None:
@@ -86,8 +88,9 @@ def run_flags_text(fv: flags.FlagValues) -> str:
   `--name=value` per line, sorted, with the value that won. Flags left at their defaults are not
   listed (config.json holds the complete resolved configuration), so
   `python -m vapnev_tf.train --flagfile=WORKDIR/flags.txt` repeats the run, and the file shows at
-  a glance what was chosen for it."""
-  names = set(_training_flag_names())
+  a glance what was chosen for it. `--force_config` is never recorded: it overrides the config
+  guard for one resume, and a flagfile repeating it would silently override it ever after."""
+  names = set(_training_flag_names()) - set(NOT_RECORDED)
   lines = [fv[name].serialize() for name in sorted(names) if name in fv and fv[name].present]
   return "".join(f"{line}\n" for line in lines)
 

@@ -97,11 +97,15 @@ def _check_temperature_value(value, name):
 
 
 def check_latent(z, latent_dim: int, name: str = "z", dtype=tf.float32,
-                 batch_ranks: bool = False):
+                 batch_ranks: bool = False, check_values: bool = True):
   """Returns z as a float tensor `(B, latent_dim)` with B >= 1; ValueError otherwise (in a graph,
   an assertion op checks B >= 1). With `batch_ranks`, `(*batch, latent_dim)` with at least one
   batch dimension is accepted, every batch dimension >= 1. A tensor of another dtype than `dtype`
-  is refused (cast it first), not converted."""
+  is refused (cast it first), not converted. With `check_values`, every value must be finite
+  (NaN/inf would pass the decoder's saturating heads as an ordinary-looking image): a ValueError
+  eagerly, an assertion op (tf.errors.InvalidArgumentError naming `name`) in a graph. Internal
+  callers whose z comes from the model itself pass False, so a non-finite training step stays a
+  skipped step rather than an error."""
   dtype = tf.as_dtype(dtype)
   if tf.is_tensor(z) and z.dtype != dtype:
     raise ValueError(f"{name} must have this model's dtype {dtype.name}, got a {z.dtype.name} "
@@ -116,9 +120,17 @@ def check_latent(z, latent_dim: int, name: str = "z", dtype=tf.float32,
     raise ValueError(f"{name} must hold at least one latent code, got an empty batch "
                      f"{tuple(z.shape)}.")
   if tf.executing_eagerly():
+    if check_values and not bool(tf.reduce_all(tf.math.is_finite(z))):
+      bad = int(tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(z)), tf.int32)))
+      raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s) in a tensor of shape "
+                       f"{tuple(z.shape)}.")
     return z
-  with tf.control_dependencies([tf.debugging.assert_positive(
-      tf.reduce_prod(tf.shape(z)[:-1]), message=f"{name} must hold at least one code")]):
+  checks = [tf.debugging.assert_positive(
+      tf.reduce_prod(tf.shape(z)[:-1]), message=f"{name} must hold at least one code")]
+  if check_values:
+    checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(z)),
+                                      [f"{name} must be finite (got NaN/inf)"]))
+  with tf.control_dependencies(checks):
     return tf.identity(z)
 
 
@@ -127,7 +139,39 @@ def _assert_not_empty(t, message: str):
   return tf.debugging.assert_positive(tf.shape(t)[0], message=message)
 
 
-def check_positive_int(value, name: str):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
+# Counts become int32 tensor dimensions (TF's shape arithmetic, TFP's sample shapes): a larger
+# Python int would wrap around (2**32 + 2 samples would silently be 2).
+INT32_MAX = 2 ** 31 - 1
+
+
+def max_count(values_per_item: int) -> int:
+  """The largest count n of items of `values_per_item` values each whose n * values_per_item
+  still fits int32 (the sampler's flat shape arithmetic wraps around beyond it)."""
+  return INT32_MAX // max(1, int(values_per_item))
+
+
+def check_positive_int(value, name: str, hi: int = INT32_MAX, why: str = ""):
+  """`value` as an int in [1, hi]; ValueError naming `name` otherwise (`why` explains `hi`)."""
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+      or value > hi):
+    raise ValueError(f"{name} must be a positive int <= {hi}{why}, got {value!r}.")
   return int(value)
+
+
+def check_count(value, name: str, hi: int = INT32_MAX, why: str = ""):
+  """A count in [1, hi]: a Python/numpy int is checked now (`check_positive_int`, returned as an
+  int); an integer scalar tensor now when eager, else by an assertion op naming `name` in the
+  graph (returned as int32, after the check, so it never wraps around)."""
+  if not tf.is_tensor(value):
+    return check_positive_int(value, name, hi, why)
+  if not value.dtype.is_integer or value.shape.rank not in (None, 0):
+    raise ValueError(f"{name} must be a positive int or an integer scalar tensor, got a "
+                     f"{value.dtype.name} tensor of shape {tuple(value.shape)}.")
+  if hasattr(value, "numpy"):  # eager: the value is known
+    check_positive_int(int(value.numpy()), name, hi, why)
+    return tf.cast(value, tf.int32)
+  wide = tf.cast(value, tf.int64)
+  ok = tf.logical_and(wide >= 1, wide <= hi)
+  with tf.control_dependencies([tf.debugging.Assert(
+      ok, [f"{name} must be a positive int <= {hi}{why}, got", value])]):
+    return tf.cast(tf.identity(value), tf.int32)

@@ -104,6 +104,15 @@ def checkpoint_candidates(directory: str) -> list[str]:
   return sorted(present, key=lambda p: (_checkpoint_number(p), p), reverse=True)
 
 
+def _is_mismatch(error: Exception) -> bool:
+  """Whether a restore failed because the checkpoint holds other variables than the objects
+  built (a different model), not because its files are damaged: `assert_existing_objects_matched`
+  found objects without values, or a stored value has another shape than its variable."""
+  text = str(error)
+  return ((isinstance(error, AssertionError) and "not bound to checkpointed values" in text)
+          or (isinstance(error, ValueError) and "shape of the target variable" in text))
+
+
 def restore_with_fallback(checkpoint: tf.train.Checkpoint, directory: str) -> str | None:
   """Restores the newest readable checkpoint of `directory` into `checkpoint`.
 
@@ -116,7 +125,7 @@ def restore_with_fallback(checkpoint: tf.train.Checkpoint, directory: str) -> st
   candidates = checkpoint_candidates(directory)
   if not candidates:
     return None
-  failures = []
+  failures, mismatches = [], 0
   for prefix in candidates:
     try:
       checkpoint.restore(prefix).assert_existing_objects_matched()
@@ -124,15 +133,26 @@ def restore_with_fallback(checkpoint: tf.train.Checkpoint, directory: str) -> st
     # AssertionError from the match check...): any failure means "try the previous one".
     except Exception as e:  # pylint: disable=broad-except
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      logging.error("Checkpoint %s is unreadable (%s: %s)%s", prefix, type(e).__name__,
-                    first_line, "; falling back to the previous one." if prefix != candidates[-1]
-                    else ".")
+      mismatch = _is_mismatch(e)
+      logging.error("Checkpoint %s %s (%s: %s)%s", prefix,
+                    "does not match this model" if mismatch else "is unreadable",
+                    type(e).__name__, first_line,
+                    "; falling back to the previous one." if prefix != candidates[-1] else ".")
       failures.append(f"{os.path.basename(prefix)}: {type(e).__name__}: {first_line}")
+      mismatches += mismatch
       continue
     if failures:
       logging.warning("Restored %s after skipping %d unreadable checkpoint(s).", prefix,
                       len(failures))
     return prefix
+  if mismatches == len(candidates):
+    raise CheckpointError(
+        f"the {len(candidates)} checkpoint(s) in {directory!r} are intact but do not hold the "
+        f"variables this configuration builds ({'; '.join(failures)}): the model asked for "
+        "differs from the one that wrote them (a model change forced with --force_config that "
+        "the checkpoints cannot hold). Nothing was changed; the run's checkpoints and "
+        "config.json are as they were. Drop --force_config (and the changed model flags) to "
+        "resume the run, or start the new configuration in a new --workdir.")
   raise CheckpointError(
       f"{len(candidates)} checkpoint(s) in {directory!r} but none can be read "
       f"({'; '.join(failures)}). Refusing to start from scratch over them: repair or delete the "

@@ -11,9 +11,10 @@ it equals the last good weights with the counters advanced, a consistent state t
 export from.
 
 Non-finite policy: a step whose loss or gradient is not finite is skipped (`training.step`);
-`max_consecutive_bad_steps` in a row abort the run; a run whose every step was skipped (no update
-ever applied: `optimizer.iterations` is 0) fails without saving anything (both
-`NonFiniteTrainingError`).
+`max_consecutive_bad_steps` in a row abort the run; an applied update that leaves a weight
+non-finite aborts it at once (those weights cannot recover and are never saved); a run whose
+every step was skipped (no update ever applied: `optimizer.iterations` is 0) fails without
+saving anything (all `NonFiniteTrainingError`).
 """
 import dataclasses
 
@@ -61,6 +62,8 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
     s += 1
     last_out = out
     reporter.record(out, s)
+    if not out["weights_finite"]:
+      _on_non_finite_weights(s, train_cfg, checkpoints.latest)
     if out["ok"]:
       consecutive_bad = 0
     else:
@@ -91,6 +94,18 @@ def _save(checkpoints, reporter, s: int, final: bool = False) -> str:
   path = checkpoints.save(s)
   reporter.checkpoint(s, path, final=final)
   return path
+
+
+def _on_non_finite_weights(s, train_cfg, latest) -> None:
+  """The update of step `s` was finite but left some weight NaN or inf: these weights can never
+  train again, so the run stops before anything saves them."""
+  resume = (f"the last checkpoint ({latest}) holds finite weights; resume from it with a lower "
+            "learning rate" if latest else "no checkpoint was written; start again with a lower "
+            "learning rate")
+  raise NonFiniteTrainingError(
+      f"aborting at step {s}: its update left non-finite weights (learning_rate="
+      f"{train_cfg.learning_rate:g}, clip_grad_norm={train_cfg.clip_grad_norm:g}); nothing was "
+      f"saved from it: {resume}.")
 
 
 def _on_bad_step(s, out, consecutive_bad, skipped_total, train_cfg, latest) -> None:

@@ -21,6 +21,7 @@ from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
+from vapnev_tf.training import loop
 from vapnev_tf.training import rundir
 from vapnev_tf.training.config import TrainConfig
 from vapnev_tf.training.step import TrainState
@@ -39,6 +40,7 @@ class Checkpoints:
   def __init__(self, checkpoint: tf.train.Checkpoint, best_bpd: tf.Variable, write_root: str,
                train_cfg: TrainConfig, before_save, temporary_root: str | None = None):
     self.best_bpd, self._before_save, self._temporary_root = best_bpd, before_save, temporary_root
+    self._checkpoint = checkpoint
     self.manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(write_root, workdir_lib.CHECKPOINT_DIR),
         max_to_keep=train_cfg.max_to_keep, checkpoint_name=CHECKPOINT_NAME)
@@ -52,6 +54,7 @@ class Checkpoints:
     return self.manager.latest_checkpoint
 
   def save(self, step: int) -> str:
+    self._check_finite(step)
     self._before_save()
     path = self.manager.save(checkpoint_number=step)
     self.saved_at = step
@@ -61,10 +64,25 @@ class Checkpoints:
     """Saves best/ when `elbo_bpd` beats the best so far (NaN never does); returns whether."""
     if not elbo_bpd < float(self.best_bpd.numpy()):
       return False
+    self._check_finite(step)
     self.best_bpd.assign(elbo_bpd)
     self._before_save()
     self.best_manager.save(checkpoint_number=step)
     return True
+
+  def _check_finite(self, step: int) -> None:
+    """A checkpoint is a state to resume or export from: one with a NaN/inf weight is never
+    written (loop.NonFiniteTrainingError naming the weights)."""
+    model = self._checkpoint.model
+    bad = [v.path if hasattr(v, "path") else v.name for v in model.trainable_variables
+           if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    if bad:
+      latest = self.latest
+      raise loop.NonFiniteTrainingError(
+          f"refusing to save the checkpoint of step {step}: {len(bad)} weight(s) are not finite "
+          f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). "
+          + (f"The last checkpoint ({latest}) is unaffected; resume from it with a lower "
+             "learning rate." if latest else "No checkpoint was written."))
 
   def close(self) -> None:
     if self._temporary_root:

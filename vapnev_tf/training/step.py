@@ -11,8 +11,11 @@ The step is one `tf.function` running `strategy.run`:
   2. gradients and scalar statistics are all-reduced by the step itself, so every replica holds
      the global gradient, its global norm and one `ok = all finite` flag;
   3. the global gradient is clipped by its global norm (optional) and applied with
-     `optimizer.apply_gradients` only when ok. Keras' optimiser sums the per-replica gradients it
-     is given, so each replica passes 1/replicas of the global gradient. The conditional apply
+     `optimizer.apply_gradients` only when ok (loss, norm and every clipped gradient finite);
+     the step then reports whether every weight is still finite (a finite update can still
+     overflow a weight; the loop stops the run before such weights are saved). Keras'
+     optimiser sums the per-replica gradients it is given, so each replica passes 1/replicas of
+     the global gradient. The conditional apply
      follows Keras' LossScaleOptimizer: a `tf.cond` in a replica context may not contain the
      optimiser's `merge_call`, so under strategies that use merge_call the cond runs in the
      cross-replica context (`merge_call`) and applies through `call_for_each_replica`.
@@ -76,6 +79,11 @@ def counter(name: str) -> tf.Variable:
   return tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
 
 
+def all_finite(tensors) -> tf.Tensor:
+  """Scalar bool: every element of every tensor (or variable) in `tensors` is finite."""
+  return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
+
+
 def _group_indices(model: VAPNEV, variables) -> dict:
   """{group: positions in `variables`} of `model.parameter_groups()` (traced once per step)."""
   position = {id(v): i for i, v in enumerate(variables)}
@@ -113,7 +121,8 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
   The returned function reads one global batch from `iterator` (each replica gets
   `(global_batch_size / replicas, H, W, C)`), updates `state` (weights and Adam unless the step
   is skipped, and the counters) and returns global scalars: {"loss", "log_px", "kl" (means over
-  the global batch), "grad_norm", "ok" (the update was applied), "kl_weight", "learning_rate"
+  the global batch), "grad_norm", "ok" (the update was applied), "weights_finite" (every
+  trainable weight is finite after the step), "kl_weight", "learning_rate"
   (the one this update used), "per_replica_batch_size", and "grad_norm/GROUP" for each group of
   `model.parameter_groups()` (the global norm of that part's gradient, before clipping)}.
   """
@@ -156,15 +165,18 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
     grad_norm = tf.linalg.global_norm(grads)
     group_norms = {f"grad_norm/{name}": tf.linalg.global_norm([grads[i] for i in indices])
                    for name, indices in _group_indices(state.model, variables).items()}
-    ok = tf.math.is_finite(stats[0]) & tf.math.is_finite(grad_norm)
     if train_cfg.clip_grad_norm > 0:
       grads, _ = tf.clip_by_global_norm(grads, train_cfg.clip_grad_norm, use_norm=grad_norm)
     if replicas > 1:
       grads = [g / replicas for g in grads]
+    # The guard looks at the gradients as applied (after clipping), not only at their norm.
+    ok = (tf.math.is_finite(stats[0]) & tf.math.is_finite(grad_norm)
+          & all_finite(grads))
     learning_rate = state.optimizer.learning_rate  # at the iteration this update uses
     _apply_if(ok, state.optimizer, grads, variables)
     return {"loss": stats[0], "log_px": stats[1], "kl": stats[2], "grad_norm": grad_norm,
-            "ok": ok, "kl_weight": kl_w, "learning_rate": tf.cast(learning_rate, tf.float32),
+            "ok": ok, "weights_finite": all_finite(variables),
+            "kl_weight": kl_w, "learning_rate": tf.cast(learning_rate, tf.float32),
             "per_replica_batch_size": tf.constant(int(x.shape[0]), tf.int64),  # static shape
             **group_norms}
 
