@@ -19,6 +19,7 @@ from vapnev_tf import latent_metrics
 from vapnev_tf import latent_report
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import VAPNEV
+from vapnev_tf.training import finish
 
 SHAPE = (8, 8, 1)
 
@@ -333,15 +334,22 @@ def test_latent_workdir_writes_latent_json_tensorboard_and_one_line(tmp_path, ca
   assert again["judge_cache"] == stored["judge_cache"] and again["num_images"] == 4
 
 
-def test_a_dataset_without_labels_gets_the_other_figures_and_says_no_labels(tmp_path, capsys):
+def test_a_dataset_without_labels_gets_the_other_figures_and_says_no_labels(tmp_path):
+  """Through the training run's finish stage (`--latent_eval`), which writes latent.json."""
   workdir = _run_dir(tmp_path, _labelled_npz(tmp_path / "plain.npz", with_labels=False))
-  result = latent_report.latent_workdir(str(workdir), num_images=6,
-                                        judge_cache_dir=str(tmp_path / "judges"))
+  result = finish.latent_figures(str(workdir), str(workdir / "checkpoints" / "ckpt-5"))
+  assert json.loads((workdir / "latent.json").read_text())["num_images"] == 12 == (
+      result["num_images"])
   assert result["labels"] == "no labels" and result["judge_cache"] is None
   assert result["probe_latent_accuracy"] is None and result["agreement_sampled"] is None
   assert math.isfinite(result["mi_nats"]) and math.isfinite(result["conditioning_gap_bpd"])
   assert "| no labels" in latent_metrics.summary_line(result)
-  assert not (tmp_path / "judges").exists()
+
+
+def test_the_finish_stage_skips_a_run_without_latent(tmp_path):
+  workdir = _run_dir(tmp_path, "fashion_mnist", likelihood="realnvp")
+  assert finish.latent_figures(str(workdir), str(workdir / "checkpoints" / "ckpt-5")) is None
+  assert not (workdir / "latent.json").exists()
 
 
 @pytest.mark.parametrize("case", ["realnvp", "unknown_dataset"])

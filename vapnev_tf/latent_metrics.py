@@ -151,6 +151,7 @@ class _Passes:
       return to_uint8(mean), to_uint8(sample)
 
     self.encode, self.log_px, self.reconstruct = encode, log_px, reconstruct
+    self.center = tf.function(model.encode_center, autograph=False)
 
 
 def _batches(n: int, batch_size: int):
@@ -223,7 +224,7 @@ def evaluate_latent(model, test_x, *, test_labels=None, train_images=None, train
     mi_nats, mi_max_nats (log N, the estimator's ceiling), own_bpd, other_bpd,
     conditioning_gap_bpd, probe_latent_accuracy, probe_pixels_accuracy, probe_train_images,
     judge_test_accuracy, judge_original_accuracy, agreement_mean_y, agreement_sampled,
-    temperature, labels (None or "no labels"), seconds.
+    temperature, labels (None or "no labels"), seconds, stage_seconds (per stage).
   """
   if not model.has_vae:
     raise ValueError(f"likelihood={model.config.likelihood!r} has no latent z (no encoder); the "
@@ -234,15 +235,24 @@ def evaluate_latent(model, test_x, *, test_labels=None, train_images=None, train
     raise ValueError(f"test_x holds {n} image(s); the latent figures need at least 2.")
   if test_labels is not None and len(test_labels) != n:
     raise ValueError(f"test_labels holds {len(test_labels)} labels for {n} test images.")
-  start = time.time()
+  start = clock = time.time()
+  stages = {}
+
+  def lap(name):  # seconds per stage, so the cost of each figure is visible
+    nonlocal clock
+    stages[name] = round(time.time() - clock, 3)
+    clock = time.time()
+
   passes = _Passes(model)
   image_shape = model.config.image_shape
   z, log_q, kl, centers, outputs = _encode_all(passes, test_x, batch_size, seed)
+  lap("encode")
   result = {"num_images": n, "latent_dim": model.config.latent_dim,
             "kl_nats": float(np.mean(kl.astype(np.float64)))}
   result.update(active_units(centers))
   result["mi_nats"] = mutual_information(log_q, _log_q_rows(model, z, outputs, batch_size), n)
   result["mi_max_nats"] = math.log(n)
+  lap("mi")
   z_other = np.roll(z, -1, axis=0)  # image i gets the z drawn for image i + 1
   own, other, recon_mean, recon_sample = [], [], [], []
   temperature_t = tf.constant(temperature, model.compute_dtype)
@@ -258,16 +268,18 @@ def evaluate_latent(model, test_x, *, test_labels=None, train_images=None, train
       recon_mean.append(mean.numpy()[:keep])
       recon_sample.append(sample.numpy()[:keep])
   result.update(conditioning_gap(np.concatenate(own), np.concatenate(other), image_shape))
-  result.update(_labelled_figures(model, test_x, centers, test_labels, train_images, train_labels,
+  lap("flow")
+  result.update(_labelled_figures(passes, test_x, centers, test_labels, train_images, train_labels,
                                   judge, recon_mean, recon_sample, seed, batch_size,
-                                  probe_max_iter))
+                                  probe_max_iter, lap))
   result["temperature"] = float(temperature)
   result["seconds"] = round(time.time() - start, 3)
+  result["stage_seconds"] = stages
   return result
 
 
-def _labelled_figures(model, test_x, centers, test_labels, train_images, train_labels, judge,
-                      recon_mean, recon_sample, seed, batch_size, probe_max_iter) -> dict:
+def _labelled_figures(passes, test_x, centers, test_labels, train_images, train_labels, judge,
+                      recon_mean, recon_sample, seed, batch_size, probe_max_iter, lap) -> dict:
   """Probe and agreement fields (None where labels, train images or a judge are missing)."""
   figures = dict.fromkeys(("probe_latent_accuracy", "probe_pixels_accuracy", "probe_train_images",
                            "judge_test_accuracy", "judge_original_accuracy", "agreement_mean_y",
@@ -280,18 +292,20 @@ def _labelled_figures(model, test_x, centers, test_labels, train_images, train_l
   train_images = np.asarray(train_images)
   from vapnev_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   train_centers = []
-  for b, i0 in enumerate(range(0, len(train_images), batch_size)):
-    x = data_lib.dequantize(train_images[i0:i0 + batch_size],
-                            _batch_seed(seed, 3, b))
-    train_centers.append(model.encode_center(x).numpy())
+  for b, rows, padded in _batches(len(train_images), batch_size):
+    x = data_lib.dequantize(train_images[padded], _batch_seed(seed, 3, b))
+    train_centers.append(passes.center(x).numpy()[:rows.stop - rows.start])
+  lap("probe_features")
   figures["probe_train_images"] = len(train_images)
   figures["probe_latent_accuracy"] = linear_probe(np.concatenate(train_centers), train_labels,
                                                   centers, test_labels, probe_max_iter)
+  lap("probe_latent")
   test_pixels = np.floor(test_x).astype(np.uint8)
   figures["probe_pixels_accuracy"] = linear_probe(train_images.astype(np.float32) / 255.0,
                                                   train_labels,
                                                   test_pixels.astype(np.float32) / 255.0,
                                                   test_labels, probe_max_iter)
+  lap("probe_pixels")
   if judge is not None:
     figures["judge_test_accuracy"] = judge.test_accuracy
     figures["judge_original_accuracy"] = float(np.mean(judge.predict(test_pixels) == test_labels))
@@ -299,6 +313,7 @@ def _labelled_figures(model, test_x, centers, test_labels, train_images, train_l
         judge.predict(np.concatenate(recon_mean)) == test_labels))
     figures["agreement_sampled"] = float(np.mean(
         judge.predict(np.concatenate(recon_sample)) == test_labels))
+    lap("judge")
   return figures
 
 
