@@ -5,7 +5,7 @@ Pins every configs/NAME.flags to its resolved config as taken before the config 
 quick config's new defaults of issue 15, BUILD_NOTES.md "New defaults", and by fashion_mnist's
 7,500 steps, "Long run", 2026-11-27, the logit squash alpha 1e-3 of fashion_mnist and quick,
 "The logit squash alpha", and fashion_mnist's variational dequantisation and 10,000 steps, "Long
-run with variational dequantisation"), and checks that names, defaults, bounds and help of the
+run with variational dequantisation", and quick's latent figures at the end), and checks that names, defaults, bounds and help of the
 flags come from the config dataclasses.
 """
 import contextlib
