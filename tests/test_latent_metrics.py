@@ -214,6 +214,27 @@ def test_judge_is_cached_and_a_corrupt_cache_is_rebuilt(tmp_path, caplog):
   assert reload().trained and any("weights unreadable" in r.getMessage() for r in caplog.records)
 
 
+def test_cached_score_is_computed_once_and_recomputed_when_corrupt_or_stale(tmp_path, caplog):
+  calls = []
+
+  def compute():
+    calls.append(1)
+    return 0.75
+
+  arrays = (np.arange(6, dtype=np.uint8), np.array([0, 1]))
+  score = lambda a: judge_lib.cached_score(compute, a, name="pixel-probe", dataset="npz:/a b",
+                                           cache_dir=str(tmp_path), recipe="r")
+  assert score(arrays) == 0.75 and score(arrays) == 0.75 and len(calls) == 1
+  (cached,) = tmp_path.glob("npz_a_b-pixel-probe-*.json")
+  cached.write_text("{not json")
+  with caplog.at_level("WARNING"):
+    assert score(arrays) == 0.75 and len(calls) == 2
+  assert any("unreadable" in r.getMessage() for r in caplog.records)
+  cached.write_text(json.dumps({"fingerprint": "0" * 64, "score": 0.1}))
+  assert score(arrays) == 0.75 and len(calls) == 3  # a stale fingerprint is never trusted
+  assert score((arrays[0], np.array([1, 0]))) == 0.75 and len(calls) == 4  # other data: own entry
+
+
 def test_judge_fingerprint_changes_with_the_data():
   data = _judge_data()
   key = judge_lib.fingerprint(*data, epochs=2, seed=0)
@@ -328,6 +349,7 @@ def test_latent_workdir_writes_latent_json_tensorboard_and_one_line(tmp_path, ca
   tags = _tensorboard_tags(workdir / "tensorboard" / "eval")
   for name in ("mi_nats", "agreement_mean_y", "active_units", "conditioning_gap_bpd", "kl_nats"):
     assert tags[f"latent/{name}"] == [(5, pytest.approx(stored[name]))], name
+  assert len(list((tmp_path / "judges").glob("*labelled.npz-pixel-probe-*.json"))) == 1
   # A second run reuses the cached judge.
   again = latent_report.latent_workdir(str(workdir), num_images=4, write=False,
                                        judge_cache_dir=str(tmp_path / "judges"))

@@ -5,6 +5,8 @@
     judge.predict(images)           # int64 (N,) classes of uint8 or float [0, 256) images
 
 It decides whether a reconstruction lands in its original's class (`vapnev_tf.latent_metrics`).
+`cached_score` caches other figures that depend on the data only (the pixel probe's accuracy) in
+the same directory, under the same rule.
 The network is a two-layer MLP on pixels / 256 (docs/design.md §12: cheap enough to train inside
 `make train`, ~85% on Fashion-MNIST after 2 epochs). The cache entry is
 `CACHE_DIR/<dataset>-<fingerprint[:16]>/{judge.weights.h5, judge.json}`, with the fingerprint a
@@ -88,7 +90,7 @@ def load_or_train_judge(train_images, train_labels, test_images, test_labels, *,
   num_classes = int(max(train_labels.max(), test_labels.max())) + 1
   key = fingerprint(train_images, train_labels, test_images, test_labels, epochs, seed)
   directory = os.path.join(cache_dir or default_cache_dir(),
-                           f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset)[-64:]}-{key[:16]}")
+                           f"{_safe(dataset)}-{key[:16]}")
   shape = tuple(int(d) for d in train_images.shape[1:])
   network, why = _load(directory, key, shape, num_classes)
   if network is not None:
@@ -117,6 +119,49 @@ def load_or_train_judge(train_images, train_labels, test_images, test_labels, *,
   logging.info("Judge trained (%d epochs, test accuracy %.4f) and cached in %s.", epochs, accuracy,
                directory)
   return Judge(served, float(accuracy), key, directory, trained=True)
+
+
+def cached_score(compute, arrays, *, name: str, dataset: str, cache_dir: str | None = None,
+                 recipe: str = "") -> float:
+  """`compute()` (a number that depends on `arrays` and `recipe` only, e.g. the pixel probe's
+  accuracy), cached as CACHE_DIR/<dataset>-<name>-<sha256[:16]>.json.
+
+  The file is used when it parses and names the same sha256 over `arrays` and `recipe` and holds
+  a finite number; otherwise (absent, unreadable, mismatched) the score is computed and rewritten.
+  """
+  digest = hashlib.sha256(f"{name}|{recipe}".encode())
+  for array in arrays:
+    array = np.ascontiguousarray(array)
+    digest.update(f"|{array.dtype.str}{array.shape}|".encode())
+    digest.update(array.tobytes())
+  key = digest.hexdigest()
+  directory = cache_dir or default_cache_dir()
+  filename = os.path.join(directory, f"{_safe(dataset)}-{name}-{key[:16]}.json")
+  try:
+    with open(filename, encoding="utf-8") as f:
+      stored = json.load(f)
+    if (isinstance(stored, dict) and stored.get("fingerprint") == key
+        and isinstance(stored.get("score"), (int, float)) and np.isfinite(stored["score"])):
+      return float(stored["score"])
+    logging.warning("Cached %s score %s does not match its data: computing it again.", name,
+                    filename)
+  except FileNotFoundError:
+    pass
+  except (OSError, ValueError) as err:
+    logging.warning("Cached %s score %s is unreadable (%s): computing it again.", name, filename,
+                    err)
+  score = float(compute())
+  os.makedirs(directory, exist_ok=True)
+  tmp = filename + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump({"fingerprint": key, "score": score, "name": name, "recipe": recipe}, f)
+  os.replace(tmp, filename)
+  return score
+
+
+def _safe(dataset: str) -> str:
+  """A file-name-safe form of a dataset name (e.g. of an npz: path)."""
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset)[-64:]
 
 
 def _network(shape, num_classes: int, compile_for_training: bool = True) -> keras.Model:

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vapnev_tf import judge as judge_lib
 from vapnev_tf import seeds
 from vapnev_tf.metrics import bits_per_dim
 from vapnev_tf.model import to_uint8
@@ -205,7 +206,7 @@ def _log_q_rows(model, z, outputs, batch_size):
 
 def evaluate_latent(model, test_x, *, test_labels=None, train_images=None, train_labels=None,
                     judge=None, seed: int = 0, temperature: float = 0.8, batch_size: int = 256,
-                    probe_max_iter: int = 200) -> dict:
+                    probe_max_iter: int = 200, pixel_probe_cache: dict | None = None) -> dict:
   """The latent figures of `model` (a VAE likelihood) on `test_x`; see the module docstring.
 
   Args:
@@ -218,6 +219,8 @@ def evaluate_latent(model, test_x, *, test_labels=None, train_images=None, train
     temperature: of the sampled reconstructions (the mean-y one has none).
     batch_size: images per model call.
     probe_max_iter: LogisticRegression's iteration cap.
+    pixel_probe_cache: None (compute the pixel probe), or {"dataset", "cache_dir"}: keep its
+      accuracy, which depends on the data only, with `vapnev_tf.judge.cached_score`.
 
   Returns:
     dict: num_images, latent_dim, kl_nats, active_units, active_fraction, unit_variances,
@@ -271,7 +274,7 @@ def evaluate_latent(model, test_x, *, test_labels=None, train_images=None, train
   lap("flow")
   result.update(_labelled_figures(passes, test_x, centers, test_labels, train_images, train_labels,
                                   judge, recon_mean, recon_sample, seed, batch_size,
-                                  probe_max_iter, lap))
+                                  probe_max_iter, lap, pixel_probe_cache))
   result["temperature"] = float(temperature)
   result["seconds"] = round(time.time() - start, 3)
   result["stage_seconds"] = stages
@@ -279,7 +282,8 @@ def evaluate_latent(model, test_x, *, test_labels=None, train_images=None, train
 
 
 def _labelled_figures(passes, test_x, centers, test_labels, train_images, train_labels, judge,
-                      recon_mean, recon_sample, seed, batch_size, probe_max_iter, lap) -> dict:
+                      recon_mean, recon_sample, seed, batch_size, probe_max_iter, lap,
+                      pixel_probe_cache) -> dict:
   """Probe and agreement fields (None where labels, train images or a judge are missing)."""
   figures = dict.fromkeys(("probe_latent_accuracy", "probe_pixels_accuracy", "probe_train_images",
                            "judge_test_accuracy", "judge_original_accuracy", "agreement_mean_y",
@@ -301,10 +305,17 @@ def _labelled_figures(passes, test_x, centers, test_labels, train_images, train_
                                                   centers, test_labels, probe_max_iter)
   lap("probe_latent")
   test_pixels = np.floor(test_x).astype(np.uint8)
-  figures["probe_pixels_accuracy"] = linear_probe(train_images.astype(np.float32) / 255.0,
-                                                  train_labels,
-                                                  test_pixels.astype(np.float32) / 255.0,
-                                                  test_labels, probe_max_iter)
+
+  def pixel_probe():
+    return linear_probe(train_images.astype(np.float32) / 255.0, train_labels,
+                        test_pixels.astype(np.float32) / 255.0, test_labels, probe_max_iter)
+
+  if pixel_probe_cache is None:
+    figures["probe_pixels_accuracy"] = pixel_probe()
+  else:  # it depends on the data only, and costs the most of all the figures
+    figures["probe_pixels_accuracy"] = judge_lib.cached_score(
+        pixel_probe, (train_images, train_labels, test_pixels, test_labels), name="pixel-probe",
+        recipe=f"logistic-standardised-max_iter={probe_max_iter}", **pixel_probe_cache)
   lap("probe_pixels")
   if judge is not None:
     figures["judge_test_accuracy"] = judge.test_accuracy

@@ -100,7 +100,8 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
     result = latent_metrics.evaluate_latent(
         model, inputs["test_x"], test_labels=inputs["test_labels"],
         train_images=inputs["train_images"], train_labels=inputs["train_labels"], judge=judge,
-        seed=seed, temperature=temperature, batch_size=batch_size)
+        seed=seed, temperature=temperature, batch_size=batch_size,
+        pixel_probe_cache={"dataset": data_cfg.dataset, "cache_dir": judge_cache_dir})
     result.update(step=int(step), checkpoint=checkpoint, seed=seed, dataset=data_cfg.dataset,
                   judge_cache=None if judge is None else judge.path, written_to=None)
     if write:
