@@ -279,6 +279,25 @@ def test_npz_labels_follow_their_images_and_are_checked(tmp_path):
     data_lib.load_labels(cfg, "train")
 
 
+def test_cifar10_labels_come_from_its_binary_records(tmp_path):
+  folder = tmp_path / "cifar-10-batches-bin"
+  folder.mkdir()
+  rng = np.random.default_rng(11)
+  written = {}
+  for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+    labels = rng.integers(0, 10, size=3).astype(np.uint8)
+    records = np.concatenate([labels[:, None], rng.integers(0, 256, (3, 3072), dtype=np.uint8)],
+                             axis=1)
+    (folder / name).write_bytes(records.tobytes())
+    written[name] = labels
+  cfg = data_lib.DataConfig(dataset="cifar10", data_dir=str(tmp_path))
+  np.testing.assert_array_equal(data_lib.load_labels(cfg, "test"), written["test_batch.bin"])
+  np.testing.assert_array_equal(
+      data_lib.load_labels(cfg, "train"),
+      np.concatenate([written[f"data_batch_{i}.bin"] for i in range(1, 6)]))
+  assert len(data_lib.load_labels(cfg, "train")) == data_lib.num_examples(cfg, "train")
+
+
 def test_folder_and_celeb_a_sources_have_no_labels(tmp_path):
   from PIL import Image
   for name in ("a.png", "b.png"):
