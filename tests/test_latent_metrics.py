@@ -413,3 +413,27 @@ def test_latent_cli_bad_input_is_one_line(tmp_path, capsys, case):
   lines = captured.err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("vapnev_tf.evaluate: error: ") and reason in lines[0]
   assert not (workdir / "latent.json").exists()
+
+
+@pytest.mark.slow
+def test_training_with_latent_eval_ends_with_the_figures(tmp_path, monkeypatch):
+  """configs/smoke.flags + --latent_eval: the finish stage writes latent.json for the last
+  checkpoint and returns the figures (the judge, trained on the run's train split, cached under
+  XDG_CACHE_HOME)."""
+  from vapnev_tf import train as train_cli
+  from vapnev_tf import training
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  workdir = tmp_path / "run"
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  monkeypatch.chdir(repo)  # flagfiles include configs/base.flags relative to the repository root
+  configs = train_cli.configs_from_flags(train_cli.parse_flags(
+      ["train", "--flagfile=configs/smoke.flags", f"--workdir={workdir}", "--latent_eval=true",
+       "--export_at_end=false"]))
+  result = training.train(*configs, str(workdir))
+  latent = result["latent"]
+  assert latent["step"] == result["step"] and latent["checkpoint"].endswith(f"ckpt-{result['step']}")
+  assert json.loads((workdir / "latent.json").read_text())["mi_nats"] == pytest.approx(
+      latent["mi_nats"])
+  assert latent["labels"] is None and latent["judge_cache"].startswith(str(tmp_path / "cache"))
+  assert latent_metrics.summary_line(latent).startswith(f"latent ({latent['num_images']} images)")
+
