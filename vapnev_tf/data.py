@@ -15,6 +15,9 @@ Sources, chosen by `DataConfig.dataset`:
                    directly in `PATH`. Every file is decode-checked when the source is opened.
 A source without a test split gives a fixed, seeded `validation_fraction` of its images to "test".
 
+`load_labels` gives the class labels of a split where the source has them; only evaluations read
+them (the latent figures' probe and judge), never training.
+
 Every element leaves `load_images` as uint8 (H, W, C). `train_dataset` and `eval_dataset` add the
 uniform dequantisation x = pixel + u, u ~ U[0, 1), from stateless random ops keyed by the example's
 index (and the epoch, for training), so that every stream is reproducible under its seed.
