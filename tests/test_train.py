@@ -366,6 +366,7 @@ def test_every_flagfile_parses_into_configs(name):
   if name == "quick":
     assert data_cfg.dataset == "fashion_mnist" and data_cfg.eval_take is None
     assert train_cfg.eval_num_samples == 10
+    assert train_cfg.latent_eval  # `make train` ends with the latent figures
 
 
 # --- schedules and small pieces -----------------------------------------------------------------

@@ -15,6 +15,9 @@ Sources, chosen by `DataConfig.dataset`:
                    directly in `PATH`. Every file is decode-checked when the source is opened.
 A source without a test split gives a fixed, seeded `validation_fraction` of its images to "test".
 
+`load_labels` gives the class labels of a split where the source has them; only evaluations read
+them (the latent figures' probe and judge), never training.
+
 Every element leaves `load_images` as uint8 (H, W, C). `train_dataset` and `eval_dataset` add the
 uniform dequantisation x = pixel + u, u ~ U[0, 1), from stateless random ops keyed by the example's
 index (and the epoch, for training), so that every stream is reproducible under its seed.
@@ -190,6 +193,35 @@ def load_images(cfg: DataConfig, split: str) -> tf.data.Dataset:
     ds = _tfds_dataset(cfg, value, split)
   take = cfg.train_take if split == "train" else cfg.eval_take
   return ds if take is None else ds.take(take)
+
+
+def load_labels(cfg: DataConfig, split: str) -> np.ndarray | None:
+  """The class labels of `split`, int64 `(N,)` aligned with `load_images(cfg, split)`, or None.
+
+  Only evaluations read labels (training is unsupervised). Sources with labels: Fashion-MNIST's
+  IDX label files (or TFDS's `label` feature when the IDX files are absent), TFDS datasets with a
+  `label` feature, CIFAR-10's binary records, and an npz's optional `labels` / `test_labels`
+  arrays (aligned with `images` / `test_images`; held out like the images when there is no test
+  split). CelebA and folder sources have none: None. `train_take` / `eval_take` apply.
+  """
+  _check_split(split)
+  kind, value = _parse_source(cfg.dataset)
+  if kind == "npz":
+    labels = _npz_labels(cfg, value, split)
+  elif kind == "folder" or value == "celeb_a":
+    labels = None
+  elif value == "fashion_mnist":
+    labels = _fashion_mnist_labels(cfg, split)
+  elif value == "cifar10":
+    source = locate_lib.locate(value, cfg.data_dir)
+    labels = (cifar10_lib.read_labels(source.location, split) if source.kind == "cifar10_files"
+              else _tfds_builder_labels(source.location, split))
+  else:
+    labels = _tfds_labels(cfg, value, split)
+  if labels is None:
+    return None
+  take = cfg.train_take if split == "train" else cfg.eval_take
+  return labels.astype(np.int64) if take is None else labels[:take].astype(np.int64)
 
 
 def num_examples(cfg: DataConfig, split: str) -> int:
@@ -408,6 +440,36 @@ def _fashion_mnist_dataset(cfg: DataConfig, split: str) -> tf.data.Dataset:
         f"a machine with internet access for TFDS. TFDS said: {err.__cause__}") from err
 
 
+def _fashion_mnist_labels(cfg: DataConfig, split: str) -> np.ndarray:
+  """Fashion-MNIST labels from the IDX file beside the images (else TFDS, as the images)."""
+  images_name, labels_name = _FASHION_MNIST_FILES[split]
+  labels_path = os.path.join(cfg.fashion_mnist_dir, labels_name)
+  if os.path.isfile(os.path.join(cfg.fashion_mnist_dir, images_name)) and os.path.isfile(
+      labels_path):
+    return _read_idx(labels_path, _IDX_LABELS_MAGIC)
+  return _tfds_labels(cfg, "fashion_mnist", split)
+
+
+def _tfds_labels(cfg: DataConfig, name: str, split: str) -> np.ndarray | None:
+  """TFDS `name`/`split`'s `label` feature in the images' order, None without one."""
+  try:
+    builder = tfds.builder(name, data_dir=cfg.data_dir)
+    builder.download_and_prepare()
+  except Exception as err:  # TFDS raises many types (network, checksum, manual download...).
+    raise DatasetUnavailableError(
+        f"dataset {name!r}: TFDS could not provide the labels of split {split!r} "
+        f"(data_dir={cfg.data_dir!r}): {type(err).__name__}: {err}.") from err
+  return _tfds_builder_labels(builder, split)
+
+
+def _tfds_builder_labels(builder, split: str) -> np.ndarray | None:
+  if "label" not in builder.info.features:
+    return None
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  ds = ds.map(lambda example: example["label"], num_parallel_calls=tf.data.AUTOTUNE)
+  return np.concatenate(list(ds.batch(10_000).as_numpy_iterator()))
+
+
 def _read_fashion_mnist(images_path: str, labels_path: str) -> np.ndarray:
   """uint8 (N, 28, 28, 1) images of one IDX split; the labels file is read only to validate N."""
   images = _read_idx(images_path, _IDX_IMAGES_MAGIC)  # (N, rows, cols)
@@ -450,6 +512,40 @@ def _npz_dataset(cfg: DataConfig, path: str, split: str) -> tf.data.Dataset:
   else:
     images = train_images if split == "train" else test_images
   return tf.data.Dataset.from_tensor_slices(images)
+
+
+def _npz_labels(cfg: DataConfig, path: str, split: str) -> np.ndarray | None:
+  """An npz's `labels` (of `images`) / `test_labels` (of `test_images`) for `split`, or None."""
+  train_images, test_images = _read_npz(cfg.dataset, path)
+  with np.load(path, allow_pickle=False) as npz:
+    labels = {key: _checked_labels(cfg.dataset, npz, key, len(images))
+              for key, images in (("labels", train_images), ("test_labels", test_images))
+              if key in npz.files and images is not None}
+  if test_images is None:
+    if "labels" not in labels:
+      return None
+    return labels["labels"][_holdout_indices(cfg.dataset, len(train_images),
+                                             cfg.validation_fraction)[split]]
+  return labels.get("labels" if split == "train" else "test_labels")
+
+
+def _checked_labels(source: str, npz, key: str, num_images: int) -> np.ndarray:
+  """npz[key] as int64 `(N,)`: non-negative integers, one per image of its images array."""
+  try:
+    labels = npz[key]
+  except ValueError as err:  # numpy refuses object arrays when allow_pickle=False
+    raise ValueError(f"{source}: cannot read array {key!r} ({err}); only plain integer arrays "
+                     "are accepted.") from err
+  if labels.dtype.kind not in "iu" or labels.ndim != 1:
+    raise ValueError(f"{source}: array {key!r} is {labels.dtype} of shape {labels.shape}, "
+                     "expected a 1-D integer array of class labels.")
+  if len(labels) != num_images:
+    raise ValueError(f"{source}: array {key!r} holds {len(labels)} labels for {num_images} "
+                     "images; expected one label per image.")
+  if len(labels) and labels.min() < 0:
+    raise ValueError(f"{source}: array {key!r} has a negative label ({labels.min()}); expected "
+                     "class indices 0, 1, ...")
+  return labels.astype(np.int64)
 
 
 def _read_npz(source: str, path: str) -> tuple[np.ndarray, np.ndarray | None]:

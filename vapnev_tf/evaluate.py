@@ -2,6 +2,10 @@
 
     python -m vapnev_tf.evaluate --workdir=DIR [--num_samples=k] [--checkpoint=PREFIX]
                                  [--eval_take=N] [--data_dir=DIR] [--fashion_mnist_dir=DIR]
+    python -m vapnev_tf.evaluate --workdir=DIR --latent [--eval_take=N] [--probe_train_take=M]
+
+`--latent` computes how much the latent carries instead (`vapnev_tf.latent_report`: KL, active
+units, I(x; z), conditioning gap, linear probe, judge agreement) and writes WORKDIR/latent.json.
 
 The model is rebuilt from WORKDIR/config.json and restored with `workdir.load_run` (the newest
 readable checkpoint: a corrupt newer one is skipped and logged); the test data come from the run's
@@ -50,6 +54,19 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       "data_dir); as vapnev_tf.train's --data_dir.", **d)
   flags.DEFINE_string("fashion_mnist_dir", None, "Directory of the Fashion-MNIST IDX files "
                       "(default: the run's); as vapnev_tf.train's --fashion_mnist_dir.", **d)
+  flags.DEFINE_bool("latent", False, "Compute the latent figures instead of the bounds (KL, "
+                    "active units, I(x;z), conditioning gap, linear probe, judge agreement) and "
+                    "write WORKDIR/latent.json; --eval_take limits the test images.", **d)
+  flags.DEFINE_integer("probe_train_take", 0, "With --latent: train the linear probe on the "
+                       "first N training images (0 = all).", lower_bound=0, **d)
+  flags.DEFINE_float("temperature", None, "With --latent: temperature of the sampled "
+                     "reconstructions (default: the run's sample_temperature, else 0.8).",
+                     lower_bound=0.0, **d)
+  flags.DEFINE_string("judge_cache_dir", None, "With --latent: where judge classifiers are cached "
+                      "(default: $XDG_CACHE_HOME/vapnev_tf/judges, XDG_CACHE_HOME defaulting to "
+                      "~/.cache).", **d)
+  flags.DEFINE_integer("judge_epochs", 2, "With --latent: epochs of a judge trained because none "
+                       "is cached.", lower_bound=1, **d)
   flags.DEFINE_bool("write", True, "Write the result: WORKDIR/eval.json when it covers the "
                     "run's whole test scope, else WORKDIR/evaluations/<scope>.json.", **d)
   flags.mark_flag_as_required("workdir", flag_values=fv)
@@ -127,21 +144,38 @@ def _write_partial(workdir: str, result: dict, step: int, checkpoint: str, store
   return filename
 
 
-def main(argv):
+def main(argv, fv: flags.FlagValues = flags.FLAGS):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  fv = flags.FLAGS
   from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   try:
-    result = evaluate_workdir(fv.workdir, fv.checkpoint, fv.num_samples, fv.eval_take,
-                              fv.eval_batch_size, fv.seed, fv.chunk_size, fv.write,
-                              data_dir=fv.data_dir, fashion_mnist_dir=fv.fashion_mnist_dir)
+    if fv.latent:
+      result = _latent(fv)
+    else:
+      result = evaluate_workdir(fv.workdir, fv.checkpoint, fv.num_samples, fv.eval_take,
+                                fv.eval_batch_size, fv.seed, fv.chunk_size, fv.write,
+                                data_dir=fv.data_dir,
+                                fashion_mnist_dir=fv.fashion_mnist_dir)
   except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
-    print(f"vapnev_tf.evaluate: error: {e}", file=sys.stderr)
+    print(f"vapnev_tf.evaluate: error: {' '.join(str(e).split())}", file=sys.stderr)
     return 1
+  if fv.latent:
+    from vapnev_tf import latent_metrics  # pylint: disable=g-import-not-at-top
+    print(latent_metrics.summary_line(result))
+    return 0
   print(json.dumps(result, indent=2))
   print(evaluation.summary_line(result))
   return 0
+
+
+def _latent(fv: flags.FlagValues) -> dict:
+  """`--latent`: the run's latent figures (`vapnev_tf.latent_report`)."""
+  from vapnev_tf import latent_report  # pylint: disable=g-import-not-at-top
+  return latent_report.latent_workdir(
+      fv.workdir, fv.checkpoint, num_images=fv.eval_take or 0,
+      probe_train_take=fv.probe_train_take, temperature=fv.temperature, seed=fv.seed,
+      judge_cache_dir=fv.judge_cache_dir, judge_epochs=fv.judge_epochs,
+      batch_size=fv.eval_batch_size, write=fv.write)
 
 
 def run():

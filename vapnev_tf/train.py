@@ -144,6 +144,9 @@ def main(argv):
     print(f"interrupted at step {result['step']} (checkpoint saved; rerun to resume)")
     return 128 + result["interrupted"]
   print(training.summary_line(result["eval"]), flush=True)
+  if result.get("latent") is not None:
+    from vapnev_tf import latent_metrics  # pylint: disable=g-import-not-at-top
+    print(latent_metrics.summary_line(result["latent"]), flush=True)
   logging.info("Done: step %d in %.0f s.", result["step"], time.time() - started)
   return 0
 

@@ -65,6 +65,18 @@ def read_split(path: str, split: str) -> np.ndarray:
   return _read_split_cached(path, split, (stat.st_mtime_ns, stat.st_size))
 
 
+def read_labels(path: str, split: str) -> np.ndarray:
+  """uint8 (N,) class labels (0..9) of `split`, in the order of `read_split`'s images."""
+  if split not in SPLIT_FILES:
+    raise ValueError(f"cifar10: split must be one of {tuple(SPLIT_FILES)}, got {split!r}.")
+  if os.path.isdir(path):
+    blobs = [(os.path.join(path, name), _read_file(os.path.join(path, name)))
+             for name in SPLIT_FILES[split]]
+  else:
+    blobs = _read_archive(path, SPLIT_FILES[split])
+  return np.concatenate([_decode_records(where, raw, labels=True) for where, raw in blobs])
+
+
 @functools.lru_cache(maxsize=4)
 def _read_split_cached(path, split, stamp):
   del stamp  # Part of the cache key only.
@@ -105,8 +117,9 @@ def _read_archive(archive: str, names) -> list[tuple[str, bytes]]:
   return [(f"{archive}!{FOLDER}/{name}", found[name]) for name in names]
 
 
-def _decode_records(where: str, raw: bytes) -> np.ndarray:
-  """uint8 (N, 32, 32, 3) from N records of (label byte, CHW pixels)."""
+def _decode_records(where: str, raw: bytes, labels: bool = False) -> np.ndarray:
+  """uint8 (N, 32, 32, 3) from N records of (label byte, CHW pixels); their (N,) labels when
+  `labels`."""
   if not raw or len(raw) % _RECORD:
     raise ValueError(f"cifar10: {where} holds {len(raw)} bytes, not a whole number of "
                      f"{_RECORD}-byte records (1 label byte + 3072 pixel bytes). {_FIX}")
@@ -115,4 +128,6 @@ def _decode_records(where: str, raw: bytes) -> np.ndarray:
   if bad.size:
     raise ValueError(f"cifar10: {where}: record {bad[0]} has label byte {records[bad[0], 0]}, "
                      f"expected 0..9; the file is not CIFAR-10 binary data. {_FIX}")
+  if labels:
+    return records[:, 0].copy()
   return records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()

@@ -117,6 +117,10 @@ class TrainConfig(ConfigBase):
   export_at_end: bool = bool_field(
       True, "Write WORKDIR/export and WORKDIR/figures at the end (if vapnev_tf.export / figures "
       "exist).", **_FREE, why="what is written after training, not the training")
+  latent_eval: bool = bool_field(
+      False, "After the final evaluation, compute the latent figures on the run's test images "
+      "(WORKDIR/latent.json; what `vapnev_tf.evaluate --latent` computes) and print their line.",
+      **_FREE, why=_EVAL)
   debug_inject_nan_at_step: int = int_field(
       -1, "FOR TESTS ONLY: make the loss NaN at step N as logged (1 = the first step; -1 = "
       "never).", lo=-1, **_FREE, why="test instrumentation")

@@ -5,7 +5,8 @@
 Interrupted: the result without an evaluation. Otherwise the final evaluation (k =
 `eval_num_samples`; reused from eval.json when a finished run is started again), which must be
 finite, then (chief, `export_at_end`) WORKDIR/export and the paper panel in WORKDIR/figures, both
-from the checkpoint the loop saved last, so their step is that checkpoint's step.
+from the checkpoint the loop saved last, so their step is that checkpoint's step; with
+`latent_eval`, the latent figures of that checkpoint (WORKDIR/latent.json).
 """
 import hashlib
 import math
@@ -34,7 +35,7 @@ def finish_run(workdir: str, run, outcome, data_cfg, train_cfg, evaluate, strate
     logging.warning("Stopped by %s at step %d; latest checkpoint %s. Run the same command to "
                     "resume.", signal.Signals(outcome.interrupted).name, s,
                     run.checkpoints.latest)
-    return dict(facts, eval=None, interrupted=int(outcome.interrupted))
+    return dict(facts, eval=None, latent=None, interrupted=int(outcome.interrupted))
   final = None
   if s == run.start_step and run.restored_from:  # a finished run started again: reuse results
     final = _stored_final_eval(workdir, s, train_cfg)
@@ -47,7 +48,21 @@ def finish_run(workdir: str, run, outcome, data_cfg, train_cfg, evaluate, strate
     _check_finite(final, s)
     if export and train_cfg.export_at_end:
       export_and_figures(workdir, data_cfg, train_cfg, run.checkpoints.latest, final)
-  return dict(facts, eval=final, interrupted=None)
+  latent = None
+  if export and train_cfg.latent_eval:
+    latent = latent_figures(workdir, run.checkpoints.latest)
+  return dict(facts, eval=final, latent=latent, interrupted=None)
+
+
+def latent_figures(workdir: str, checkpoint: str) -> dict | None:
+  """The latent figures of `checkpoint` (`vapnev_tf.latent_report`, written to latent.json), on a
+  fresh strategy-free copy of the model; None (logged) for a likelihood without a latent z."""
+  from vapnev_tf import latent_report  # pylint: disable=g-import-not-at-top
+  model, step = workdir_lib.restore_model(workdir, checkpoint)
+  if not model.has_vae:
+    logging.info("No latent figures: likelihood=%r has no latent z.", model.config.likelihood)
+    return None
+  return latent_report.latent_workdir(workdir, checkpoint, model=model, step=step)
 
 
 def _check_finite(result: dict, step: int) -> None:

@@ -41,7 +41,8 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
   run directory as it was.
 
   Returns:
-    {"step", "skipped_steps", "eval" (final evaluation dict, None when interrupted),
+    {"step", "skipped_steps", "eval" (final evaluation dict, None when interrupted), "latent"
+     (the latent figures with `latent_eval`, else None),
      "interrupted" (signal number or None), "restored_from" (checkpoint or None), "start_step",
      "start_optimizer_iterations", "optimizer_iterations", "num_replicas",
      "per_replica_batch_size", "weights_sha256", "last_loss", "task", "workdir"}.
