@@ -192,6 +192,50 @@ def test_full_disk_fails_before_training(tmp_path, monkeypatch):
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def _checkpoints_fail(monkeypatch, when=lambda manager, number: True, limit=16384):
+  """Saves for which `when(manager, checkpoint_number)` holds run under a file size limit of
+  `limit` bytes (as with `ulimit -f`): TensorFlow's write fails half-way, like on a full disk."""
+  import resource  # pylint: disable=g-import-not-at-top
+  real_save = tf.train.CheckpointManager.save
+
+  def save(self, checkpoint_number=None, **kwargs):
+    if not when(self, checkpoint_number):
+      return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+      return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+    finally:
+      resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+
+
+def test_a_failing_first_checkpoint_leaves_the_run_directory_as_it_was(tmp_path, monkeypatch):
+  workdir = tmp_path / "run"
+  _checkpoints_fail(monkeypatch)
+  with pytest.raises(training.CheckpointError,
+                     match=r"could not write the checkpoint of step 2 to .*checkpoints: "
+                           r"OutOfRangeError: .*File too large.*Removed the partial files") as e:
+    run_smoke(workdir)
+  assert "\n" not in str(e.value)
+  assert sorted(p.name for p in workdir.iterdir()) == [".lock"]  # no config.json, no ckpt-2_temp
+  training.rundir.refuse_unrestorable(str(workdir))  # the corrected command may start here
+
+
+def test_a_full_disk_mid_run_removes_only_the_partial_checkpoint(tmp_path, monkeypatch):
+  workdir = tmp_path / "run"
+  _checkpoints_fail(monkeypatch, lambda manager, number: number == 4
+                    and manager.directory.endswith("checkpoints"))
+  with pytest.raises(training.CheckpointError, match=r"step 4 .*newest checkpoint is still "
+                                                     r".*ckpt-2"):
+    run_smoke(workdir)
+  names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+  assert names == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+  assert (workdir / "config.json").exists() and (workdir / "best").is_dir()
+  assert workdir_lib.load_run(str(workdir))[1]["step"] == 2
+
+
 def _checkpoint_copy(smoke_run, tmp_path):
   workdir, _ = smoke_run
   directory = tmp_path / "checkpoints"
