@@ -664,3 +664,24 @@ def test_export_falls_back_from_a_truncated_newest_checkpoint_and_labels_what_it
   z = tf.zeros((1, 4))
   np.testing.assert_allclose(loaded.decode(z=z)["samples"].numpy(),
                              restored.decode_images(z).numpy(), atol=2e-3)
+
+
+def test_a_signal_during_an_export_removes_its_temporary_directory(model, tmp_path, monkeypatch):
+  """SIGTERM while the SavedModel is written: no `EXPORT.tmp-*` is left, and the CLI's handler
+  turns the signal into `interrupts.Interrupted` (exit 128 + 15 with a line saying what stopped)."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
+  real_save = tf.saved_model.save
+
+  def save_then_signal(*args, **kwargs):
+    real_save(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(tf.saved_model, "save", save_then_signal)
+  out = tmp_path / "out"
+  with pytest.raises(interrupts.Interrupted, match="stopped by SIGTERM during the export") as e:
+    with interrupts.raising("the export"):
+      export.export_model(model, str(out), {})
+  assert e.value.signum == signal.SIGTERM
+  assert sorted(p.name for p in tmp_path.iterdir()) == []
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

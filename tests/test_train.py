@@ -236,6 +236,31 @@ def test_a_full_disk_mid_run_removes_only_the_partial_checkpoint(tmp_path, monke
   assert workdir_lib.load_run(str(workdir))[1]["step"] == 2
 
 
+def test_sigterm_during_the_final_evaluation_stops_with_a_message(tmp_path, monkeypatch):
+  import signal  # pylint: disable=g-import-not-at-top
+  received = []
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+  real_call = evaluation.Evaluator.__call__
+
+  def call(self, *args, **kwargs):
+    if self.num_samples > 1:  # the final evaluation (k = eval_num_samples = 2)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_call(self, *args, **kwargs)
+
+  monkeypatch.setattr(evaluation.Evaluator, "__call__", call)
+  try:
+    from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
+    with pytest.raises(interrupts.Interrupted,
+                       match="stopped by SIGTERM during the final evaluation and export of step "
+                             "6 .*checkpoint is saved") as e:
+      run_smoke(tmp_path / "run", "--eval_every=0")
+    assert e.value.signum == signal.SIGTERM and not received
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the caller's handler is back
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert workdir_lib.load_run(str(tmp_path / "run"))[1]["step"] == 6
+
+
 def _checkpoint_copy(smoke_run, tmp_path):
   workdir, _ = smoke_run
   directory = tmp_path / "checkpoints"

@@ -66,6 +66,7 @@ import tensorflow_probability as tfp
 import vapnev_tf
 from vapnev_tf import console
 from vapnev_tf import data as data_lib
+from vapnev_tf import interrupts
 from vapnev_tf import locking
 from vapnev_tf import seeds
 from vapnev_tf import workdir as workdir_lib
@@ -538,10 +539,15 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   try:
-    out = export_from_workdir(f.workdir, f.export_dir, f.checkpoint, f.overwrite)
+    with interrupts.raising("the export (its partial directory was removed; nothing was "
+                            "written to the export directory)"):
+      out = export_from_workdir(f.workdir, f.export_dir, f.checkpoint, f.overwrite)
   except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
     print(f"vapnev_tf.export: error: {e}", file=sys.stderr)
     return 1
+  except interrupts.Interrupted as e:
+    print(f"vapnev_tf.export: {e}", file=sys.stderr)
+    return 128 + e.signum
   print(json.dumps({"export_dir": out, "signatures": sorted(load_metadata(out)["signatures"])}))
 
 

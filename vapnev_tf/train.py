@@ -127,6 +127,7 @@ def main(argv):
   from vapnev_tf import training  # pylint: disable=g-import-not-at-top
   if fv.deterministic_ops:
     tf.config.experimental.enable_op_determinism()
+  from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
   from vapnev_tf import locking  # pylint: disable=g-import-not-at-top
   from vapnev_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from vapnev_tf.training import cluster  # pylint: disable=g-import-not-at-top
@@ -139,7 +140,7 @@ def main(argv):
           locking.WorkdirLockedError) as e:
     logging.error("%s: %s", type(e).__name__, e)
     return 1
-  except cluster.PeerWaitInterrupted as e:
+  except (cluster.PeerWaitInterrupted, interrupts.Interrupted) as e:
     logging.error("%s", e)
     return 128 + e.signum
   if fv.debug_result_file:
