@@ -261,6 +261,29 @@ def test_sigterm_during_the_final_evaluation_stops_with_a_message(tmp_path, monk
   assert workdir_lib.load_run(str(tmp_path / "run"))[1]["step"] == 6
 
 
+def test_a_changed_folder_source_is_refused_on_resume(tmp_path):
+  """Images added to a folder: source without a test folder would redraw its held-out split."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(8):
+    Image.fromarray(np.full((8, 8), i * 20, np.uint8), mode="L").save(folder / f"{i}.png")
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(
+      tmp_path / "run", f"--dataset=folder:{folder}", "--batch_size=2", "--eval_batch_size=2"))
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  stored = training.rundir.run_config(model_cfg, data_cfg, train_cfg, tf.distribute.get_strategy())
+  assert stored["data_source"]["train_files"] == 8 and stored["data_source"]["test_files"] is None
+  workdir_lib.write_json_atomic(str(workdir / "config.json"), stored)
+  checkpointing.check_resume_config(str(workdir), model_cfg, data_cfg, train_cfg)  # unchanged
+  Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(folder / "8.png")
+  with pytest.raises(checkpointing.ConfigError,
+                     match=r"files changed since the run .*8 train \(test held out from them\) "
+                           r"files then, 9 train .* now.*--force_config"):
+    checkpointing.check_resume_config(str(workdir), model_cfg, data_cfg, train_cfg)
+  checkpointing.check_resume_config(str(workdir), model_cfg, data_cfg, train_cfg, force=True)
+
+
 def _checkpoint_copy(smoke_run, tmp_path):
   workdir, _ = smoke_run
   directory = tmp_path / "checkpoints"

@@ -21,6 +21,7 @@ index (and the epoch, for training), so that every stream is reproducible under 
 """
 import dataclasses
 import gzip
+import hashlib
 import logging
 import os
 import pathlib
@@ -151,6 +152,28 @@ def image_shape(dataset: str, cfg: DataConfig | None = None) -> tuple[int, int, 
     return tuple(int(d) for d in train_images.shape[1:])
   train_files, _ = _folder_split_files(dataset, value)
   return _image_file_shape(dataset, train_files[0])
+
+
+def source_files(cfg: DataConfig) -> dict | None:
+  """What a `folder:` source holds: {"train_files": n, "test_files": m (None without a test
+  folder), "sha256": over the sorted relative file names}; None for other sources.
+
+  Recorded in the run directory, so that a resumed run notices images added to or removed from
+  the folder: the held-out test split is drawn from the file list, and a changed list would
+  silently redraw it (mixing earlier test images into training).
+  """
+  kind, root = _parse_source(cfg.dataset)
+  if kind != "folder":
+    return None
+  train_files, test_files = _folder_split_files(cfg.dataset, root)
+  digest = hashlib.sha256()
+  for split, files in (("train", train_files), ("test", test_files or [])):
+    for f in files:
+      name = os.path.relpath(f, root).encode("utf-8", "surrogateescape")
+      digest.update(split.encode() + b"\0" + name + b"\0")
+  return {"train_files": len(train_files),
+          "test_files": None if test_files is None else len(test_files),
+          "sha256": digest.hexdigest()}
 
 
 def check_available(cfg: DataConfig) -> str:

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 import vapnev_tf
 from vapnev_tf import config_run
+from vapnev_tf import data as data_lib
 from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.training import checkpointing
@@ -130,7 +131,8 @@ def run_config(model_cfg, data_cfg, train_cfg, strategy: tf.distribute.Strategy)
   return {**config_run.run_config_dict(model_cfg, data_cfg, train_cfg),
           "version": vapnev_tf.__version__,
           "tensorflow": tf.__version__, "keras": keras.__version__,
-          "strategy": type(strategy).__name__, "num_replicas": strategy.num_replicas_in_sync}
+          "strategy": type(strategy).__name__, "num_replicas": strategy.num_replicas_in_sync,
+          "data_source": data_lib.source_files(data_cfg)}
 
 
 class RunRecord:
