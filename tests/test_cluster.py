@@ -327,3 +327,32 @@ def test_train_with_a_missing_peer_says_so_and_stops_on_sigterm(tmp_path):
   assert f"worker1 (localhost:{ports[1]})" in text and "stopped by SIGTERM" in text
   assert "Traceback" not in text
   assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"type": "worker", "index": 2}, r"worker index 2 is not in the cluster.*2 task\(s\)"),
+    ({"type": "ps", "index": 0}, r"task type 'ps' cannot train with strategy=multi_worker"),
+    ({"type": "worker", "index": "0"}, r"worker index '0' is not in the cluster"),
+])
+def test_a_tf_config_task_outside_the_cluster_is_a_clear_error(monkeypatch, task, message):
+  monkeypatch.setenv("TF_CONFIG", json.dumps({
+      "cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": task}))
+  with pytest.raises(ConfigError, match=message):
+    cluster.cluster_resolver()
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("SLURM_PROCID", "abc", r"SLURM_PROCID='abc' is not an integer"),
+    ("SLURM_PROCID", "5", r"SLURM_PROCID=5 is not a task"),
+    ("SLURM_STEP_NUM_TASKS", "two", r"SLURM_STEP_NUM_TASKS='two' is not an integer"),
+    ("SLURM_STEP_TASKS_PER_NODE", "2(x", r"the Slurm environment does not describe a cluster"),
+    ("VAPNEV_SLURM_PORT_BASE", "http", r"VAPNEV_SLURM_PORT_BASE='http' is not an integer"),
+])
+def test_garbled_slurm_variables_are_a_clear_error(monkeypatch, name, value, message):
+  env = dict(_slurm_envs(nodes=2, tasks_per_node=1)[0], **{name: value})
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  with pytest.raises(ConfigError, match=message):
+    cluster.cluster_resolver()

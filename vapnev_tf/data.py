@@ -501,6 +501,13 @@ def _checked_array(source: str, npz, key: str) -> np.ndarray:
   except ValueError as err:  # numpy refuses object arrays when allow_pickle=False
     raise ValueError(f"{source}: cannot read array {key!r} ({err}); only plain uint8 arrays are "
                      "accepted, pickled object arrays are refused.") from err
+  except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member
+    raise ValueError(f"{source}: array {key!r} is damaged ({type(err).__name__}: {err}); save the "
+                     "file again with np.savez(path, images=uint8_array_NHWC).") from err
+  if not isinstance(array, np.ndarray):  # numpy hands back a member without the .npy header raw
+    raise ValueError(f"{source}: member {key!r} is not a numpy array (no .npy header: "
+                     f"{type(array).__name__} of {len(array) if hasattr(array, '__len__') else '?'}"
+                     " bytes); save the file with np.savez(path, images=uint8_array_NHWC).")
   if array.dtype != np.uint8:
     raise ValueError(f"{source}: array {key!r} has dtype {array.dtype}, expected uint8 pixel "
                      "values 0..255 (convert with np.clip(x, 0, 255).astype(np.uint8)).")
@@ -553,13 +560,25 @@ def _image_files(source: str, directory: str, recursive: bool) -> list[str]:
   return files
 
 
+# Images larger than this are refused from their header, before anything is decoded (a decoded
+# 20000x20000 RGB image alone needs 1.2 GB, per copy).
+_MAX_IMAGE_PIXELS = 4096 * 4096
+
+
 def _image_file_shape(source: str, path: str) -> tuple[int, int, int]:
   """(H, W, C) of an image file from its header, without decoding the pixels."""
   try:
     with Image.open(path) as image:
       mode, (width, height) = image.mode, image.size
+  except Image.DecompressionBombError as err:  # far larger than any image a VAE trains on
+    raise ValueError(f"{source}: image {path!r} is too large to read safely ({err}); resize it "
+                     "to the training size first.") from None
   except OSError as err:
     raise ValueError(f"{source}: cannot read image {path!r}: {err}") from err
+  if height * width > _MAX_IMAGE_PIXELS:
+    raise ValueError(f"{source}: image {path!r} is {height}x{width} (HxW), larger than the "
+                     f"{_MAX_IMAGE_PIXELS} pixels an image may have here; resize it to the "
+                     "training size first.")
   if mode not in _PIL_MODE_CHANNELS:
     raise ValueError(f"{source}: image {path!r} has mode {mode!r}; only 8-bit grayscale ('L') "
                      "and RGB images are accepted (convert e.g. with Pillow's Image.convert).")

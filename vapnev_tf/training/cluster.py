@@ -51,14 +51,56 @@ def _slurm_resolver():
   alone.
   """
   resolver_cls = tf.distribute.cluster_resolver.SlurmClusterResolver
-  num_tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
-  port_base = int(os.environ.get(SLURM_PORT_BASE_ENV, SLURM_PORT_BASE))
+  num_tasks = _env_int("SLURM_STEP_NUM_TASKS", 1)
+  procid = _env_int("SLURM_PROCID", 0)
+  if procid >= num_tasks:
+    raise ConfigError(f"SLURM_PROCID={procid} is not a task of the job step's "
+                      f"SLURM_STEP_NUM_TASKS={num_tasks} (0..{num_tasks - 1}).")
+  port_base = _env_int(SLURM_PORT_BASE_ENV, 1, str(SLURM_PORT_BASE))
   has_gpus = bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or shutil.which("nvidia-smi")
   if has_gpus:
     return resolver_cls(jobs={"worker": num_tasks}, port_base=port_base)
   tasks_per_node = expand_tasks_per_node(os.environ["SLURM_STEP_TASKS_PER_NODE"])
   return resolver_cls(jobs={"worker": num_tasks}, port_base=port_base,
                       gpus_per_node=max(tasks_per_node), gpus_per_task=1, auto_set_gpu=False)
+
+
+def _env_int(name: str, minimum: int, default: str | None = None) -> int:
+  """The environment variable `name` as an int >= `minimum`; ConfigError naming it otherwise."""
+  raw = os.environ.get(name, default)
+  try:
+    value = int(str(raw).strip())
+  except ValueError:
+    value = None
+  if value is None or value < minimum:
+    raise ConfigError(f"{name}={raw!r} is not an integer >= {minimum}.")
+  return value
+
+
+# The task types of a MultiWorkerMirroredStrategy cluster; "ps" belongs to
+# ParameterServerStrategy and "evaluator" runs outside the collective, neither trains here.
+_TRAINING_TASK_TYPES = ("chief", "worker")
+
+
+def _check_tf_config_task(parsed: dict, raw: str) -> None:
+  """ConfigError unless TF_CONFIG's task is a chief/worker listed in its cluster."""
+  cluster_spec, task = parsed["cluster"], parsed["task"]
+  if not isinstance(cluster_spec, dict) or not isinstance(task, dict):
+    raise ConfigError(f"TF_CONFIG's 'cluster' and 'task' must be objects, got {raw!r}.")
+  task_type, index = task.get("type"), task.get("index", 0)
+  if task_type not in _TRAINING_TASK_TYPES:
+    raise ConfigError(f"TF_CONFIG task type {task_type!r} cannot train with "
+                      f"strategy=multi_worker (MultiWorkerMirroredStrategy): expected one of "
+                      f"{_TRAINING_TASK_TYPES}.")
+  for job, entries in cluster_spec.items():
+    if job not in _TRAINING_TASK_TYPES:
+      raise ConfigError(f"TF_CONFIG's cluster has a {job!r} job, which MultiWorkerMirroredStrategy"
+                        f" does not use: list only {_TRAINING_TASK_TYPES} tasks.")
+  tasks = cluster_spec.get(task_type)
+  count = len(tasks) if isinstance(tasks, (list, dict)) else 0
+  if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+    raise ConfigError(f"TF_CONFIG task {task_type} index {index!r} is not in the cluster, whose "
+                      f"{task_type!r} job has {count} task(s) (indices 0..{count - 1}).")
 
 
 def cluster_resolver() -> tf.distribute.cluster_resolver.ClusterResolver:
@@ -71,9 +113,21 @@ def cluster_resolver() -> tf.distribute.cluster_resolver.ClusterResolver:
       raise ConfigError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}.") from e
     if not isinstance(parsed, dict) or "cluster" not in parsed or "task" not in parsed:
       raise ConfigError(f"TF_CONFIG must hold 'cluster' and 'task', got {raw!r}.")
+    _check_tf_config_task(parsed, raw)
     return tf.distribute.cluster_resolver.TFConfigClusterResolver()
   if in_slurm_step():
-    return _slurm_resolver()
+    try:
+      resolver = _slurm_resolver()
+      resolver.cluster_spec()  # parses the node list and task counts now, not mid-start-up
+    except ConfigError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # TF's resolver: ValueError, IndexError...
+      shown = ", ".join(f"{n}={os.environ.get(n)!r}" for n in _SLURM_VARS + (SLURM_PORT_BASE_ENV,)
+                        if os.environ.get(n) is not None)
+      raise ConfigError(f"the Slurm environment does not describe a cluster ({shown}): "
+                        f"{type(e).__name__}: {e}. Start the workers with srun inside a Slurm "
+                        "job, or set TF_CONFIG instead (see docs/cluster.md).") from None
+    return resolver
   raise ConfigError(
       "strategy='multi_worker' needs a cluster: set TF_CONFIG (the cluster spec and this task), "
       "e.g. TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:port\", \"host2:port\"]}, \"task\": "
