@@ -593,3 +593,11 @@ def test_a_damaged_or_foreign_npz_member_is_refused_in_one_line(tmp_path):
     z.writestr("images.npy", pickle.dumps([1, 2, 3]))
   with pytest.raises(ValueError, match="member 'images' is not a numpy array"):
     data.load_images(_config(tmp_path, f"npz:{tmp_path / 'pickled.npz'}"), "train")
+
+
+def test_a_non_utf8_file_name_in_a_folder_is_named_in_one_line(tmp_path):
+  folder = tmp_path / "images"
+  _save_pngs(folder, [np.zeros((8, 8, 1), np.uint8)] * 3)
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(os.path.join(os.fsencode(folder), b"\xff.png"))
+  with pytest.raises(ValueError, match=r"the file name b'.*\\xff.png' is not valid UTF-8"):
+    data.load_images(_config(tmp_path, f"folder:{folder}"), "train")

@@ -557,6 +557,12 @@ def _image_files(source: str, directory: str, recursive: bool) -> list[str]:
   files = sorted(str(p) for p in paths if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
   if not files:
     raise ValueError(f"{source}: no {'/'.join(_IMAGE_SUFFIXES)} images in {directory!r}.")
+  for f in files:  # TensorFlow's string tensors take UTF-8 only
+    try:
+      f.encode("utf-8")
+    except UnicodeEncodeError:
+      raise ValueError(f"{source}: the file name {os.fsencode(f)!r} is not valid UTF-8; rename "
+                       "it (e.g. with convmv or mv) so that its name is UTF-8 text.") from None
   return files
 
 
