@@ -39,8 +39,9 @@ Seeding (so the export gives the in-Python model's numbers for the same seed):
      `model.log_likelihood_bound(x, k, seed=model_seed)` (k may be a tensor: it is a graph loop).
 
 A JSON file `OUT/vapnev_metadata.json` (`METADATA_FILE`) describes the export: model config, the
-restored checkpoint, its own step and its weights' fingerprint, test bits/dim of a full evaluation of those
-same weights (else null, with "eval_note" saying why), signatures, package versions, parameter count, TF's fingerprint.
+restored checkpoint, its own step and its weights' fingerprint ("weights_sha256"), test bits/dim of
+a full evaluation of those same weights (else null, with "eval_note" saying why), signatures,
+package versions, parameter count, TF's fingerprint.
 
 Overwriting: `--overwrite` only ever replaces a previous export (a directory holding
 `saved_model.pb`, `vapnev_metadata.json` and nothing that is not part of a SavedModel); a run

@@ -121,7 +121,8 @@ def cluster_resolver() -> tf.distribute.cluster_resolver.ClusterResolver:
       resolver.cluster_spec()  # parses the node list and task counts now, not mid-start-up
     except ConfigError:
       raise
-    except Exception as e:  # pylint: disable=broad-except  # TF's resolver: ValueError, IndexError...
+    # TF's resolver fails on bad values in many ways (ValueError, IndexError, KeyError...).
+    except Exception as e:  # pylint: disable=broad-except
       shown = ", ".join(f"{n}={os.environ.get(n)!r}" for n in _SLURM_VARS + (SLURM_PORT_BASE_ENV,)
                         if os.environ.get(n) is not None)
       raise ConfigError(f"the Slurm environment does not describe a cluster ({shown}): "
