@@ -211,3 +211,148 @@ def test_the_strategy_builds_from_slurm_variables_on_local_processes():
   outs = _run_workers(envs)
   assert [o["replicas"] for o in outs] == [2, 2] and [o["sum"] for o in outs] == [2.0, 2.0]
   assert [o["chief"] for o in outs] == [True, False]
+
+
+# --- waiting for the cluster's peers -------------------------------------------------------------
+
+
+def _two_worker_resolver(monkeypatch, index=0):
+  ports = [_free_port(), _free_port()]
+  for name in ("SLURM_PROCID", "SLURM_STEP_NODELIST"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setenv("TF_CONFIG", json.dumps({
+      "cluster": {"worker": [f"localhost:{p}" for p in ports]},
+      "task": {"type": "worker", "index": index}}))
+  return cluster.cluster_resolver(), ports
+
+
+def test_a_missing_peer_is_named_when_the_wait_times_out(monkeypatch):
+  resolver, ports = _two_worker_resolver(monkeypatch)  # nothing listens on worker1's port
+  with pytest.raises(cluster.PeersUnavailableError,
+                     match=rf"gave up after 0.3 s.*worker1 \(localhost:{ports[1]}\)") as e:
+    cluster.wait_for_cluster(resolver, 0.3)
+  assert "worker0" not in str(e.value)  # this task is not a peer of itself
+  assert isinstance(e.value, ConfigError)  # the CLI's one-line error, exit 1
+  with pytest.raises(ConfigError, match="peer_timeout_seconds must be > 0"):
+    cluster.wait_for_peers({"worker1": f"localhost:{ports[1]}"}, 0)
+
+
+def test_the_wait_ends_when_the_peer_listens_and_this_task_is_seen_meanwhile(monkeypatch):
+  resolver, ports = _two_worker_resolver(monkeypatch)
+  seen = []
+
+  def peer():  # the other worker: listens on its port, and sees this one waiting
+    import time  # pylint: disable=g-import-not-at-top
+    time.sleep(0.3)
+    seen.append(cluster._reachable(f"localhost:{ports[0]}", 1.0))
+    with socket.socket() as s:
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      s.bind(("", ports[1]))
+      s.listen(1)
+      done.wait(30)
+
+  import threading  # pylint: disable=g-import-not-at-top
+  done = threading.Event()
+  thread = threading.Thread(target=peer)
+  thread.start()
+  try:
+    cluster.wait_for_cluster(resolver, 30)
+  finally:
+    done.set()
+    thread.join()
+  assert seen == [True]
+  assert not cluster._reachable(f"localhost:{ports[0]}", 0.2)  # its own listener is closed again
+
+
+def test_sigterm_ends_the_wait_for_peers(monkeypatch):
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  resolver, ports = _two_worker_resolver(monkeypatch)
+  before = signal.getsignal(signal.SIGTERM)
+  timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+  timer.start()
+  try:
+    with pytest.raises(cluster.PeerWaitInterrupted,
+                       match=rf"stopped by SIGTERM while waiting for peer\(s\) worker1") as e:
+      cluster.wait_for_cluster(resolver, 600)
+  finally:
+    timer.cancel()
+  assert e.value.signum == signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) is before
+  assert not cluster._reachable(f"localhost:{ports[0]}", 0.2)
+
+
+def test_peer_timeout_flag_is_validated():
+  assert train.parse_flags(["train", "--workdir=/x"]).peer_timeout_seconds == 600
+  assert train.parse_flags(["train", "--workdir=/x",
+                            "--peer_timeout_seconds=5"]).peer_timeout_seconds == 5
+  with pytest.raises(Exception, match="peer_timeout_seconds"):
+    train.parse_flags(["train", "--workdir=/x", "--peer_timeout_seconds=0"])
+
+
+@pytest.mark.slow
+def test_train_with_a_missing_peer_says_so_and_stops_on_sigterm(tmp_path):
+  """Only worker 0 of two is started: it says whom it waits for and exits 143 on SIGTERM."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  ports = [_free_port(), _free_port()]
+  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CONFIG=json.dumps({
+      "cluster": {"worker": [f"localhost:{p}" for p in ports]},
+      "task": {"type": "worker", "index": 0}}))
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "vapnev_tf.train", "--flagfile=configs/smoke.flags",
+       "--strategy=multi_worker", f"--workdir={tmp_path / 'run'}"], cwd=str(REPO_ROOT), env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  lines, waiting = [], threading.Event()
+
+  def read():
+    for line in proc.stderr:
+      lines.append(line)
+      if "Waiting for 1 peer(s)" in line:
+        waiting.set()
+
+  reader = threading.Thread(target=read, daemon=True)
+  reader.start()
+  try:
+    assert waiting.wait(180), "no line saying what it waits for:\n" + "".join(lines)[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  reader.join(10)
+  text = "".join(lines)
+  assert proc.returncode == 128 + signal.SIGTERM, text[-2000:]
+  assert f"worker1 (localhost:{ports[1]})" in text and "stopped by SIGTERM" in text
+  assert "Traceback" not in text
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"type": "worker", "index": 2}, r"worker index 2 is not in the cluster.*2 task\(s\)"),
+    ({"type": "ps", "index": 0}, r"task type 'ps' cannot train with strategy=multi_worker"),
+    ({"type": "worker", "index": "0"}, r"worker index '0' is not in the cluster"),
+])
+def test_a_tf_config_task_outside_the_cluster_is_a_clear_error(monkeypatch, task, message):
+  monkeypatch.setenv("TF_CONFIG", json.dumps({
+      "cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": task}))
+  with pytest.raises(ConfigError, match=message):
+    cluster.cluster_resolver()
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("SLURM_PROCID", "abc", r"SLURM_PROCID='abc' is not an integer"),
+    ("SLURM_PROCID", "5", r"SLURM_PROCID=5 is not a task"),
+    ("SLURM_STEP_NUM_TASKS", "two", r"SLURM_STEP_NUM_TASKS='two' is not an integer"),
+    ("SLURM_STEP_TASKS_PER_NODE", "2(x", r"the Slurm environment does not describe a cluster"),
+    ("VAPNEV_SLURM_PORT_BASE", "http", r"VAPNEV_SLURM_PORT_BASE='http' is not an integer"),
+])
+def test_garbled_slurm_variables_are_a_clear_error(monkeypatch, name, value, message):
+  env = dict(_slurm_envs(nodes=2, tasks_per_node=1)[0], **{name: value})
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  with pytest.raises(ConfigError, match=message):
+    cluster.cluster_resolver()

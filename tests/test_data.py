@@ -554,3 +554,50 @@ def test_fewer_images_than_one_global_batch(tmp_path):
                 batch_size=8, train_take=4)
   with pytest.raises(ValueError, match="4 training images"):
     data.train_dataset(cfg)
+
+
+def _png_claiming_size(path, height, width):
+  """An 8x8 grayscale PNG whose header claims height x width (the pixels are never decoded)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+  _write_png(path, np.zeros((8, 8, 1), np.uint8))
+  raw = bytearray(path.read_bytes())
+  start = raw.index(b"IHDR")
+  raw[start + 4:start + 12] = struct.pack(">II", width, height)
+  raw[start + 17:start + 21] = struct.pack(">I", zlib.crc32(bytes(raw[start:start + 17])))
+  path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("size", [20000, 5000])
+def test_a_huge_image_in_a_folder_is_refused_in_one_line(tmp_path, size):
+  folder = tmp_path / "images"
+  _save_pngs(folder, [np.zeros((8, 8, 1), np.uint8)] * 3)
+  _png_claiming_size(folder / "huge.png", size, size)
+  with pytest.raises(ValueError, match=r"huge.png' is (too large to read safely|"
+                                       r"5000x5000 \(HxW\), larger than)"):
+    data.load_images(_config(tmp_path, f"folder:{folder}"), "train")
+
+
+def test_a_damaged_or_foreign_npz_member_is_refused_in_one_line(tmp_path):
+  import zipfile  # pylint: disable=g-import-not-at-top
+  source = _write_npz(tmp_path, images=np.full((4, 8, 8), 7, np.uint8))
+  path = tmp_path / "images.npz"
+  raw = bytearray(path.read_bytes())
+  at = raw.index(b"\x07" * 64)
+  raw[at:at + 64] = b"\x08" * 64  # the member's CRC no longer matches
+  path.write_bytes(bytes(raw))
+  with pytest.raises(ValueError, match="array 'images' is damaged .*BadZipFile"):
+    data.load_images(_config(tmp_path, source), "train")
+  with zipfile.ZipFile(tmp_path / "pickled.npz", "w") as z:  # a pickle where an .npy belongs
+    import pickle  # pylint: disable=g-import-not-at-top
+    z.writestr("images.npy", pickle.dumps([1, 2, 3]))
+  with pytest.raises(ValueError, match="member 'images' is not a numpy array"):
+    data.load_images(_config(tmp_path, f"npz:{tmp_path / 'pickled.npz'}"), "train")
+
+
+def test_a_non_utf8_file_name_in_a_folder_is_named_in_one_line(tmp_path):
+  folder = tmp_path / "images"
+  _save_pngs(folder, [np.zeros((8, 8, 1), np.uint8)] * 3)
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(os.path.join(os.fsencode(folder), b"\xff.png"))
+  with pytest.raises(ValueError, match=r"the file name b'.*\\xff.png' is not valid UTF-8"):
+    data.load_images(_config(tmp_path, f"folder:{folder}"), "train")

@@ -90,11 +90,12 @@ def test_a_partial_evaluation_never_replaces_the_full_one(run_dir):
   assert stored["scope"] == {"full": False, "images": 8, "eval_take": 8, "run_eval_take": 20,
                              "k": 3, "seed": 0, "checkpoint": partial["checkpoint"], "step": 5}
   assert stored["iw_bpd"] == pytest.approx(partial["iw_bpd"])
-  record, note = workdir_lib.full_evaluation(str(workdir), 5)
+  record, note = workdir_lib.full_evaluation(str(workdir), 5, full["weights_sha256"])
   assert note is None and record["num_images"] == 20
   assert record["test_bits_per_dim"] == pytest.approx(full["iw_bpd"])
-  assert export.workdir_metadata(str(workdir), 5, full["checkpoint"])["test_bits_per_dim"] == (
-      pytest.approx(full["iw_bpd"]))
+  assert export.workdir_metadata(str(workdir), 5, full["checkpoint"],
+                                 weights_sha256=full["weights_sha256"])["test_bits_per_dim"] == (
+                                     pytest.approx(full["iw_bpd"]))
 
 
 def _two_checkpoint_run(root):
@@ -129,6 +130,55 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
   # An explicitly named checkpoint is never replaced by another one.
   with pytest.raises(ValueError, match="ckpt-7.*could not be read"):
     workdir_lib.load_run(str(workdir), str(workdir / "checkpoints" / "ckpt-7"))
+
+
+def _run_at_step5(root, name, shift):
+  """A run directory with one checkpoint at step 5 whose weights are shifted by `shift`."""
+  workdir = root / name
+  workdir.mkdir()
+  workdir_lib.write_json_atomic(str(workdir / "config.json"), {
+      "model": MODEL.to_dict(),
+      "data": dataclasses.asdict(dataclasses.replace(DATA, eval_take=4, eval_batch_size=4)),
+      "train": {"eval_num_samples": 1, "eval_seed": 0}})
+  model = VAPNEV(MODEL)
+  for v in model.trainable_variables:
+    v.assign_add(shift * tf.ones_like(v))
+  manager = tf.train.CheckpointManager(
+      tf.train.Checkpoint(model=model, step=tf.Variable(5, dtype=tf.int64)),
+      str(workdir / "checkpoints"), max_to_keep=1)
+  return workdir, manager.save(checkpoint_number=5), workdir_lib.weights_fingerprint(model)
+
+
+def test_another_runs_checkpoint_never_becomes_this_runs_result(tmp_path):
+  """Evaluating run B's ckpt-5 with --workdir=A (same step, other weights) writes a labelled
+  record to A/evaluations/, never A/eval.json; and a result of B's weights found in A's eval.json
+  is attached neither to A's export nor to A's final report (matched by fingerprint, not step)."""
+  a, a_ckpt, a_sha = _run_at_step5(tmp_path, "a", 0.0)
+  b, b_ckpt, b_sha = _run_at_step5(tmp_path, "b", 0.01)
+  assert a_sha != b_sha
+  own = evaluate_cli.evaluate_workdir(str(a))
+  assert own["weights_sha256"] == a_sha and not own["foreign"]
+  headline = (a / "eval.json").read_bytes()
+  foreign = evaluate_cli.evaluate_workdir(str(a), checkpoint=b_ckpt)
+  assert (a / "eval.json").read_bytes() == headline
+  assert foreign["foreign"] and foreign["weights_sha256"] == b_sha
+  written = pathlib.Path(foreign["written_to"])
+  assert written.parent == a / "evaluations" and written.name.startswith("foreign-ckpt-5-")
+  record = json.loads(written.read_text())
+  assert record["source"]["checkpoint"] == os.path.abspath(b_ckpt)
+  assert record["source"]["of_this_run"] is False and record["weights_sha256"] == b_sha
+  assert workdir_lib.full_evaluation(str(a), 5, a_sha)[0]["elbo_bpd"] == own["elbo_bpd"]
+  # B's own evaluation copied over A's eval.json: same step, other weights, never attached.
+  evaluate_cli.evaluate_workdir(str(b))
+  (a / "eval.json").write_bytes((b / "eval.json").read_bytes())
+  meta = export.workdir_metadata(str(a), 5, a_ckpt, weights_sha256=a_sha)
+  assert meta["test_bits_per_dim"] is None and "other weights" in meta["eval_note"]
+  assert export.workdir_metadata(str(a), 5, a_ckpt, weights_sha256=b_sha)["eval"] is not None
+  from vapnev_tf.training import finish  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  train_cfg = TrainConfig(eval_num_samples=1, eval_seed=0, export_at_end=False)
+  assert finish._stored_final_eval(str(a), 5, train_cfg, a_sha) is None
+  assert finish._stored_final_eval(str(a), 5, train_cfg, b_sha) is not None
 
 
 _HOLD_LOCK = """

@@ -97,7 +97,8 @@ def ensure_tiny_run(root: pathlib.Path) -> pathlib.Path:
       "model": model.config.to_dict(), "data": dataclasses.asdict(data_cfg), "train": {}})
   workdir_lib.write_json_atomic(str(workdir / workdir_lib.EVAL_FILE),
                                 {"step": STEP, "test_bits_per_dim": TEST_BITS_PER_DIM,
-                                 "eval_take": None, "num_images": 16, "k": 1, "seed": 0})
+                                 "eval_take": None, "num_images": 16, "k": 1, "seed": 0,
+                                 "weights_sha256": workdir_lib.weights_fingerprint(model)})
   ckpt = tf.train.Checkpoint(model=model, step=tf.Variable(STEP, dtype=tf.int64))
   tf.train.CheckpointManager(ckpt, str(workdir / workdir_lib.CHECKPOINT_DIR), max_to_keep=2).save()
   (workdir / "done").write_text("")
@@ -623,28 +624,34 @@ def _write_eval(workdir, headline, history=()):
                                 dict(headline, history=list(history)))
 
 
-def test_metadata_attaches_only_a_full_evaluation_of_the_same_step(run_dir, tmp_path):
+def test_metadata_attaches_only_a_full_evaluation_of_the_same_weights(run_dir, tmp_path):
   workdir = _copy_run(run_dir, tmp_path / "run")
-  full = lambda step, bpd: {"step": step, "test_bits_per_dim": bpd, "eval_take": None}
+  sha = "a" * 64
+  full = lambda step, bpd: {"step": step, "test_bits_per_dim": bpd, "eval_take": None,
+                            "weights_sha256": sha}
+  meta_of = lambda step: export.workdir_metadata(str(workdir), step, "ckpt", weights_sha256=sha)
   # eval.json of another step than the exported checkpoint: no bits/dim, and a note saying so.
   _write_eval(workdir, full(9, 6.0))
-  meta = export.workdir_metadata(str(workdir), STEP, "ckpt")
+  meta = meta_of(STEP)
   assert meta["test_bits_per_dim"] is None and meta["eval"] is None
   assert f"no full evaluation of step {STEP}" in meta["eval_note"]
-  assert export.workdir_metadata(str(workdir), 9, "ckpt")["test_bits_per_dim"] == 6.0
+  assert meta_of(9)["test_bits_per_dim"] == 6.0
   # A partial evaluation (8 images; the run evaluates all) of the same step is never attached,
-  # nor is a record that does not say its scope; a full one in the history is.
+  # nor is a record that does not say its scope, nor one of other weights at the same step; a
+  # full one of these weights in the history is.
   partial = dict(full(STEP, 9.9), eval_take=8)
   legacy = {"step": STEP, "test_bits_per_dim": 9.8}
-  _write_eval(workdir, partial, [legacy])
-  assert export.workdir_metadata(str(workdir), STEP, "ckpt")["test_bits_per_dim"] is None
-  _write_eval(workdir, partial, [full(STEP, 7.0), legacy])
-  assert export.workdir_metadata(str(workdir), STEP, "ckpt")["test_bits_per_dim"] == 7.0
+  other = dict(full(STEP, 9.7), weights_sha256="b" * 64)
+  _write_eval(workdir, partial, [legacy, other])
+  assert meta_of(STEP)["test_bits_per_dim"] is None
+  assert "other weights" in meta_of(STEP)["eval_note"]
+  _write_eval(workdir, partial, [full(STEP, 7.0), legacy, other])
+  assert meta_of(STEP)["test_bits_per_dim"] == 7.0
   # The run's own eval_take counts as full.
   config = json.loads((workdir / workdir_lib.CONFIG_FILE).read_text())
   config["data"]["eval_take"] = 8
   workdir_lib.write_json_atomic(str(workdir / workdir_lib.CONFIG_FILE), config)
-  assert export.workdir_metadata(str(workdir), STEP, "ckpt")["test_bits_per_dim"] == 9.9
+  assert meta_of(STEP)["test_bits_per_dim"] == 9.9
 
 
 def test_export_falls_back_from_a_truncated_newest_checkpoint_and_labels_what_it_holds(
@@ -669,3 +676,24 @@ def test_export_falls_back_from_a_truncated_newest_checkpoint_and_labels_what_it
   z = tf.zeros((1, 4))
   np.testing.assert_allclose(loaded.decode(z=z)["samples"].numpy(),
                              restored.decode_images(z).numpy(), atol=2e-3)
+
+
+def test_a_signal_during_an_export_removes_its_temporary_directory(model, tmp_path, monkeypatch):
+  """SIGTERM while the SavedModel is written: no `EXPORT.tmp-*` is left, and the CLI's handler
+  turns the signal into `interrupts.Interrupted` (exit 128 + 15 with a line saying what stopped)."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
+  real_save = tf.saved_model.save
+
+  def save_then_signal(*args, **kwargs):
+    real_save(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(tf.saved_model, "save", save_then_signal)
+  out = tmp_path / "out"
+  with pytest.raises(interrupts.Interrupted, match="stopped by SIGTERM during the export") as e:
+    with interrupts.raising("the export"):
+      export.export_model(model, str(out), {})
+  assert e.value.signum == signal.SIGTERM
+  assert sorted(p.name for p in tmp_path.iterdir()) == []
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

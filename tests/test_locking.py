@@ -68,3 +68,11 @@ def test_the_lock_is_reentrant_within_a_process_and_released_at_the_end(tmp_path
     assert probe.returncode == 3
   with locking.workdir_lock(str(tmp_path), "evaluation"):
     pass
+
+
+def test_a_lock_file_that_cannot_be_opened_is_one_clear_error(tmp_path):
+  (tmp_path / locking.LOCK_FILE).mkdir()  # e.g. created by mistake as a directory
+  with pytest.raises(locking.WorkdirLockedError, match=r"its lock file .*\.lock cannot be opened "
+                                                       r"for writing \(IsADirectoryError"):
+    with locking.workdir_lock(str(tmp_path), "training"):
+      pass

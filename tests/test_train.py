@@ -251,6 +251,98 @@ def test_full_disk_fails_before_training(tmp_path, monkeypatch):
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def _checkpoints_fail(monkeypatch, when=lambda manager, number: True, limit=16384):
+  """Saves for which `when(manager, checkpoint_number)` holds run under a file size limit of
+  `limit` bytes (as with `ulimit -f`): TensorFlow's write fails half-way, like on a full disk."""
+  import resource  # pylint: disable=g-import-not-at-top
+  real_save = tf.train.CheckpointManager.save
+
+  def save(self, checkpoint_number=None, **kwargs):
+    if not when(self, checkpoint_number):
+      return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+      return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+    finally:
+      resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+
+
+def test_a_failing_first_checkpoint_leaves_the_run_directory_as_it_was(tmp_path, monkeypatch):
+  workdir = tmp_path / "run"
+  _checkpoints_fail(monkeypatch)
+  with pytest.raises(training.CheckpointError,
+                     match=r"could not write the checkpoint of step 2 to .*checkpoints: "
+                           r"OutOfRangeError: .*File too large.*Removed the partial files") as e:
+    run_smoke(workdir)
+  assert "\n" not in str(e.value)
+  assert sorted(p.name for p in workdir.iterdir()) == [".lock"]  # no config.json, no ckpt-2_temp
+  training.rundir.refuse_unrestorable(str(workdir))  # the corrected command may start here
+
+
+def test_a_full_disk_mid_run_removes_only_the_partial_checkpoint(tmp_path, monkeypatch):
+  workdir = tmp_path / "run"
+  _checkpoints_fail(monkeypatch, lambda manager, number: number == 4
+                    and manager.directory.endswith("checkpoints"))
+  with pytest.raises(training.CheckpointError, match=r"step 4 .*newest checkpoint is still "
+                                                     r".*ckpt-2"):
+    run_smoke(workdir)
+  names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+  assert names == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+  assert (workdir / "config.json").exists() and (workdir / "best").is_dir()
+  assert workdir_lib.load_run(str(workdir))[1]["step"] == 2
+
+
+def test_sigterm_during_the_final_evaluation_stops_with_a_message(tmp_path, monkeypatch):
+  import signal  # pylint: disable=g-import-not-at-top
+  received = []
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+  real_call = evaluation.Evaluator.__call__
+
+  def call(self, *args, **kwargs):
+    if self.num_samples > 1:  # the final evaluation (k = eval_num_samples = 2)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_call(self, *args, **kwargs)
+
+  monkeypatch.setattr(evaluation.Evaluator, "__call__", call)
+  try:
+    from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
+    with pytest.raises(interrupts.Interrupted,
+                       match="stopped by SIGTERM during the final evaluation and export of step "
+                             "6 .*checkpoint is saved") as e:
+      run_smoke(tmp_path / "run", "--eval_every=0")
+    assert e.value.signum == signal.SIGTERM and not received
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the caller's handler is back
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert workdir_lib.load_run(str(tmp_path / "run"))[1]["step"] == 6
+
+
+def test_a_changed_folder_source_is_refused_on_resume(tmp_path):
+  """Images added to a folder: source without a test folder would redraw its held-out split."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(8):
+    Image.fromarray(np.full((8, 8), i * 20, np.uint8), mode="L").save(folder / f"{i}.png")
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(
+      tmp_path / "run", f"--dataset=folder:{folder}", "--batch_size=2", "--eval_batch_size=2"))
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  stored = training.rundir.run_config(model_cfg, data_cfg, train_cfg, tf.distribute.get_strategy())
+  assert stored["data_source"]["train_files"] == 8 and stored["data_source"]["test_files"] is None
+  workdir_lib.write_json_atomic(str(workdir / "config.json"), stored)
+  checkpointing.check_resume_config(str(workdir), model_cfg, data_cfg, train_cfg)  # unchanged
+  Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(folder / "8.png")
+  with pytest.raises(checkpointing.ConfigError,
+                     match=r"files changed since the run .*8 train \(test held out from them\) "
+                           r"files then, 9 train .* now.*--force_config"):
+    checkpointing.check_resume_config(str(workdir), model_cfg, data_cfg, train_cfg)
+  checkpointing.check_resume_config(str(workdir), model_cfg, data_cfg, train_cfg, force=True)
+
+
 def _checkpoint_copy(smoke_run, tmp_path):
   workdir, _ = smoke_run
   directory = tmp_path / "checkpoints"

@@ -24,6 +24,7 @@ index (and the epoch, for training), so that every stream is reproducible under 
 """
 import dataclasses
 import gzip
+import hashlib
 import logging
 import os
 import pathlib
@@ -154,6 +155,28 @@ def image_shape(dataset: str, cfg: DataConfig | None = None) -> tuple[int, int, 
     return tuple(int(d) for d in train_images.shape[1:])
   train_files, _ = _folder_split_files(dataset, value)
   return _image_file_shape(dataset, train_files[0])
+
+
+def source_files(cfg: DataConfig) -> dict | None:
+  """What a `folder:` source holds: {"train_files": n, "test_files": m (None without a test
+  folder), "sha256": over the sorted relative file names}; None for other sources.
+
+  Recorded in the run directory, so that a resumed run notices images added to or removed from
+  the folder: the held-out test split is drawn from the file list, and a changed list would
+  silently redraw it (mixing earlier test images into training).
+  """
+  kind, root = _parse_source(cfg.dataset)
+  if kind != "folder":
+    return None
+  train_files, test_files = _folder_split_files(cfg.dataset, root)
+  digest = hashlib.sha256()
+  for split, files in (("train", train_files), ("test", test_files or [])):
+    for f in files:
+      name = os.path.relpath(f, root).encode("utf-8", "surrogateescape")
+      digest.update(split.encode() + b"\0" + name + b"\0")
+  return {"train_files": len(train_files),
+          "test_files": None if test_files is None else len(test_files),
+          "sha256": digest.hexdigest()}
 
 
 def check_available(cfg: DataConfig) -> str:
@@ -574,6 +597,13 @@ def _checked_array(source: str, npz, key: str) -> np.ndarray:
   except ValueError as err:  # numpy refuses object arrays when allow_pickle=False
     raise ValueError(f"{source}: cannot read array {key!r} ({err}); only plain uint8 arrays are "
                      "accepted, pickled object arrays are refused.") from err
+  except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member
+    raise ValueError(f"{source}: array {key!r} is damaged ({type(err).__name__}: {err}); save the "
+                     "file again with np.savez(path, images=uint8_array_NHWC).") from err
+  if not isinstance(array, np.ndarray):  # numpy hands back a member without the .npy header raw
+    raise ValueError(f"{source}: member {key!r} is not a numpy array (no .npy header: "
+                     f"{type(array).__name__} of {len(array) if hasattr(array, '__len__') else '?'}"
+                     " bytes); save the file with np.savez(path, images=uint8_array_NHWC).")
   if array.dtype != np.uint8:
     raise ValueError(f"{source}: array {key!r} has dtype {array.dtype}, expected uint8 pixel "
                      "values 0..255 (convert with np.clip(x, 0, 255).astype(np.uint8)).")
@@ -623,7 +653,18 @@ def _image_files(source: str, directory: str, recursive: bool) -> list[str]:
   files = sorted(str(p) for p in paths if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
   if not files:
     raise ValueError(f"{source}: no {'/'.join(_IMAGE_SUFFIXES)} images in {directory!r}.")
+  for f in files:  # TensorFlow's string tensors take UTF-8 only
+    try:
+      f.encode("utf-8")
+    except UnicodeEncodeError:
+      raise ValueError(f"{source}: the file name {os.fsencode(f)!r} is not valid UTF-8; rename "
+                       "it (e.g. with convmv or mv) so that its name is UTF-8 text.") from None
   return files
+
+
+# Images larger than this are refused from their header, before anything is decoded (a decoded
+# 20000x20000 RGB image alone needs 1.2 GB, per copy).
+_MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 def _image_file_shape(source: str, path: str) -> tuple[int, int, int]:
@@ -631,8 +672,15 @@ def _image_file_shape(source: str, path: str) -> tuple[int, int, int]:
   try:
     with Image.open(path) as image:
       mode, (width, height) = image.mode, image.size
+  except Image.DecompressionBombError as err:  # far larger than any image a VAE trains on
+    raise ValueError(f"{source}: image {path!r} is too large to read safely ({err}); resize it "
+                     "to the training size first.") from None
   except OSError as err:
     raise ValueError(f"{source}: cannot read image {path!r}: {err}") from err
+  if height * width > _MAX_IMAGE_PIXELS:
+    raise ValueError(f"{source}: image {path!r} is {height}x{width} (HxW), larger than the "
+                     f"{_MAX_IMAGE_PIXELS} pixels an image may have here; resize it to the "
+                     "training size first.")
   if mode not in _PIL_MODE_CHANNELS:
     raise ValueError(f"{source}: image {path!r} has mode {mode!r}; only 8-bit grayscale ('L') "
                      "and RGB images are accepted (convert e.g. with Pillow's Image.convert).")

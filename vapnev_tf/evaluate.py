@@ -16,11 +16,19 @@ as during training). Prints the result and writes it, holding the run directory'
     WORKDIR/eval.json (the one before it goes to its "history");
   - a partial one (`--eval_take` a subset of that) goes to WORKDIR/evaluations/
     step{S}-images{N}-k{K}-seed{SEED}.json with its scope, and never replaces eval.json, so export
-    metadata and a re-run of train (which read eval.json) only ever see full evaluations.
+    metadata and a re-run of train (which read eval.json) only ever see full evaluations;
+  - an evaluation of a checkpoint from outside the run (`--checkpoint` not in WORKDIR/checkpoints
+    or WORKDIR/best, e.g. another run's) goes to WORKDIR/evaluations/foreign-<name>-<sha>-...json,
+    labelled with the checkpoint it came from, and never to eval.json.
+
+Every record carries "weights_sha256" (`workdir.weights_fingerprint` of the evaluated weights);
+export metadata and train's reuse of a final evaluation attach a record to a checkpoint only when
+that fingerprint matches the checkpoint's weights, never by step alone.
 """
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 
 from absl import app
@@ -84,7 +92,8 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
   run; the data set's own error messages name these flags).
   With `write`, holds the run directory's lock (`locking.WorkdirLockedError` if it is in use) and
   writes a full evaluation to WORKDIR/eval.json, a partial one to WORKDIR/evaluations/ (module
-  docstring). Returns the evaluation dict plus "step", "checkpoint", "full" and "written_to".
+  docstring); a checkpoint from outside the run always goes to WORKDIR/evaluations/. Returns the
+  evaluation dict plus "step", "checkpoint", "weights_sha256", "full", "foreign" and "written_to".
   """
   from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   stored = workdir_lib.read_config(workdir)
@@ -112,6 +121,12 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
   with lock:
     model, info = workdir_lib.load_run(workdir, checkpoint)
     checkpoint, step = info["checkpoint"], info["step"]
+    fingerprint = workdir_lib.weights_fingerprint(model)
+    foreign = not workdir_lib.is_run_checkpoint(workdir, checkpoint)
+    if foreign:
+      logging.warning("%s is not one of this run's checkpoints (%s): its evaluation goes to %s, "
+                      "never to %s.", checkpoint, workdir, workdir_lib.EVALUATIONS_DIR,
+                      workdir_lib.EVAL_FILE)
     logging.info("Evaluating %s (step %d) on %s test images with k=%d.", checkpoint, step,
                  data_cfg.eval_take or "all", num_samples)
     result = evaluation.evaluate(model, data_cfg, num_samples=num_samples, seed=seed,
@@ -119,15 +134,41 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
     result = dict(result, eval_take=data_cfg.eval_take)
     full = workdir_lib.is_full_evaluation(result, stored)
     written_to = None
-    if write and full:
-      evaluation.write_eval_json(workdir, result, step, checkpoint)
+    if write and foreign:
+      written_to = _write_foreign(workdir, result, step, checkpoint, fingerprint, full, stored)
+    elif write and full:
+      evaluation.write_eval_json(workdir, result, step, checkpoint, fingerprint)
       written_to = workdir_lib.path(workdir, workdir_lib.EVAL_FILE)
     elif write:
-      written_to = _write_partial(workdir, result, step, checkpoint, stored)
-  return dict(result, step=step, checkpoint=checkpoint, full=full, written_to=written_to)
+      written_to = _write_partial(workdir, result, step, checkpoint, stored, fingerprint)
+  return dict(result, step=step, checkpoint=checkpoint, weights_sha256=fingerprint, full=full,
+              foreign=foreign, written_to=written_to)
 
 
-def _write_partial(workdir: str, result: dict, step: int, checkpoint: str, stored: dict) -> str:
+def _write_foreign(workdir: str, result: dict, step: int, checkpoint: str, fingerprint: str,
+                   full: bool, stored: dict) -> str:
+  """WORKDIR/evaluations/foreign-....json: an evaluation of a checkpoint from outside the run,
+  with where it came from; eval.json untouched."""
+  from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
+  filename = workdir_lib.foreign_evaluation_path(workdir, checkpoint, fingerprint,
+                                                 result["num_images"], result["k"],
+                                                 result["seed"])
+  source = {"checkpoint": checkpoint if "://" in checkpoint else os.path.abspath(checkpoint),
+            "step": int(step), "weights_sha256": fingerprint, "of_this_run": False}
+  scope = {"full": full, "images": result["num_images"], "eval_take": result["eval_take"],
+           "run_eval_take": stored.get("data", {}).get("eval_take"), "k": result["k"],
+           "seed": result["seed"]}
+  tf.io.gfile.makedirs(workdir_lib.path(workdir, workdir_lib.EVALUATIONS_DIR))
+  workdir_lib.write_json_atomic(filename, dict(
+      result, step=int(step), checkpoint=checkpoint, weights_sha256=fingerprint, source=source,
+      scope=scope, test_bits_per_dim=evaluation.tightest_bpd(result)))
+  logging.info("An evaluation of %s, a checkpoint from outside the run: written to %s, not to "
+               "%s.", checkpoint, filename, workdir_lib.EVAL_FILE)
+  return filename
+
+
+def _write_partial(workdir: str, result: dict, step: int, checkpoint: str, stored: dict,
+                   fingerprint: str) -> str:
   """WORKDIR/evaluations/<scope>.json: a partial evaluation with its scope; eval.json untouched."""
   from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   filename = workdir_lib.partial_evaluation_path(workdir, step, result["num_images"],
@@ -137,7 +178,7 @@ def _write_partial(workdir: str, result: dict, step: int, checkpoint: str, store
            "seed": result["seed"], "checkpoint": checkpoint, "step": step}
   tf.io.gfile.makedirs(workdir_lib.path(workdir, workdir_lib.EVALUATIONS_DIR))
   workdir_lib.write_json_atomic(filename, dict(
-      result, step=int(step), checkpoint=checkpoint, scope=scope,
+      result, step=int(step), checkpoint=checkpoint, weights_sha256=fingerprint, scope=scope,
       test_bits_per_dim=evaluation.tightest_bpd(result)))
   logging.info("A partial evaluation (%d of the run's test images): written to %s, not to %s.",
                result["num_images"], filename, workdir_lib.EVAL_FILE)

@@ -39,8 +39,9 @@ Seeding (so the export gives the in-Python model's numbers for the same seed):
      `model.log_likelihood_bound(x, k, seed=model_seed)` (k may be a tensor: it is a graph loop).
 
 A JSON file `OUT/vapnev_metadata.json` (`METADATA_FILE`) describes the export: model config, the
-restored checkpoint and its own step, test bits/dim of a full evaluation of that same step (else
-null, with "eval_note" saying why), signatures, package versions, parameter count, TF's fingerprint.
+restored checkpoint, its own step and its weights' fingerprint ("weights_sha256"), test bits/dim of
+a full evaluation of those same weights (else null, with "eval_note" saying why), signatures,
+package versions, parameter count, TF's fingerprint.
 
 Overwriting: `--overwrite` only ever replaces a previous export (a directory holding
 `saved_model.pb`, `vapnev_metadata.json` and nothing that is not part of a SavedModel); a run
@@ -66,6 +67,7 @@ import tensorflow_probability as tfp
 import vapnev_tf
 from vapnev_tf import console
 from vapnev_tf import data as data_lib
+from vapnev_tf import interrupts
 from vapnev_tf import locking
 from vapnev_tf import seeds
 from vapnev_tf import validation
@@ -471,16 +473,19 @@ def load_metadata(export_dir: str) -> dict:
   return workdir_lib.read_json(filename)
 
 
-def workdir_metadata(workdir: str, step: int, checkpoint: str, skipped=()) -> dict:
-  """What a run directory knows about the checkpoint `checkpoint` at step `step`.
+def workdir_metadata(workdir: str, step: int, checkpoint: str, skipped=(),
+                     weights_sha256: str | None = None) -> dict:
+  """What a run directory knows about the checkpoint `checkpoint` at step `step`, whose weights
+  have the fingerprint `weights_sha256` (`workdir.weights_fingerprint`).
 
-  The run config, and the run's full evaluation of that same step (`workdir.full_evaluation`):
-  a partial evaluation or one of another checkpoint is never attached. Without one,
-  "test_bits_per_dim" and "eval" are None and "eval_note" says why.
+  The run config, and the run's full evaluation of those same weights at that step
+  (`workdir.full_evaluation`): a partial evaluation, or one of other weights at the same step,
+  is never attached. Without one, "test_bits_per_dim" and "eval" are None and "eval_note" says
+  why.
   """
   payload = {"workdir": os.path.abspath(workdir), "checkpoint": checkpoint, "step": step,
-             "run_config": workdir_lib.read_config(workdir)}
-  record, note = workdir_lib.full_evaluation(workdir, step)
+             "weights_sha256": weights_sha256, "run_config": workdir_lib.read_config(workdir)}
+  record, note = workdir_lib.full_evaluation(workdir, step, weights_sha256)
   payload["eval"] = record
   payload["test_bits_per_dim"] = None if record is None else _tightest_bpd(record)
   if note is not None:
@@ -505,7 +510,7 @@ def export_from_workdir(workdir: str, export_dir: str | None = None,
   """Restores a run's checkpoint and exports it (default `WORKDIR/export`), holding the run's lock.
 
   Default checkpoint: the newest readable one (`workdir.load_run`). The metadata's step is that
-  checkpoint's own, and its bits/dim that of a full evaluation of the same step (else None).
+  checkpoint's own, and its bits/dim that of a full evaluation of the same weights (else None).
   Raises ValueError on bad input, `locking.WorkdirLockedError` when the run is in use.
   """
   if not tf.io.gfile.isdir(workdir):
@@ -517,7 +522,8 @@ def export_from_workdir(workdir: str, export_dir: str | None = None,
     raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
   with locking.workdir_lock(workdir, "export", log=logging.warning):
     model, info = workdir_lib.load_run(workdir, checkpoint)
-    metadata = workdir_metadata(workdir, info["step"], info["checkpoint"], info["skipped"])
+    metadata = workdir_metadata(workdir, info["step"], info["checkpoint"], info["skipped"],
+                                workdir_lib.weights_fingerprint(model))
     return export_model(model, export_dir, metadata, overwrite, workdir=workdir)
 
 
@@ -537,10 +543,15 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   try:
-    out = export_from_workdir(f.workdir, f.export_dir, f.checkpoint, f.overwrite)
+    with interrupts.raising("the export (its partial directory was removed; nothing was "
+                            "written to the export directory)"):
+      out = export_from_workdir(f.workdir, f.export_dir, f.checkpoint, f.overwrite)
   except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
     print(f"vapnev_tf.export: error: {e}", file=sys.stderr)
     return 1
+  except interrupts.Interrupted as e:
+    print(f"vapnev_tf.export: {e}", file=sys.stderr)
+    return 128 + e.signum
   print(json.dumps({"export_dir": out, "signatures": sorted(load_metadata(out)["signatures"])}))
 
 

@@ -38,6 +38,11 @@ class WorkdirLockedError(RuntimeError):
   """Another process holds the run directory's lock."""
 
 
+class LockFileError(WorkdirLockedError):
+  """The run directory's lock file cannot be opened (a directory, immutable, unwritable), so the
+  run directory cannot be locked; a WorkdirLockedError so every CLI reports it in one line."""
+
+
 def _describe(holder: dict) -> str:
   if not holder:
     return "another process (no holder information)"
@@ -88,7 +93,14 @@ def workdir_lock(workdir: str, purpose: str, log=None):
         _held[filename][1] -= 1
     return
 
-  fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:  # a directory, an immutable or unwritable file
+    raise LockFileError(
+        f"workdir {workdir!r}: its lock file {filename} cannot be opened for writing "
+        f"({type(e).__name__}: {e.strerror or e}); it must be a regular file this user can "
+        "write. Remove or fix it (e.g. rmdir it if it is a directory, chattr -i if immutable), "
+        "or use another --workdir.") from None
   unsupported = None
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

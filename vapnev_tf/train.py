@@ -40,6 +40,9 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS, *, require_workdir: bool = 
   flags.DEFINE_bool("deterministic_ops", False,
                     "tf.config.experimental.enable_op_determinism() (bitwise-reproducible runs).",
                     **d)
+  flags.DEFINE_integer("peer_timeout_seconds", 600, "strategy=multi_worker: how long to wait "
+                       "for the other workers of the cluster to accept connections before "
+                       "giving up with an error naming the missing ones.", lower_bound=1, **d)
   flags.DEFINE_string("debug_result_file", None, "FOR TESTS: write the run's result (step, final "
                       "evaluation, sha256 of the weights, task) to this JSON file.", **d)
   config_flags.define_config_flags(fv, *CONFIG_CLASSES)
@@ -127,17 +130,22 @@ def main(argv):
   from vapnev_tf import training  # pylint: disable=g-import-not-at-top
   if fv.deterministic_ops:
     tf.config.experimental.enable_op_determinism()
+  from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
   from vapnev_tf import locking  # pylint: disable=g-import-not-at-top
   from vapnev_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training import cluster  # pylint: disable=g-import-not-at-top
   try:
     training.configure_threads(train_cfg.intra_op_threads, train_cfg.inter_op_threads)
-    strategy = training.make_strategy(train_cfg.strategy)
+    strategy = training.make_strategy(train_cfg.strategy, fv.peer_timeout_seconds)
     result = training.train(model_cfg, data_cfg, train_cfg, fv.workdir, strategy=strategy,
                             force_config=fv.force_config, flags_text=run_flags_text(fv))
   except (training.ConfigError, training.CheckpointError, training.NonFiniteTrainingError,
           locking.WorkdirLockedError) as e:
     logging.error("%s: %s", type(e).__name__, e)
     return 1
+  except (cluster.PeerWaitInterrupted, interrupts.Interrupted) as e:
+    logging.error("%s", e)
+    return 128 + e.signum
   if fv.debug_result_file:
     workdir_lib.write_json_atomic(fv.debug_result_file, result)
   if result["interrupted"] is not None:

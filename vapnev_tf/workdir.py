@@ -7,12 +7,14 @@
     WORKDIR/tensorboard/       tf.summary event files (train/, eval/)
     WORKDIR/eval.json          latest full evaluation (the run's whole test scope), earlier ones
                                under "history"
-    WORKDIR/evaluations/       partial evaluations (a subset of the test images), one file a scope
+    WORKDIR/evaluations/       partial evaluations (a subset of the test images), one file a
+                               scope, and evaluations of checkpoints from outside the run
     WORKDIR/export/            SavedModel (tensor signatures)
     WORKDIR/figures/           PNG panels
 
 Every reader/writer of that layout goes through this module.
 """
+import hashlib
 import json
 import math
 import os
@@ -201,6 +203,32 @@ def checkpoint_step(checkpoint: str) -> int:
 _STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+def weights_fingerprint(model) -> str:
+  """sha256 of every weight's bytes, in `model.weights` order: equal iff bitwise-equal weights.
+
+  The identity of an evaluated model: an evaluation record carries it ("weights_sha256") and is
+  attached to a checkpoint (export metadata, train's final report) only when the checkpoint's
+  weights have the same fingerprint; a step number alone never ties a result to weights.
+  """
+  digest = hashlib.sha256()
+  for v in model.weights:
+    digest.update(np.ascontiguousarray(np.asarray(v.numpy())).tobytes())
+  return digest.hexdigest()
+
+
+def is_run_checkpoint(workdir: str, checkpoint: str) -> bool:
+  """Whether `checkpoint` (a prefix) lies in WORKDIR/checkpoints or WORKDIR/best: the run's own.
+
+  Anything else (another run's checkpoint, a copy elsewhere) is foreign to the run, and its
+  evaluation never becomes the run's headline result.
+  """
+  own = [path(workdir, d).rstrip("/") for d in (CHECKPOINT_DIR, BEST_DIR)]
+  if "://" in checkpoint or "://" in workdir:  # remote: compare the paths as written
+    return os.path.dirname(checkpoint) in own
+  parent = os.path.realpath(os.path.dirname(os.path.abspath(checkpoint)))
+  return parent in [os.path.realpath(d) for d in own]
+
+
 def restore_model(workdir: str, checkpoint: str | None = None):
   """`load_run` returning `(model, step)`; step is -1 when the checkpoint holds no step counter."""
   model, info = load_run(workdir, checkpoint)
@@ -223,10 +251,13 @@ def is_full_evaluation(record: dict, config: dict) -> bool:
       "eval_take")
 
 
-def full_evaluation(workdir: str, step: int):
-  """The newest full evaluation (`is_full_evaluation`) of `step` in WORKDIR/eval.json.
+def full_evaluation(workdir: str, step: int, weights_sha256: str | None):
+  """The newest full evaluation (`is_full_evaluation`) of the weights `weights_sha256` at `step`,
+  from WORKDIR/eval.json.
 
-  Looks at the headline record, then its "history" (newest first).
+  Looks at the headline record, then its "history" (newest first). A record is taken only when
+  its step and its "weights_sha256" (`weights_fingerprint`) both match: an evaluation of other
+  weights at the same step (another run's checkpoint, a retrained step) is never attached.
 
   Returns:
     `(record, note)`: the record without its history (None if there is none) and, when None,
@@ -242,15 +273,32 @@ def full_evaluation(workdir: str, step: int):
   config = read_config(workdir)
   history = headline.get("history", []) if isinstance(headline.get("history"), list) else []
   records = [{k: v for k, v in headline.items() if k != "history"}] + list(reversed(history))
+  same_step = False
   for record in records:
-    if isinstance(record, dict) and record.get("step") == step and is_full_evaluation(record,
-                                                                                        config):
+    if not (isinstance(record, dict) and record.get("step") == step
+            and is_full_evaluation(record, config)):
+      continue
+    same_step = True
+    if weights_sha256 is not None and record.get("weights_sha256") == weights_sha256:
       return record, None
+  hint = "run python -m vapnev_tf.evaluate --workdir=... to evaluate this checkpoint"
+  if same_step:
+    return None, (f"{EVAL_FILE}'s full evaluation of step {step} is of other weights (or does "
+                  f"not record which: no matching weights_sha256; this checkpoint's is "
+                  f"{str(weights_sha256)[:12]}...); {hint}")
   return None, (f"{EVAL_FILE} holds no full evaluation of step {step} (it has step "
-                f"{headline.get('step')}); run python -m vapnev_tf.evaluate --workdir=... to "
-                "evaluate this checkpoint")
+                f"{headline.get('step')}); {hint}")
 
 
 def partial_evaluation_path(workdir: str, step: int, num_images: int, k: int, seed: int) -> str:
   """WORKDIR/evaluations/step{step}-images{n}-k{k}-seed{seed}.json: one file per scope."""
   return path(workdir, EVALUATIONS_DIR, f"step{step}-images{num_images}-k{k}-seed{seed}.json")
+
+
+def foreign_evaluation_path(workdir: str, checkpoint: str, weights_sha256: str, num_images: int,
+                            k: int, seed: int) -> str:
+  """WORKDIR/evaluations/foreign-{name}-{sha12}-images{n}-k{k}-seed{seed}.json: an evaluation of
+  a checkpoint from outside the run (`is_run_checkpoint`), one file per checkpoint and scope."""
+  name = os.path.basename(checkpoint.rstrip("/")) or "checkpoint"
+  return path(workdir, EVALUATIONS_DIR, f"foreign-{name}-{weights_sha256[:12]}-images{num_images}"
+              f"-k{k}-seed{seed}.json")

@@ -9,6 +9,7 @@ from absl import logging
 import tensorflow as tf
 
 from vapnev_tf import config_run
+from vapnev_tf import data as data_lib
 from vapnev_tf import workdir as workdir_lib
 
 class ConfigError(ValueError):
@@ -70,7 +71,31 @@ def check_resume_config(workdir: str, model_cfg, data_cfg, train_cfg,
   if diffs:
     logging.warning("--force_config: resuming %s despite differences: %s", workdir,
                     "; ".join(diffs))
+  _check_source_files(workdir, stored, data_cfg, force)
   return stored
+
+
+def _check_source_files(workdir: str, stored: dict, data_cfg, force: bool) -> None:
+  """ConfigError (unless `force`) if a `folder:` source's file list changed since the run
+  recorded it (`data.source_files`): its held-out test split would be drawn anew."""
+  recorded = stored.get("data_source")
+  if recorded is None:
+    return
+  current = data_lib.source_files(data_cfg)
+  if current == recorded:
+    return
+  count = lambda d: "none" if d is None else (
+      f"{d.get('train_files')} train" + (f" + {d['test_files']} test" if d.get("test_files")
+                                         is not None else " (test held out from them)"))
+  message = (f"{data_cfg.dataset}: the source's files changed since the run in {workdir!r} "
+             f"started ({count(recorded)} files then, {count(current)} now; file list sha256 "
+             f"{str(recorded.get('sha256'))[:12]} vs {str((current or {}).get('sha256'))[:12]})"
+             "; resuming would train and test on other images (a source without a test folder "
+             "redraws its held-out test split)")
+  if not force:
+    raise ConfigError(message + ". Restore the folder as it was, use a new --workdir, or pass "
+                      "--force_config to resume on the new files anyway.")
+  logging.warning("--force_config: %s.", message)
 
 
 def _checkpoint_number(prefix: str) -> int:

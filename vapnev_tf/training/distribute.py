@@ -30,13 +30,17 @@ def configure_threads(intra_op: int, inter_op: int) -> None:
                         f"command line of vapnev_tf.train ({e}).") from None
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def make_strategy(name: str, peer_timeout_seconds: float = cluster.PEER_TIMEOUT_SECONDS
+                  ) -> tf.distribute.Strategy:
   """The strategy called `name`; create it before any other TensorFlow op runs.
 
     mirrored      MirroredStrategy over all local devices (all GPUs, else the CPU(s): one replica
                   on a plain CPU machine, N with N logical CPU devices configured).
     multi_worker  MultiWorkerMirroredStrategy; the cluster and this task come from TF_CONFIG, or
-                  from Slurm's environment inside `srun` (`vapnev_tf.training.cluster`).
+                  from Slurm's environment inside `srun` (`vapnev_tf.training.cluster`);
+                  created once every other task accepts connections, waiting at most
+                  `peer_timeout_seconds` (`cluster.wait_for_cluster`: PeersUnavailableError,
+                  or PeerWaitInterrupted on SIGTERM/SIGINT).
     one_device    OneDeviceStrategy on the first GPU, else the CPU.
   """
   if name == "mirrored":
@@ -45,7 +49,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
   if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster.cluster_resolver())
+    resolver = cluster.cluster_resolver()
+    cluster.wait_for_cluster(resolver, peer_timeout_seconds)
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
   raise ConfigError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
 
 

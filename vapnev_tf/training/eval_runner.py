@@ -23,5 +23,9 @@ class EvalRunner:
           chunk_size=self.train_cfg.eval_chunk_size, strategy=self.strategy)
     result = self._evaluators[num_samples]()
     improved = self.run.checkpoints.save_if_best(step, result["elbo_bpd"])
-    self.reporter.evaluation(step, result, improved, self.run.checkpoints.latest, model)
+    checkpoints = self.run.checkpoints
+    # The record names a checkpoint only when one holds these weights (a periodic evaluation can
+    # come before the step's save); its weights_sha256 identifies the weights either way.
+    checkpoint = checkpoints.latest if checkpoints.saved_at == step else None
+    self.reporter.evaluation(step, result, improved, checkpoint, model)
     return result

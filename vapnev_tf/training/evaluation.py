@@ -164,8 +164,14 @@ def summary_line(result: dict) -> str:
   return f"test bits/dim: {', '.join(parts)} ({result['num_images']} images)"
 
 
-def write_eval_json(workdir: str, result: dict, step: int, checkpoint: str | None = None) -> dict:
-  """Writes WORKDIR/eval.json: this evaluation at the top level, earlier ones under "history"."""
+def write_eval_json(workdir: str, result: dict, step: int, checkpoint: str | None = None,
+                    weights_sha256: str | None = None) -> dict:
+  """Writes WORKDIR/eval.json: this evaluation at the top level, earlier ones under "history".
+
+  `weights_sha256` (`workdir.weights_fingerprint` of the evaluated weights) is what ties the
+  record to a checkpoint for its readers (`workdir.full_evaluation`); only evaluations of the
+  run's own weights are written here.
+  """
   filename = workdir_lib.path(workdir, workdir_lib.EVAL_FILE)
   history = []
   if tf.io.gfile.exists(filename):
@@ -175,7 +181,7 @@ def write_eval_json(workdir: str, result: dict, step: int, checkpoint: str | Non
       history.append(previous)
     except ValueError as e:
       logging.warning("ignoring the unreadable %s (%s)", filename, e)
-  payload = dict(result, step=int(step), checkpoint=checkpoint,
+  payload = dict(result, step=int(step), checkpoint=checkpoint, weights_sha256=weights_sha256,
                  test_bits_per_dim=tightest_bpd(result))
   payload["history"] = history[-_HISTORY_LENGTH:]
   workdir_lib.write_json_atomic(filename, payload)

@@ -8,13 +8,11 @@ finite, then (chief, `export_at_end`) WORKDIR/export and the paper panel in WORK
 from the checkpoint the loop saved last, so their step is that checkpoint's step; with
 `latent_eval`, the latent figures of that checkpoint (WORKDIR/latent.json).
 """
-import hashlib
 import math
 import os
 import signal
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from vapnev_tf import export as export_lib
@@ -38,7 +36,7 @@ def finish_run(workdir: str, run, outcome, data_cfg, train_cfg, evaluate, strate
     return dict(facts, eval=None, latent=None, interrupted=int(outcome.interrupted))
   final = None
   if s == run.start_step and run.restored_from:  # a finished run started again: reuse results
-    final = _stored_final_eval(workdir, s, train_cfg)
+    final = _stored_final_eval(workdir, s, train_cfg, facts["weights_sha256"])
   if final is not None:
     _check_finite(final, s)
     logging.info("Step %d was already evaluated (%s): %s", s,
@@ -94,16 +92,12 @@ def _facts(workdir, run, outcome, strategy) -> dict:
           "last_loss": None if last is None else float(last["loss"])}
 
 
-def weights_fingerprint(model) -> str:
-  """sha256 of every weight's bytes, in `model.weights` order: equal iff bitwise-equal weights."""
-  digest = hashlib.sha256()
-  for v in model.weights:
-    digest.update(np.ascontiguousarray(np.asarray(v.numpy())).tobytes())
-  return digest.hexdigest()
+weights_fingerprint = workdir_lib.weights_fingerprint
 
 
-def _stored_final_eval(workdir: str, step: int, train_cfg) -> dict | None:
-  """WORKDIR/eval.json if it is the final evaluation of `step` with this k and seed, else None."""
+def _stored_final_eval(workdir: str, step: int, train_cfg, weights_sha256: str) -> dict | None:
+  """WORKDIR/eval.json if it is the final evaluation of `step` with this k and seed and of these
+  very weights (its "weights_sha256"), else None."""
   filename = workdir_lib.path(workdir, workdir_lib.EVAL_FILE)
   if not tf.io.gfile.exists(filename):
     return None
@@ -112,13 +106,14 @@ def _stored_final_eval(workdir: str, step: int, train_cfg) -> dict | None:
   except ValueError:
     return None
   if (stored.get("step") != step or stored.get("k") != train_cfg.eval_num_samples
-      or stored.get("seed") != train_cfg.eval_seed):
+      or stored.get("seed") != train_cfg.eval_seed
+      or stored.get("weights_sha256") != weights_sha256):
     return None
   if train_cfg.export_at_end and not tf.io.gfile.exists(
       workdir_lib.path(workdir, workdir_lib.EXPORT_DIR)):
     return None
   return {k: v for k, v in stored.items() if k not in ("history", "checkpoint", "step",
-                                                        "test_bits_per_dim")}
+                                                        "test_bits_per_dim", "weights_sha256")}
 
 
 def export_and_figures(workdir: str, data_cfg, train_cfg, checkpoint: str, final: dict) -> None:
@@ -129,6 +124,7 @@ def export_and_figures(workdir: str, data_cfg, train_cfg, checkpoint: str, final
   """
   model, step = workdir_lib.restore_model(workdir, checkpoint)
   metadata = {"step": int(step), "checkpoint": checkpoint,
+              "weights_sha256": workdir_lib.weights_fingerprint(model),
               "test_bits_per_dim": evaluation.tightest_bpd(final), "eval": final,
               "run_config": workdir_lib.read_config(workdir)}
   out = export_lib.export_model(model, workdir_lib.path(workdir, workdir_lib.EXPORT_DIR),

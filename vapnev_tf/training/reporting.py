@@ -219,7 +219,8 @@ class ChiefReporter(Reporter):
       images.write_summaries(model, self.data_cfg, self.train_cfg, step)
     writer.flush()
     self._commit()
-    evaluation.write_eval_json(self.workdir, result, step, checkpoint)
+    evaluation.write_eval_json(self.workdir, result, step, checkpoint,
+                               workdir_lib.weights_fingerprint(model))
 
   def close(self) -> None:
     for writer in self._writers.values():

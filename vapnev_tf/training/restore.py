@@ -9,6 +9,7 @@ Reads the run directory only; the first write is the first `run.checkpoints.save
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 
@@ -56,7 +57,7 @@ class Checkpoints:
   def save(self, step: int) -> str:
     self._check_finite(step)
     self._before_save()
-    path = self.manager.save(checkpoint_number=step)
+    path = _save_or_clean_up(self.manager, step, self.latest)
     self.saved_at = step
     return path
 
@@ -67,7 +68,7 @@ class Checkpoints:
     self._check_finite(step)
     self.best_bpd.assign(elbo_bpd)
     self._before_save()
-    self.best_manager.save(checkpoint_number=step)
+    _save_or_clean_up(self.best_manager, step, self.latest)
     return True
 
   def _check_finite(self, step: int) -> None:
@@ -87,6 +88,68 @@ class Checkpoints:
   def close(self) -> None:
     if self._temporary_root:
       shutil.rmtree(self._temporary_root, ignore_errors=True)
+
+
+class CheckpointWriteError(checkpointing.CheckpointError):
+  """A checkpoint could not be written (disk full, file size limit, I/O error)."""
+
+
+def _save_or_clean_up(manager: tf.train.CheckpointManager, step: int, latest: str | None) -> str:
+  """`manager.save(checkpoint_number=step)`; when it fails, removes the files of this save that it
+  left (`ckpt-{step}.index`, `.data-*`, `ckpt-{step}_temp/`: only names that were not there
+  before) and raises CheckpointWriteError naming the directory and the cause in one line.
+
+  The manager records a checkpoint in its state file only after writing it, so the checkpoints
+  saved before stay the run's state.
+  """
+  directory = manager.directory
+  stem = f"{CHECKPOINT_NAME}-{step}"
+  before = set(_listing(directory))
+  try:
+    return manager.save(checkpoint_number=step)
+  except (OSError, tf.errors.OpError) as e:
+    left = sorted(n for n in set(_listing(directory)) - before
+                  if n == stem or n.startswith((stem + ".", stem + "_temp")))
+    for name in left:
+      target = os.path.join(directory, name)
+      try:
+        if tf.io.gfile.isdir(target):
+          tf.io.gfile.rmtree(target)
+        else:
+          tf.io.gfile.remove(target)
+      except (OSError, tf.errors.OpError) as cleanup_error:
+        logging.error("Could not remove the partial checkpoint file %s: %s", target,
+                      cleanup_error)
+    raise CheckpointWriteError(
+        f"could not write the checkpoint of step {step} to {directory}: {_cause(e)}"
+        f"{_free_space(directory)}. Removed the partial files of this save "
+        f"({', '.join(left) or 'none'}); the newest checkpoint is still {latest or 'none'}. "
+        "Free space on that disk (or raise the file size limit) and run the same command to "
+        "resume.") from None
+
+
+def _listing(directory: str) -> list:
+  try:
+    return [n.rstrip("/") for n in tf.io.gfile.listdir(directory)]
+  except (OSError, tf.errors.OpError):
+    return []
+
+
+def _cause(error: Exception) -> str:
+  """The first line of `error`'s message (TensorFlow's can span dozens of lines)."""
+  text = getattr(error, "message", None) or str(error)
+  text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(text))  # TF's op-location prefix
+  lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+  return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def _free_space(directory: str) -> str:
+  if "://" in directory:
+    return ""
+  try:
+    return f" ({shutil.disk_usage(directory).free / 2 ** 20:.0f} MiB free on its disk)"
+  except OSError:
+    return ""
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ from absl import logging
 import tensorflow as tf
 
 from vapnev_tf import data as data_lib
+from vapnev_tf import interrupts
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
@@ -53,6 +54,8 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
     checkpointing.CheckpointError: checkpoints exist but none is readable;
       rundir.UnrestorableRunError (a CheckpointError): a run is there but nothing restorable.
     locking.WorkdirLockedError: another process holds the run directory.
+    interrupts.Interrupted: SIGTERM/SIGINT during the final evaluation or export (the loop's
+      last checkpoint is saved; a partial export is removed).
     loop.NonFiniteTrainingError: `max_consecutive_bad_steps` consecutive non-finite steps, every
       step skipped, or a non-finite final bound.
   """
@@ -75,8 +78,11 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
         evaluate = eval_runner.EvalRunner(run, data_cfg, train_cfg, strategy, reporter)
         with signals.make_stop_request(strategy) as stop:
           outcome = loop.run_loop(run, train_step, iterator, train_cfg, reporter, evaluate, stop)
-        return finish.finish_run(workdir, run, outcome, data_cfg, train_cfg, evaluate, strategy,
-                                 export=chief)
+        # A signal now raises: the export's temporary directory is removed on the way out.
+        with interrupts.raising(f"the final evaluation and export of step {outcome.step} (its "
+                                "checkpoint is saved; run the same command to finish)"):
+          return finish.finish_run(workdir, run, outcome, data_cfg, train_cfg, evaluate,
+                                   strategy, export=chief)
 
 
 def _check_configs(model_cfg, data_cfg, train_cfg) -> None:

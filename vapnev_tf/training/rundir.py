@@ -12,7 +12,8 @@ Why `commit` is deferred: a start that fails (a restore that does not match a --
 model, a batch larger than the data, ...) must leave the run directory exactly as it was, so the
 corrected command works; and a directory whose config.json describes a run that has no state
 would be refused by `refuse_unrestorable`. The configuration is therefore written only when this
-process first writes run state, i.e. once model, optimizer, restore and data have all succeeded.
+process first writes run state, i.e. once model, optimizer, restore and data have all succeeded;
+and if the first checkpoint itself fails (disk full), `prepared` removes what the start created.
 """
 import contextlib
 
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 import vapnev_tf
 from vapnev_tf import config_run
+from vapnev_tf import data as data_lib
 from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.training import checkpointing
@@ -48,10 +50,56 @@ def prepared(workdir: str, chief: bool):
   if "://" in workdir:  # flock is local; remote file systems are not locked
     logging.warning("workdir %s is not on a local disk: it is not locked against other runs.",
                     workdir)
-    yield
+    with _undone_if_stateless(workdir):
+      yield
     return
   with locking.workdir_lock(workdir, LOCK_PURPOSE, log=logging.warning):
+    with _undone_if_stateless(workdir):
+      yield
+
+
+@contextlib.contextmanager
+def _undone_if_stateless(workdir: str):
+  """A block that fails while WORKDIR/checkpoints and WORKDIR/best hold no file (the first
+  checkpoint failed, or the run failed before it) removes the entries of `workdir` it created
+  (config.json, flags.txt, tensorboard/, an empty checkpoints/ ...), so the corrected command
+  starts cleanly instead of meeting `refuse_unrestorable`. Entries that were there before stay.
+  """
+  before = set(_entries(workdir))
+  try:
     yield
+  except BaseException:
+    if not _has_checkpoint_files(workdir):
+      created = sorted(set(_entries(workdir)) - before - {locking.LOCK_FILE})
+      for name in created:
+        target = workdir_lib.path(workdir, name)
+        try:
+          if tf.io.gfile.isdir(target):
+            tf.io.gfile.rmtree(target)
+          else:
+            tf.io.gfile.remove(target)
+        except (OSError, tf.errors.OpError) as e:
+          logging.error("Could not remove %s: %s", target, e)
+      if created:
+        logging.warning("The run failed before writing a checkpoint: removed what this start "
+                        "created in %s (%s), which is as it was before.", workdir,
+                        ", ".join(created))
+    raise
+
+
+def _entries(workdir: str) -> list:
+  try:
+    return [n.rstrip("/") for n in tf.io.gfile.listdir(workdir)]
+  except (OSError, tf.errors.OpError):
+    return []
+
+
+def _has_checkpoint_files(workdir: str) -> bool:
+  for sub in (workdir_lib.CHECKPOINT_DIR, workdir_lib.BEST_DIR):
+    directory = workdir_lib.path(workdir, sub)
+    if tf.io.gfile.isdir(directory) and tf.io.gfile.listdir(directory):
+      return True
+  return False
 
 
 def refuse_unrestorable(workdir: str) -> None:
@@ -83,7 +131,8 @@ def run_config(model_cfg, data_cfg, train_cfg, strategy: tf.distribute.Strategy)
   return {**config_run.run_config_dict(model_cfg, data_cfg, train_cfg),
           "version": vapnev_tf.__version__,
           "tensorflow": tf.__version__, "keras": keras.__version__,
-          "strategy": type(strategy).__name__, "num_replicas": strategy.num_replicas_in_sync}
+          "strategy": type(strategy).__name__, "num_replicas": strategy.num_replicas_in_sync,
+          "data_source": data_lib.source_files(data_cfg)}
 
 
 class RunRecord:
