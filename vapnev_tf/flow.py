@@ -206,7 +206,8 @@ class ConditionalRealNVP(keras.layers.Layer):
   def to_pixels(self, z=None):
     """f_z^{-1}: y `(*batch, H, W, C)` -> dequantised pixels, as the bijector of p(x|z).
 
-    A `tfb.Chain([Invert(pixels_to_logits), Invert(scale0)])` of the parts of `bijector(z)`, so
+    A `tfb.Chain` (`vapnev_tf.bijectors.InverseFlow`) `[Invert(pixels_to_logits), Invert(scale0)]`
+    of the parts of `bijector(z)`, so
     `forward(y)` is x, `inverse(x)` is y = f_z(x) and `inverse_log_det_jacobian(x, event_ndims=3)`
     is log|det df_z/dx| (Eq. 8, 11); `bijectors[1].bijector` is the flow's scale-0 `tfb.Chain` of
     couplings, squeezes and the factor-out (whose `inner` holds the next scales). x's batch
@@ -216,4 +217,5 @@ class ConditionalRealNVP(keras.layers.Layer):
       z: `(*batch, latent_dim)`; required when conditional, ignored otherwise.
     """
     f_z = self.bijector(z)
-    return tfb.Chain([tfb.Invert(part) for part in reversed(f_z.bijectors)], name="to_pixels")
+    return vb.InverseFlow([tfb.Invert(part) for part in reversed(f_z.bijectors)],
+                          name="to_pixels")

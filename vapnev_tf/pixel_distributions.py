@@ -1,4 +1,4 @@
-"""Distributions over dequantised pixels x in [0, 256)^(H, W, C), with the checks every p(x|z) makes.
+"""Distributions over dequantised pixels x in [0, 256)^(H, W, C), with the checks on x of p(x|z).
 
 `PixelTransformedDistribution` is a `tfd.TransformedDistribution` (base over y, bijector y -> x)
 whose `log_prob`/`prob` first check x (`PixelChecks`); the flows' p(x|z) and the pixel Gaussian are
@@ -45,7 +45,7 @@ class PixelTransformedDistribution(PixelChecks, tfd.TransformedDistribution):
   """`TransformedDistribution(distribution, bijector)` over pixels, with `PixelChecks` on x.
 
   Args:
-    distribution: the base, over y, event `(H, W, C)` (e.g. `Independent(Normal(mu_y, sigma_y), 3)`).
+    distribution: the base over y, event `(H, W, C)`, e.g. `Independent(Normal(mu_y, sigma_y), 3)`.
     bijector: y -> x, e.g. `ConditionalRealNVP.to_pixels(z)` or `tfb.Scale(256)`.
     validate_args: TFP's flag; here it also turns on the value check of x.
     name: the distribution's name.
