@@ -225,7 +225,10 @@ class VAPNEV(keras.Model):
     params = self._likelihood.parameters(head_mean, head_scale, self.config.min_scale)
     shape = tf.concat([tf.shape(z)[:-1], tf.constant(self.config.image_shape, tf.int32)], axis=0)
     static = z.shape[:-1].concatenate(self.config.image_shape)
-    return tuple(tf.ensure_shape(tf.reshape(p, shape), static) for p in params)
+    params = tuple(tf.reshape(p, shape) for p in params)
+    for p in params:
+      p.set_shape(static)
+    return params
 
   def _flow_bijector(self, z):
     """f_z^{-1} (y -> x, `ConditionalRealNVP.to_pixels`); None without a flow; the unconditional
