@@ -69,7 +69,7 @@ def part_of(op_name: str) -> str:
     return "l2/m2 (z path)"
   if _X_PATH.search(name):
     return "l1/m1 (x path)"
-  if "f_z/" in name or name.startswith("f_z") or "p_x/" in name:
+  if re.search(r"(^|/)(f_z|to_pixels|p_x)(_\d+)?/", name):
     return "coupling math"
   return "other"
 

@@ -234,3 +234,83 @@ def test_coupling_takes_any_transform_fn(mask_type, parity):
   assert bij.transform_fn is transform_fn
   with pytest.raises(ValueError, match="transform_fn must be callable"):
     vb.ConditionalAffineCoupling("network", mask_type, parity)
+
+
+# ------------------------------------------- couplings: batch ranks and broadcasting against z
+
+
+COUPLINGS = [("checkerboard", 0), ("checkerboard", 1), ("channel", 0), ("channel", 1)]
+
+
+def _couplings(mask_type, parity, dtype):
+  """z -> the coupling of one `_coupling` network (the same weights) conditioned on z."""
+  network = _coupling(mask_type, parity, (4, 4, 2), dtype).network
+  return lambda z: vb.ConditionalAffineCoupling(network, mask_type, parity, z,
+                                                event_shape=(4, 4, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mask_type,parity", COUPLINGS)
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3), (2, 1, 3)])
+def test_each_coupling_takes_batch_ranks_0_to_3(mask_type, parity, batch_shape, dtype):
+  z = ff.latents(batch_shape, dtype)
+  make = _couplings(mask_type, parity, dtype)
+  bij = make(z)
+  x = ff.pixels(batch_shape + (4, 4, 2), dtype, low=-2, high=2)
+  y = bij.forward(x)
+  fldj = bij.forward_log_det_jacobian(x, event_ndims=3)
+  assert y.shape == x.shape and fldj.shape == batch_shape
+  assert bij.experimental_batch_shape(x_event_ndims=3) == batch_shape
+  np.testing.assert_allclose(bij.inverse(ff.fresh(y)), x, **TOL[dtype])
+  np.testing.assert_allclose(bij.inverse_log_det_jacobian(ff.fresh(y), event_ndims=3), -fldj,
+                             **TOL[dtype])
+  flat_x, flat_z = tf.reshape(x, (-1, 4, 4, 2)), tf.reshape(z, (-1, ff.LATENT_DIM))
+  single = make(flat_z)
+  np.testing.assert_allclose(tf.reshape(y, (-1, 4, 4, 2)), single.forward(flat_x), **TOL[dtype])
+  np.testing.assert_allclose(tf.reshape(fldj, [-1]), single.forward_log_det_jacobian(flat_x, 3),
+                             **TOL[dtype])
+
+
+@pytest.mark.parametrize("mask_type,parity", COUPLINGS)
+def test_each_coupling_broadcasts_x_against_z_both_ways(mask_type, parity):
+  """z `(k, B, L)` with x `(B, H, W, C)` gives `(k, B, ...)`, as TFP's batched bijectors do; so
+  does z `(B, L)` with x `(k, B, ...)`, and z `(3, L)` with x `(1, ...)` gives `(3, ...)`."""
+  z = ff.latents((3, 2), "float64")
+  x = ff.pixels((2, 4, 4, 2), "float64", low=-2, high=2)
+  make = _couplings(mask_type, parity, "float64")
+  bij = make(z)
+  y, fldj = bij.forward(x), bij.forward_log_det_jacobian(x, event_ndims=3)
+  assert y.shape == (3, 2, 4, 4, 2) and fldj.shape == (3, 2)
+  for i in range(3):
+    row = make(z[i])
+    np.testing.assert_allclose(y[i], row.forward(ff.fresh(x)), rtol=1e-12)
+    np.testing.assert_allclose(fldj[i], row.forward_log_det_jacobian(ff.fresh(x), 3), rtol=1e-12)
+  np.testing.assert_allclose(bij.inverse(ff.fresh(y)), np.broadcast_to(x, y.shape), rtol=1e-9,
+                             atol=1e-12)
+  other_way = make(z[0])
+  assert other_way.forward(tf.stack([x] * 3)).shape == (3, 2, 4, 4, 2)
+  single = make(z[:, 0])
+  assert single.forward(x[:1]).shape == (3, 4, 4, 2)
+  with pytest.raises(ValueError, match="does not broadcast against"):
+    single.forward(x)  # batches (3,) and (2,)
+
+
+def test_coupling_batch_slicing_slices_its_conditioning():
+  z = ff.latents((3, 2), "float64")
+  x = ff.pixels((2, 4, 4, 2), "float64", low=-2, high=2)
+  bij = _couplings("checkerboard", 0, "float64")(z)
+  assert bij[1].experimental_batch_shape(x_event_ndims=3) == (2,)
+  np.testing.assert_allclose(bij[1].forward(x), bij.forward(ff.fresh(x))[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_coupling_agrees_in_eager_function_and_xla(jit_compile):
+  z = ff.latents((3, 2))
+  x = ff.pixels((2, 4, 4, 2), low=-2, high=2)
+  bij = _couplings("channel", 1, "float32")(z)
+
+  def run(x):
+    return bij.forward(x), bij.forward_log_det_jacobian(x, event_ndims=3), bij.inverse(x)
+
+  for got, eager in zip(tf.function(run, jit_compile=jit_compile)(x), run(ff.fresh(x))):
+    np.testing.assert_allclose(got, eager, rtol=1e-5, atol=1e-5)

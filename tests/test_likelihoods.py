@@ -97,7 +97,8 @@ def test_pixel_logistic_mean_image_is_the_level_of_the_location(models):
 @pytest.mark.parametrize("value", [300.0, -100.0, np.nan, 256.0])
 def test_log_prob_refuses_pixels_outside_0_256(models, name, value):
   model = models[name]
-  p = model.p_x_given_z(None if name == "realnvp" else model.prior.sample(2, seed=(1, 1)))
+  z = None if name == "realnvp" else model.prior.sample(2, seed=(1, 1))
+  p = model.p_x_given_z(z)
   x = _x(2).numpy()
   x[1, 0, 0, 0] = value
   with pytest.raises(ValueError, match=r"x must lie in \[0, 256\)"):
@@ -106,8 +107,7 @@ def test_log_prob_refuses_pixels_outside_0_256(models, name, value):
   with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must lie in \[0, 256\)"):
     graph(tf.constant(x))
   # validate_args=False: no value check (the model's bounds check x once on entry).
-  unchecked = model.p_x_given_z(p.z, validate_args=False) if name != "realnvp" else (
-      model.p_x_given_z(None, validate_args=False))
+  unchecked = model.p_x_given_z(z, validate_args=False)
   assert unchecked.log_prob(_x(2)).shape == (2,)
 
 

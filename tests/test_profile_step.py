@@ -22,6 +22,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
      "scale0_checkerboard0_1/l1_1/res0/conv", "l1/m1 (x path)"),
     ("p_x_given_z/log_prob/f_z/forward/pixels_to_logits/forward/sigmoid/inverse/Log1p",
      "coupling math"),
+    ("p_x_given_z/log_prob/to_pixels/inverse/invert_pixels_to_logits/inverse/pixels_to_logits/"
+     "forward/sigmoid/inverse/Log1p", "coupling math"),
     ("cond/then/_20/cond/adam_1/Mul_3", "optimizer"),
     ("global_norm/stack", "other"),
 ])

@@ -3,7 +3,11 @@
 `ConditionalRealNVP` is a Keras layer that owns every step's weights; `bijector(z)` builds, per
 call, the TFP bijector of f_z closing over z, so that
 
-    p(x | z) = TransformedDistribution(N(mu_y, sigma_y), Invert(f_z))           (Eq. 10-11)
+    p(x | z) = TransformedDistribution(N(mu_y, sigma_y), to_pixels(z))          (Eq. 10-11)
+
+with `to_pixels(z)` the inverse of f_z as a `tfb.Chain` (forward y -> x, TFP's convention for a
+TransformedDistribution's bijector). Every bijector accepts any leading batch shape and broadcasts
+x's batch against z's, as TFP's bijectors with batched parameters do.
 
 The layout is data (`vapnev_tf.flow_steps`): per scale, a tuple of `StepSpec`s whose kinds are
 registered parts. The default, the paper's (scale s has input (H_s, W_s, C_s), H_0 = H, C_0 = C):
@@ -198,3 +202,20 @@ class ConditionalRealNVP(keras.layers.Layer):
     z_features = self.z_features(z) if self.uses_shared_trunk else None
     preprocess = vb.pixels_to_logits(self.logit_alpha, dtype=self.compute_dtype)
     return tfb.Chain([self._scale_bijector(0, z, z_features), preprocess], name="f_z")
+
+  def to_pixels(self, z=None):
+    """f_z^{-1}: y `(*batch, H, W, C)` -> dequantised pixels, as the bijector of p(x|z).
+
+    A `tfb.Chain` (`vapnev_tf.bijectors.InverseFlow`) `[Invert(pixels_to_logits), Invert(scale0)]`
+    of the parts of `bijector(z)`, so
+    `forward(y)` is x, `inverse(x)` is y = f_z(x) and `inverse_log_det_jacobian(x, event_ndims=3)`
+    is log|det df_z/dx| (Eq. 8, 11); `bijectors[1].bijector` is the flow's scale-0 `tfb.Chain` of
+    couplings, squeezes and the factor-out (whose `inner` holds the next scales). x's batch
+    broadcasts against z's: z `(k, B, L)` with x `(B, H, W, C)` gives y `(k, B, H, W, C)`.
+
+    Args:
+      z: `(*batch, latent_dim)`; required when conditional, ignored otherwise.
+    """
+    f_z = self.bijector(z)
+    return vb.InverseFlow([tfb.Invert(part) for part in reversed(f_z.bijectors)],
+                          name="to_pixels")

@@ -7,16 +7,18 @@ comparable (docs/design.md §1). A likelihood says
   * `uses_flow`        whether p(x|z) goes through the real-NVP flow f_z, and
     `conditional_flow` whether f_z depends on z (Eq. 16) or only on x (Fig. 1's dotted line),
   * `parameters(head_mean, head_scale, min_scale)`  the decoder's two heads -> its parameters,
-  * `distribution(params, bijector, temperature)`    p(x|z) for a flat batch of z,
+  * `distribution(params, bijector, temperature, validate_args)`  p(x|z), batch z's batch shape,
   * `mean_image(params, bijector)`                   the deterministic image (the mu_y path).
 
 They hold no weights: the encoder, decoder and flow are Keras layers owned by `VAPNEV`, which calls
-them and hands their outputs (`params`, and `bijector` = `ConditionalRealNVP.bijector(z)`) in here.
+them and hands their outputs (`params`, and `bijector` = `ConditionalRealNVP.to_pixels(z)`, y -> x)
+in here. Every p(x|z) checks x in `log_prob` (`vapnev_tf.pixel_distributions.PixelChecks`).
 `LIKELIHOODS` maps each name to its class; `VAPNEV` picks one once, in `__init__`.
 """
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vapnev_tf.pixel_distributions import PixelTransformedDistribution
 from vapnev_tf.pixel_distributions import discretized_logistic
 
 tfb = tfp.bijectors
@@ -42,41 +44,44 @@ class Likelihood:
     self.dtype = tf.as_dtype(dtype)
 
   def parameters(self, head_mean, head_scale, min_scale: float):
-    """Decoder heads `(B, H, W, C)` -> (loc, scale), each `(B, H, W, C)` (Eq. 20-21).
+    """Decoder heads `(*batch, H, W, C)` -> (loc, scale), each of that shape (Eq. 20-21).
 
     scale = softplus(head_scale) + min_scale (docs/design.md §6).
     """
     return head_mean, tf.nn.softplus(head_scale) + min_scale
 
-  def distribution(self, params, bijector, temperature):
-    """p(x|z) with batch `[B]` (`[]` without a VAE), event `image_shape`, over [0, 256).
+  def distribution(self, params, bijector, temperature, validate_args=True):
+    """p(x|z) with batch `z.shape[:-1]` (`[]` without a VAE), event `image_shape`, over [0, 256).
 
     Args:
-      params: `parameters(...)` of the decoder at z `(B, latent_dim)`; None without a VAE.
-      bijector: f_z (pixels -> y) when `uses_flow`, else None.
+      params: `parameters(...)` of the decoder at z `(*batch, latent_dim)`, each
+        `(*batch, H, W, C)`; None without a VAE.
+      bijector: f_z^{-1} (y -> pixels, `ConditionalRealNVP.to_pixels`) when `uses_flow`, else None.
       temperature: scales the base distribution's scale; 1 is the model itself.
+      validate_args: whether `log_prob` checks x's values (`PixelChecks`).
     """
     raise NotImplementedError
 
   def mean_image(self, params, bijector):
-    """The deterministic image: x = f_z^{-1}(mu_y) for the flows, `(B, H, W, C)` (or `(H, W, C)`
-    without a VAE), before clipping to [0, 256)."""
+    """The deterministic image: x = f_z^{-1}(mu_y) for the flows, `(*batch, H, W, C)` (or
+    `(H, W, C)` without a VAE), before clipping to [0, 256); `bijector` as in `distribution`."""
     raise NotImplementedError
 
 
 class _FlowLikelihood(Likelihood):
-  """p(x|z) = TransformedDistribution(N(mu_y, T sigma_y), Invert(f_z))  (Eq. 10-11, 20-22)."""
+  """p(x|z) = TransformedDistribution(N(mu_y, T sigma_y), f_z^{-1})  (Eq. 10-11, 20-22)."""
 
   uses_flow = True
 
-  def distribution(self, params, bijector, temperature):
+  def distribution(self, params, bijector, temperature, validate_args=True):
     mu_y, sigma_y = params
     base = tfd.Independent(tfd.Normal(mu_y, temperature * sigma_y), reinterpreted_batch_ndims=3,
                            name="p_y_given_z")
-    return tfd.TransformedDistribution(base, tfb.Invert(bijector), name="p_x_given_z")
+    return PixelTransformedDistribution(base, bijector, validate_args=validate_args,
+                                        name="p_x_given_z")
 
   def mean_image(self, params, bijector):
-    return bijector.inverse(params[0])
+    return bijector.forward(params[0])
 
 
 class Vapnev(_FlowLikelihood):
@@ -93,21 +98,21 @@ class VaeFlow(_FlowLikelihood):
 
 
 class RealNVP(Likelihood):
-  """No VAE: p(x) = TransformedDistribution(N(0, T^2 I), Invert(f)), batch `[]` (Eq. 10-11)."""
+  """No VAE: p(x) = TransformedDistribution(N(0, T^2 I), f^{-1}), batch `[]` (Eq. 10-11)."""
 
   name = "realnvp"
   needs_vae = False
   uses_flow = True
 
-  def distribution(self, params, bijector, temperature):
+  def distribution(self, params, bijector, temperature, validate_args=True):
     del params
     zeros = tf.zeros(self.image_shape, self.dtype)
     base = tfd.Independent(tfd.Normal(zeros, temperature * tf.ones_like(zeros)), 3, name="p_y")
-    return tfd.TransformedDistribution(base, tfb.Invert(bijector), name="p_x")
+    return PixelTransformedDistribution(base, bijector, validate_args=validate_args, name="p_x")
 
   def mean_image(self, params, bijector):
     del params
-    return bijector.inverse(tf.zeros(self.image_shape, self.dtype))
+    return bijector.forward(tf.zeros(self.image_shape, self.dtype))
 
 
 class PixelGaussian(Likelihood):
@@ -115,13 +120,14 @@ class PixelGaussian(Likelihood):
 
   name = "pixel_gaussian"
 
-  def distribution(self, params, bijector, temperature):
+  def distribution(self, params, bijector, temperature, validate_args=True):
     del bijector
     mean, scale = params
     base = tfd.Independent(tfd.Normal(mean, temperature * scale), reinterpreted_batch_ndims=3,
                            name="p_u_given_z")
     to_pixels = tfb.Scale(tf.constant(256.0, self.dtype), name="to_pixels")
-    return tfd.TransformedDistribution(base, to_pixels, name="p_x_given_z")
+    return PixelTransformedDistribution(base, to_pixels, validate_args=validate_args,
+                                        name="p_x_given_z")
 
   def mean_image(self, params, bijector):
     del bijector
@@ -140,10 +146,10 @@ class PixelLogistic(Likelihood):
     _, scale = super().parameters(head_mean, head_scale, min_scale)
     return 256.0 * tf.sigmoid(head_mean) - 0.5, 16.0 * scale
 
-  def distribution(self, params, bijector, temperature):
+  def distribution(self, params, bijector, temperature, validate_args=True):
     del bijector
     loc, scale = params
-    return discretized_logistic(loc, temperature * scale)
+    return discretized_logistic(loc, temperature * scale, validate_args=validate_args)
 
   def mean_image(self, params, bijector):
     """The centre of the level holding the logistic's location."""

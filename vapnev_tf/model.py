@@ -2,7 +2,7 @@
 
     q(z|x)  = N(mu_z, sigma_z),  (mu_z, sigma_z) = encoder(x)                      (Eq. 17-19)
     p(z)    = N(0, I)
-    p(x|z)  = TransformedDistribution(N(mu_y, sigma_y), Invert(f_z)),
+    p(x|z)  = TransformedDistribution(N(mu_y, sigma_y), f_z^{-1}),
               (mu_y, sigma_y) = decoder(z), f_z = ConditionalRealNVP.bijector(z)   (Eq. 10-11, 20-22)
     ELBO    = log p(x|z) - KL(q(z|x) || p(z)),  z ~ q(z|x)                          (Eq. 1)
 
@@ -29,7 +29,6 @@ from vapnev_tf.dequantization import VariationalDequantizer
 from vapnev_tf.dequantization import integer_image
 from vapnev_tf.flow import ConditionalRealNVP
 from vapnev_tf.likelihoods import make_likelihood
-from vapnev_tf.likelihoods_batching import PixelDistribution
 from vapnev_tf.networks import Decoder
 from vapnev_tf.networks import Encoder
 from vapnev_tf.posteriors import IAFPosterior
@@ -216,31 +215,46 @@ class VAPNEV(keras.Model):
                                                 dtype=self.compute_dtype))
 
   def _decode(self, z):
-    head_mean, head_scale = self.decoder(z)
-    return self._likelihood.parameters(head_mean, head_scale, self.config.min_scale)
+    """The likelihood's parameters at z `(*batch, latent_dim)`, each `(*batch, H, W, C)`: the
+    convolutional decoder sees the batch flattened to one dimension."""
+    if z.shape.rank == 2:
+      head_mean, head_scale = self.decoder(z)
+      return self._likelihood.parameters(head_mean, head_scale, self.config.min_scale)
+    flat = tf.reshape(z, [-1, self.config.latent_dim])
+    head_mean, head_scale = self.decoder(flat)
+    params = self._likelihood.parameters(head_mean, head_scale, self.config.min_scale)
+    shape = tf.concat([tf.shape(z)[:-1], tf.constant(self.config.image_shape, tf.int32)], axis=0)
+    static = z.shape[:-1].concatenate(self.config.image_shape)
+    params = tuple(tf.reshape(p, shape) for p in params)
+    for p in params:
+      p.set_shape(static)
+    return params
 
   def _flow_bijector(self, z):
-    """f_z (None without a flow; the unconditional flow ignores z)."""
+    """f_z^{-1} (y -> x, `ConditionalRealNVP.to_pixels`); None without a flow; the unconditional
+    flow ignores z."""
     if not self._likelihood.uses_flow:
       return None
-    return self.flow.bijector(z if self._likelihood.conditional_flow else None)
-
-  def _flat_likelihood(self, temperature):
-    """z `(N, latent_dim)` (or None) -> p(x|z) with batch `[N]` (or `[]`)."""
-    def make(z):
-      params = self._decode(z) if z is not None else None
-      return self._likelihood.distribution(params, self._flow_bijector(z), temperature)
-    return make
+    return self.flow.to_pixels(z if self._likelihood.conditional_flow else None)
 
   def p_x_given_z(self, z, temperature=1.0, validate_args: bool = True):
     """p(x|z): batch `z.shape[:-1]`, event `image_shape`, over dequantised pixels (Eq. 10-11,
-    20-22); a `PixelDistribution`.
+    20-22).
 
-    z is `(B, latent_dim)` or `(*batch, latent_dim)`; `log_prob(x)` broadcasts x
-    `(*sample, H, W, C)` against that batch (z `(k, B, L)` with x `(B, H, W, C)` gives `(k, B)`).
-    Without a VAE (`likelihood="realnvp"`) there is no z: pass None and get the flow's p(x)
-    (batch `[]`). `temperature` (finite, >= 0) scales the base scale (sigma_y or the standard
-    normal); 1 is the model itself.
+    For the flows (vapnev, vae_flow, realnvp, any `flow_layout`) it is a
+    `tfd.TransformedDistribution` (a `PixelTransformedDistribution`): `p.distribution` is the base
+    `Independent(Normal(mu_y(z), T sigma_y(z)), 3)` over y, batch `z.shape[:-1]`, and
+    `p.bijector` is f_z^{-1} as a `tfb.Chain` (`ConditionalRealNVP.to_pixels`): `forward` maps y to
+    x, `p.bijector.inverse(x)` gives y = f_z(x) and
+    `p.bijector.inverse_log_det_jacobian(x, event_ndims=3)` the flow's log-det, pre-processing
+    included. pixel_gaussian: the same class with `tfb.Scale(256)`; pixel_logistic: a
+    `UniformDequantized` discretised logistic.
+
+    z is `(B, latent_dim)` or `(*batch, latent_dim)`; `log_prob(x)` (and the bijector) broadcast x
+    `(*sample, H, W, C)` against that batch: z `(k, B, L)` with x `(B, H, W, C)` gives `(k, B)`,
+    z `(3, L)` with x `(1, H, W, C)` gives `(3,)`. Without a VAE (`likelihood="realnvp"`) there is
+    no z: pass None and get the flow's p(x) (batch `[]`). `temperature` (finite, >= 0) scales the
+    base scale (sigma_y or the standard normal); 1 is the model itself.
 
     x checks in `log_prob` (TFP's `validate_args` convention): dtype and trailing shape always (a
     float tensor of another dtype or integer pixels raise ValueError naming the dtype and
@@ -257,9 +271,9 @@ class VAPNEV(keras.Model):
                                   batch_ranks=True, check_values=validate_args)
     else:
       z = None
-    return PixelDistribution(self._flat_likelihood(temperature), z, self.config.image_shape,
-                             self.compute_dtype, self._likelihood.reparameterization_type,
-                             validate_args=validate_args, name="p_x_given_z")
+    params = self._decode(z) if z is not None else None
+    return self._likelihood.distribution(params, self._flow_bijector(z), temperature,
+                                         validate_args=validate_args)
 
   # --- bounds ----------------------------------------------------------------------------------
 

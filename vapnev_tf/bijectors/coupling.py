@@ -16,6 +16,7 @@ identity and bounds the log-scale (docs/design.md §6); this bijector is a state
 call, closing over the conditioning z.
 """
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from vapnev_tf.bijectors import _greedy
 
@@ -39,7 +40,10 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     log-scale of shape `(N, H, W, C)`; only the complementary pixels use them.
   - `"channel"`: C must be even; kept = first half of the channels when `parity == 0`, else the
     second half; `transform_fn` sees `(N, H, W, C/2)` and returns `(N, H, W, C/2)` each.
-  N is the flattened batch size.
+  Batch shapes follow TFP's bijectors with batched parameters: x `(*x_batch, H, W, C)` and the
+  conditioning `(*z_batch, ...)` broadcast against each other, and the output and log-det have the
+  broadcast batch shape (z `(k, B, L)` with x `(B, H, W, C)` gives `(k, B, H, W, C)` and `(k, B)`).
+  The convolutional `transform_fn` sees that batch flattened to one dimension, N = its size.
 
   Args:
     transform_fn: callable `(x_kept, z) -> (shift, log_scale)`, z `(N, latent_dim)` or None; e.g. a
@@ -47,8 +51,9 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
       inverse pass, and the greedy cache (`_greedy`) makes that once per `log_prob` or `sample`.
     mask_type: one of `MASK_TYPES`.
     parity: 0 or 1; 1 selects the complement mask.
-    conditioning: z, `(*batch, latent_dim)` broadcastable to x's batch shape, or None when the
-      transform is unconditional. With `conditioning_event_ndims=3` it is a feature map
+    conditioning: z, `(*batch, latent_dim)` broadcastable against x's batch shape, or None when
+      the transform is unconditional; a parameter in TFP's sense (`experimental_batch_shape`,
+      batch slicing). With `conditioning_event_ndims=3` it is a feature map
       `(*batch, h, w, F)` (the shared z-trunk's), passed on as `(N, h, w, F)`.
     conditioning_event_ndims: trailing dimensions of `conditioning` that are not batch (1 for z).
     event_shape: optional `(H, W, C)` the transform was built for; inputs of another event shape
@@ -100,18 +105,39 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
       raise ValueError(f"{self.name}: channel-wise masking needs an even channel count, "
                        f"got C={channels}.")
 
-  def _flat_conditioning(self, x, batch_shape):
-    """z broadcast to x's batch shape and flattened: `(N, latent_dim)` (or `(N, h, w, F)`)."""
+  @property
+  def conditioning(self):
+    """z `(*batch, latent_dim)`, the shared trunk's features `(*batch, h, w, F)`, or None."""
+    return self._conditioning
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    # The conditioning carries the bijector's batch shape (as a TFP bijector's parameters do), so
+    # `experimental_batch_shape` and batch slicing (e.g. of a TransformedDistribution) see it.
+    return dict(conditioning=tfp.util.ParameterProperties(
+        event_ndims=lambda self, x_event_ndims: self._conditioning_event_ndims + x_event_ndims - 3))
+
+  def _flat_inputs(self, x):
+    """x and the conditioning broadcast against each other's batch shape and flattened.
+
+    Returns `(flat_x (N, H, W, C), flat_z (N, *cond_event) or None, batch_shape, static_batch)`
+    with `batch_shape` the broadcast batch shape (a tensor) and `static_batch` its static form.
+    """
     if self._conditioning is None:
-      return None
+      flat, batch_shape = _greedy.flatten_batch(x)
+      return flat, None, batch_shape, x.shape[:-3]
     k = self._conditioning_event_ndims
     z = tf.convert_to_tensor(self._conditioning, dtype=x.dtype)
-    _check_broadcastable(self.name, z.shape[:-k], x.shape[:-3])
-    if z.shape.rank == k + 1 and x.shape.rank == 4 and z.shape[0] == x.shape[0] and \
-        z.shape[0] is not None:
-      return z  # Already (N, *event): no broadcast or reshape ops.
-    z = tf.broadcast_to(z, tf.concat([batch_shape, tf.shape(z)[-k:]], axis=0))
-    return tf.reshape(z, [-1] + z.shape[-k:].as_list())
+    static_batch = _broadcast_static(self.name, z.shape[:-k], x.shape[:-3])
+    if x.shape[:-3].is_fully_defined() and x.shape[:-3] == z.shape[:-k]:
+      batch_shape = tf.shape(x)[:-3]  # Equal batches (the training path): no broadcast ops.
+    else:
+      batch_shape = tf.broadcast_dynamic_shape(tf.shape(x)[:-3], tf.shape(z)[:-k])
+      x = tf.broadcast_to(x, tf.concat([batch_shape, tf.shape(x)[-3:]], axis=0))
+      z = tf.broadcast_to(z, tf.concat([batch_shape, tf.shape(z)[-k:]], axis=0))
+    flat_x, _ = _greedy.flatten_batch(x)
+    flat_z = tf.reshape(z, [-1] + z.shape[-k:].as_list())
+    return flat_x, flat_z, batch_shape, static_batch
 
   def _split(self, flat):
     """`(N, H, W, C)` -> (input of transform_fn, the part it changes, mask or None)."""
@@ -139,8 +165,7 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     computed from it the same way.
     """
     self._check_event(x)
-    flat, batch_shape = _greedy.flatten_batch(x)  # (N, H, W, C)
-    z = self._flat_conditioning(x, batch_shape)  # (N, latent) or None
+    flat, z, batch_shape, static_batch = self._flat_inputs(x)  # (N, H, W, C), (N, latent) / None
     net_in, changed, mask = self._split(flat)
     shift, log_scale = self._transform_fn(net_in, z)
     if mask is not None:
@@ -153,8 +178,11 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
       out = (changed - shift) * tf.exp(-log_scale)
       log_det = -tf.reduce_sum(log_scale, axis=[1, 2, 3])
 
-    out = tf.reshape(self._merge(net_in, out), tf.shape(x))
-    return out, tf.reshape(log_det, batch_shape)
+    out = tf.reshape(self._merge(net_in, out), tf.concat([batch_shape, tf.shape(x)[-3:]], axis=0))
+    out.set_shape(static_batch.concatenate(x.shape[-3:]))
+    log_det = tf.reshape(log_det, batch_shape)
+    log_det.set_shape(static_batch)
+    return out, log_det
 
   def _augmented_forward(self, x):
     return self._couple(x, "forward")
@@ -163,14 +191,12 @@ class ConditionalAffineCoupling(_greedy.GreedyLogDetBijector):
     return self._couple(y, "inverse")
 
 
-def _check_broadcastable(name, z_batch, x_batch):
-  """z's batch shape must broadcast to x's batch shape (static check where shapes are known)."""
+def _broadcast_static(name, z_batch, x_batch):
+  """The static broadcast of z's and x's batch shapes; ValueError when they cannot broadcast."""
   if z_batch.rank is None or x_batch.rank is None:
-    return
+    return tf.TensorShape(None)
   try:
-    merged = tf.broadcast_static_shape(z_batch, x_batch)
+    return tf.broadcast_static_shape(z_batch, x_batch)
   except ValueError:
-    merged = None
-  if merged is None or (x_batch.is_fully_defined() and merged != x_batch):
-    raise ValueError(f"{name}: z with batch shape {z_batch} does not broadcast to the batch shape "
-                     f"{x_batch} of x.")
+    raise ValueError(f"{name}: z with batch shape {z_batch} does not broadcast against the batch "
+                     f"shape {x_batch} of x.") from None
