@@ -16,6 +16,8 @@ Model draws (`stateless_fold_in([seed, TAG], counter)`):
   TRAIN_Z     z ~ q(z|x) of the training step, folded with (step, replica).
   EVAL_Z      z of the evaluation (ELBO and IW bound), folded with (batch index, replica).
   IMAGES      TensorBoard sample / reconstruction grids, folded with the step.
+  AGGRESSIVE_Z  z of the encoder-only updates of aggressive training, folded with (step, replica,
+              update).
 """
 
 DATA_TRAIN = 1
@@ -24,6 +26,7 @@ DATA_TEST = 2
 TRAIN_Z = 1
 EVAL_Z = 3
 IMAGES = 4
+AGGRESSIVE_Z = 5
 
 # Importance samples of the IW bound drawn at once. Chunk j draws its z with the j-th split of the
 # seed (`VAPNEV.log_likelihood_bound`), so the chunking is part of the seeding: the model, the
