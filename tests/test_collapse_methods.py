@@ -17,6 +17,8 @@ import vapnev_tf
 from vapnev_tf import config_run
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.data import DataConfig
+from vapnev_tf.layers import CouplingNetwork
+from vapnev_tf.layers import ResidualNet
 from vapnev_tf.posteriors import committed_rate_scale
 from vapnev_tf.priors import FlowPrior
 from vapnev_tf.training import TrainConfig
@@ -263,6 +265,69 @@ def test_flow_prior_needs_a_vae():
     ModelConfig(likelihood="realnvp", prior="flow")
 
 
+# --- local receptive field of the coupling networks ---------------------------------------------
+
+
+def _dependence(net, x):
+  """|d out[:, 4, 4, :] / d x| summed over batch and channels, `(H, W)`: where the centre output
+  pixel looks."""
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    out = net(x)[:, 4, 4, :]
+  return tf.reduce_sum(tf.abs(tape.gradient(out, x)), axis=[0, 3]).numpy()
+
+
+@pytest.mark.parametrize("kernel_size, radius", [(1, 1), (3, 4)])
+def test_residual_net_receptive_field(kernel_size, radius):
+  # kernel 1: conv_in's 3x3 only (radius 1); kernel 3: 3 + 2 (2 blocks + 1) = 13 wide, the image
+  net = ResidualNet(4, 2, num_blocks=2, kernel_size=kernel_size)
+  x = tf.constant(np.random.default_rng(0).normal(size=(2, 9, 9, 3)), tf.float32)
+  net(x)
+  ff.perturb_all(net, seed=1)
+  seen = _dependence(net, x) > 0
+  rows, cols = np.nonzero(seen)
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4 - radius, 4 + radius,
+                                                              4 - radius, 4 + radius)
+
+
+@pytest.mark.parametrize("conditioning", ["per_coupling", "shared"])
+def test_a_local_coupling_sees_a_3x3_neighbourhood_of_x_and_still_all_of_z(conditioning):
+  net = CouplingNetwork(2, 9, 9, filters=4, num_res_blocks=2, conditioning=conditioning,
+                        receptive_field="local")
+  x = tf.constant(np.random.default_rng(0).normal(size=(2, 9, 9, 2)), tf.float32)
+  z = (tf.constant(np.random.default_rng(1).normal(size=(2, 6)), tf.float32)
+       if conditioning == "per_coupling" else
+       tf.constant(np.random.default_rng(1).normal(size=(2, 9, 9, 5)), tf.float32))
+  net(x, z)
+  ff.perturb_all(net, seed=2)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch([x, z])
+    shift, log_scale = net(x, z)
+    centre = tf.reduce_sum(shift[:, 4, 4, :] + log_scale[:, 4, 4, :])
+  dx = tf.reduce_sum(tf.abs(tape.gradient(centre, x)), axis=[0, 3]).numpy()
+  rows, cols = np.nonzero(dx)
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (3, 5, 3, 5)
+  assert float(tf.reduce_sum(tf.abs(tape.gradient(centre, z)))) > 0
+  with pytest.raises(ValueError, match="receptive_field must be one of"):
+    CouplingNetwork(2, 9, 9, filters=4, receptive_field="tiny")
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(conditioning="shared", fused_networks=True)])
+def test_local_receptive_field_every_weight_trains_and_survives_a_checkpoint(tmp_path, overrides):
+  m = model(flow_receptive_field="local", **overrides)
+  kernels = {v.path: v.shape for v in m.flow.trainable_variables if "block0_conv_a" in v.path
+             or "conv_out" in v.path and ("l1" in v.path or "lm1" in v.path)}
+  assert kernels and all(shape[:2] == (1, 1) for p, shape in kernels.items() if "kernel" in p)
+  ff.perturb_multipliers(m, seed=1)
+  mf.assert_every_weight_trains_and_survives_a_checkpoint(
+      m, lambda: model(flow_receptive_field="local", **overrides), batch(3, seed=3), tmp_path)
+
+
+def test_local_receptive_field_needs_a_flow():
+  with pytest.raises(ValueError, match=r"flow_receptive_field='local' needs a flow likelihood"):
+    mf.tiny_config(SHAPE, likelihood="pixel_gaussian", flow_receptive_field="local")
+
+
 # --- training steps ------------------------------------------------------------------------------
 
 TINY = mf.tiny_config(SHAPE, encoder_blocks=2, latent_dim=4, flow_res_blocks=0)
@@ -335,11 +400,12 @@ def test_aggressive_steps_update_the_encoder_alone_first_and_keep_the_iteration_
 # --- configs -------------------------------------------------------------------------------------
 
 CHANGES = [("model", "committed_rate", 4.0), ("model", "prior", "flow"),
+           ("model", "flow_receptive_field", "local"),
            ("model", "prior_steps", 3), ("train", "kl_schedule", "cyclical"),
            ("train", "kl_cycles", 2), ("train", "kl_cycle_ratio", 0.25),
            ("train", "kl_free_nats_mode", "per_dim"), ("train", "aggressive_steps", 100),
            ("train", "aggressive_encoder_updates", 10)]
-DEFAULTS = {"committed_rate": 0.0, "prior": "standard", "prior_steps": 2, "kl_cycles": 4,
+DEFAULTS = {"flow_receptive_field": "full", "committed_rate": 0.0, "prior": "standard", "prior_steps": 2, "kl_cycles": 4,
             "kl_cycle_ratio": 0.5, "kl_free_nats_mode": "total", "aggressive_steps": 0,
             "aggressive_encoder_updates": 5}
 

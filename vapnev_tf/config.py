@@ -21,6 +21,7 @@ POSTERIORS = ("gaussian", "iaf")  # = vapnev_tf.posteriors.POSTERIORS
 CONDITIONINGS = ("per_coupling", "shared")  # = vapnev_tf.layers.CONDITIONINGS
 COMPUTE_DTYPES = ("float32", "bfloat16")  # = vapnev_tf.layers.COMPUTE_DTYPES
 PRIORS = ("standard", "flow")  # = vapnev_tf.priors.PRIORS
+RECEPTIVE_FIELDS = ("full", "local")  # = vapnev_tf.layers.coupling_network.RECEPTIVE_FIELDS
 
 # Bounds that keep the model finite (issue 18; docs/design.md §1 and §6). A coupling multiplies by
 # exp(b * tanh(l / b)), within [exp(-b), exp(b)] for b = log_scale_bound: b <= 20 keeps one
@@ -104,6 +105,11 @@ class ModelConfig(ConfigBase):
       CONDITIONINGS)
   fused_networks: bool = bool_field(
       False, "l1/m1 as one two-headed ResidualNet and l2/m2 as one two-headed net (Real NVP).")
+  flow_receptive_field: str = choice_field(
+      "full", "Receptive field of the couplings' l1/m1 networks: full = 3x3 convolutions "
+      "throughout (the paper); local = 1x1 after the first 3x3 convolution, so each coupling sees "
+      "a 3x3 neighbourhood and global structure must come through z (docs/design.md §12).",
+      RECEPTIVE_FIELDS, absent_means="full")
   compute_dtype: str = choice_field(
       "float32", "Compute dtype of the convolutional networks (bfloat16 = mixed_bfloat16: "
       "float32 variables; coupling arithmetic, log-dets and losses stay float32).",
@@ -129,6 +135,9 @@ class ModelConfig(ConfigBase):
                        f"posterior='gaussian' and prior='standard' (its KL bound is for those), "
                        f"got likelihood={self.likelihood!r}, posterior={self.posterior!r}, "
                        f"prior={self.prior!r}.")
+    if self.flow_receptive_field != "full" and not self.uses_flow:
+      raise ValueError(f"ModelConfig.flow_receptive_field={self.flow_receptive_field!r} needs a "
+                       f"flow likelihood {FLOW_LIKELIHOODS}, got likelihood={self.likelihood!r}.")
     if not self.uses_flow:
       return
     if self.flow_layout.strip():

@@ -93,7 +93,8 @@ class VAPNEV(keras.Model):
           conditional=self._likelihood.conditional_flow, log_scale_bound=config.log_scale_bound,
           logit_alpha=config.logit_alpha, layout=config.flow_layout.strip() or None,
           conditioning=config.conditioning, fused_networks=config.fused_networks,
-          compute_dtype=config.compute_dtype, dtype=config.dtype, name="flow")
+          compute_dtype=config.compute_dtype, receptive_field=config.flow_receptive_field,
+          dtype=config.dtype, name="flow")
     if self.variational_dequantization:
       self.dequantizer = VariationalDequantizer(
           config.image_shape, filters=config.dequantization_filters,
