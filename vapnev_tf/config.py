@@ -20,6 +20,8 @@ DEQUANTIZATIONS = ("uniform", "variational")  # = vapnev_tf.dequantization.DEQUA
 POSTERIORS = ("gaussian", "iaf")  # = vapnev_tf.posteriors.POSTERIORS
 CONDITIONINGS = ("per_coupling", "shared")  # = vapnev_tf.layers.CONDITIONINGS
 COMPUTE_DTYPES = ("float32", "bfloat16")  # = vapnev_tf.layers.COMPUTE_DTYPES
+PRIORS = ("standard", "flow")  # = vapnev_tf.priors.PRIORS
+RECEPTIVE_FIELDS = ("full", "local")  # = vapnev_tf.layers.coupling_network.RECEPTIVE_FIELDS
 
 # Bounds that keep the model finite (docs/design.md §1 and §6). A coupling multiplies by
 # exp(b * tanh(l / b)), within [exp(-b), exp(b)] for b = log_scale_bound: b <= 20 keeps one
@@ -86,6 +88,16 @@ class ModelConfig(ConfigBase):
   iaf_steps: int = int_field(2, "IAF steps of posterior=iaf.", lo=1)
   iaf_hidden: int = int_field(0, "Units of each masked layer of an IAF step; 0: 2 * latent_dim.",
                               lo=0)
+  committed_rate: float = float_field(
+      0.0, "delta-VAE committed rate delta in nats per image (Razavi et al. 2019): q(z|x) gets a "
+      "fixed scale sigma_delta < 1 per dimension so that KL(q(z|x) || N(0, I)) >= delta for every "
+      "x (docs/design.md §18); 0 = off (the encoder's sigma_z).", lo=0.0, absent_means=0.0)
+  prior: str = choice_field(
+      "standard", "p(z): standard = N(0, I) (the paper); flow = N(0, I) followed by prior_steps "
+      "learned masked autoregressive flow steps (docs/design.md §18).", PRIORS,
+      absent_means="standard")
+  prior_steps: int = int_field(2, "MAF steps of prior=flow (2 * latent_dim units per layer).",
+                               lo=1, absent_means=2)
 
   conditioning: str = choice_field(
       "per_coupling", "How couplings see z: per_coupling = own l2/m2 deconvolution nets (the "
@@ -93,6 +105,11 @@ class ModelConfig(ConfigBase):
       CONDITIONINGS)
   fused_networks: bool = bool_field(
       False, "l1/m1 as one two-headed ResidualNet and l2/m2 as one two-headed net (Real NVP).")
+  flow_receptive_field: str = choice_field(
+      "full", "Receptive field of the couplings' l1/m1 networks: full = 3x3 convolutions "
+      "throughout (the paper); local = 1x1 after the first 3x3 convolution, so each coupling sees "
+      "a 3x3 neighbourhood and global structure must come through z (docs/design.md §18).",
+      RECEPTIVE_FIELDS, absent_means="full")
   compute_dtype: str = choice_field(
       "float32", "Compute dtype of the convolutional networks (bfloat16 = mixed_bfloat16: "
       "float32 variables; coupling arithmetic, log-dets and losses stay float32).",
@@ -109,6 +126,18 @@ class ModelConfig(ConfigBase):
     if self.posterior != "gaussian" and not self.has_vae:
       raise ValueError(f"ModelConfig.posterior={self.posterior!r} needs a VAE, got "
                        f"likelihood={self.likelihood!r} (no q(z|x)).")
+    if self.prior != "standard" and not self.has_vae:
+      raise ValueError(f"ModelConfig.prior={self.prior!r} needs a VAE, got "
+                       f"likelihood={self.likelihood!r} (no z).")
+    if self.committed_rate > 0 and (not self.has_vae or self.posterior != "gaussian"
+                                    or self.prior != "standard"):
+      raise ValueError(f"ModelConfig.committed_rate={self.committed_rate} needs a VAE with "
+                       f"posterior='gaussian' and prior='standard' (its KL bound is for those), "
+                       f"got likelihood={self.likelihood!r}, posterior={self.posterior!r}, "
+                       f"prior={self.prior!r}.")
+    if self.flow_receptive_field != "full" and not self.uses_flow:
+      raise ValueError(f"ModelConfig.flow_receptive_field={self.flow_receptive_field!r} needs a "
+                       f"flow likelihood {FLOW_LIKELIHOODS}, got likelihood={self.likelihood!r}.")
     if not self.uses_flow:
       return
     if self.flow_layout.strip():

@@ -75,6 +75,8 @@ class ConditionalRealNVP(keras.layers.Layer):
     fused_networks: l1/m1 as one two-headed network, l2/m2 likewise (Real NVP's design).
     compute_dtype: "float32" (the flow's dtype) or "bfloat16" for the coupling networks and the
       trunk; the coupling arithmetic and log-dets stay in the flow's dtype.
+    receptive_field: "full" (the paper) or "local": l1/m1 of every coupling use 1x1 convolutions
+      after their first 3x3 one (`vapnev_tf.layers.CouplingNetwork`; docs/design.md §18).
 
   Each step whose kind has a layer owns it as the attribute `scale{s}_{kind}{i}` (e.g.
   `scale0_checkerboard1`, `scale1_channel0`), created here in layout order.
@@ -84,7 +86,8 @@ class ConditionalRealNVP(keras.layers.Layer):
                num_checkerboard: int = 3, num_channelwise: int = 3, filters: int = 64,
                num_res_blocks: int = 2, conditional: bool = True, log_scale_bound: float = 3.0,
                logit_alpha: float = 0.05, layout=None, conditioning: str = "per_coupling",
-               fused_networks: bool = False, compute_dtype: str = "float32", **kwargs):
+               fused_networks: bool = False, compute_dtype: str = "float32",
+               receptive_field: str = "full", **kwargs):
     super().__init__(**kwargs)
     if conditioning not in CONDITIONINGS:
       raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}.")
@@ -115,7 +118,7 @@ class ConditionalRealNVP(keras.layers.Layer):
             conditional=conditional, latent_dim=self.latent_dim,
             log_scale_bound=log_scale_bound, dtype=self.dtype_policy, name=step.name,
             conditioning=conditioning, fused_networks=self.fused_networks,
-            compute_dtype=compute_dtype)))
+            compute_dtype=compute_dtype, receptive_field=receptive_field)))
     self.uses_shared_trunk = conditional and conditioning == "shared"
     if self.uses_shared_trunk:
       resolutions = [step.event_shape[:2] for scale in self._plan for step in scale

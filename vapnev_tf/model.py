@@ -17,6 +17,13 @@ Two options change the bounds (docs/internals.md, "Variational dequantisation an
   * `config.posterior="iaf"`: q(z|x) is the Gaussian followed by IAF steps
     (`vapnev_tf.posteriors`); KL(q || p) is then the one-sample estimate log q(z|x) - log p(z).
     "gaussian" keeps the analytic KL.
+
+Two options against posterior collapse change the model itself (docs/design.md §18); the bounds
+are the true ELBO / IW bound of the model so changed:
+  * `config.committed_rate` = delta > 0: q(z|x) = N(mu_z, sigma_delta^2 I) with the fixed
+    sigma_delta of `posteriors.committed_rate_scale`, so KL(q || N(0, I)) >= delta.
+  * `config.prior="flow"`: p(z) is a learned flow (`vapnev_tf.priors.FlowPrior`); KL is then the
+    one-sample estimate log q(z|x) - log p(z), and `sample` draws z from it.
 """
 import keras
 import tensorflow as tf
@@ -32,6 +39,9 @@ from vapnev_tf.likelihoods import make_likelihood
 from vapnev_tf.networks import Decoder
 from vapnev_tf.networks import Encoder
 from vapnev_tf.posteriors import IAFPosterior
+from vapnev_tf.posteriors import committed_rate_scale
+from vapnev_tf.priors import FlowPrior
+from vapnev_tf.priors import standard_normal
 
 tfd = tfp.distributions
 
@@ -57,11 +67,16 @@ class VAPNEV(keras.Model):
     self._likelihood = make_likelihood(config.likelihood, config.image_shape, self.compute_dtype)
     if self._likelihood.needs_vae:
       iaf = config.posterior == "iaf"
+      fixed_scale = (committed_rate_scale(config.committed_rate, config.latent_dim)
+                     if config.committed_rate > 0 else None)
       self.encoder = Encoder(config.latent_dim, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, config.min_scale,
                              context_dim=config.latent_dim if iaf else 0,
-                             compute_dtype=config.compute_dtype, dtype=config.dtype,
-                             name="encoder")
+                             compute_dtype=config.compute_dtype, fixed_scale=fixed_scale,
+                             dtype=config.dtype, name="encoder")
+      if config.prior == "flow":
+        self.prior_flow = FlowPrior(config.latent_dim, config.prior_steps, 2 * config.latent_dim,
+                                    dtype=config.dtype, name="prior")
       if iaf:
         self.iaf = IAFPosterior(config.latent_dim, config.iaf_steps,
                                 config.iaf_hidden or 2 * config.latent_dim, dtype=config.dtype,
@@ -77,7 +92,8 @@ class VAPNEV(keras.Model):
           conditional=self._likelihood.conditional_flow, log_scale_bound=config.log_scale_bound,
           logit_alpha=config.logit_alpha, layout=config.flow_layout.strip() or None,
           conditioning=config.conditioning, fused_networks=config.fused_networks,
-          compute_dtype=config.compute_dtype, dtype=config.dtype, name="flow")
+          compute_dtype=config.compute_dtype, receptive_field=config.flow_receptive_field,
+          dtype=config.dtype, name="flow")
     if self.variational_dequantization:
       self.dequantizer = VariationalDequantizer(
           config.image_shape, filters=config.dequantization_filters,
@@ -109,11 +125,11 @@ class VAPNEV(keras.Model):
 
   def parameter_groups(self) -> dict:
     """`trainable_variables` partitioned by part of the model, e.g. {"encoder": [...], "iaf",
-    "decoder", "flow/z_trunk", "flow/checkerboard", "flow/channel", "dequantizer"} (the flow by
+    "prior", "decoder", "flow/z_trunk", "flow/checkerboard", "flow/channel", "dequantizer"} (the flow by
     step kind): for per-part gradient norms and per-part optimiser settings. Every trainable
     variable is in exactly one group; one owned by none of these parts goes to "other"."""
     parts = [("encoder", "encoder"), ("iaf", "iaf"), ("decoder", "decoder"),
-             ("dequantizer", "dequantizer")]
+             ("dequantizer", "dequantizer"), ("prior", "prior_flow")]
     groups = {}
     for name, attribute in parts:
       layer = getattr(self, attribute, None)
@@ -131,9 +147,15 @@ class VAPNEV(keras.Model):
 
   @property
   def prior(self):
-    """p(z) = N(0, I), event `(latent_dim,)`."""
-    zeros = tf.zeros([self.config.latent_dim], self.compute_dtype)
-    return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros), name="prior")
+    """p(z), event `(latent_dim,)`: N(0, I), or the learned flow prior (`config.prior="flow"`)."""
+    if self.learned_prior:
+      return self.prior_flow.distribution()
+    return standard_normal(self.config.latent_dim, self.compute_dtype)
+
+  @property
+  def learned_prior(self) -> bool:
+    """Whether p(z) is the learned flow prior (then KL(q || p) has no closed form)."""
+    return self.has_vae and self.config.prior == "flow"
 
   def encode(self, x):
     """q(z|x) (Eq. 17-19): batch `[B]`, event `[latent_dim]`; x `(B, H, W, C)` in [0, 256).
@@ -277,12 +299,17 @@ class VAPNEV(keras.Model):
 
   # --- bounds ----------------------------------------------------------------------------------
 
-  def elbo_terms(self, x, seed=None):
+  def elbo_terms(self, x, seed=None, per_dim_kl: bool = False):
     """One-sample ELBO pieces for x `(B, H, W, C)`: dict of `(B,)` tensors.
 
     `log_px_given_z` = log p(x|z) at z ~ q(z|x) (reparametrised), `kl` = KL(q(z|x) || p(z))
-    analytically (posterior="gaussian") or its one-sample estimate log q(z|x) - log p(z) at that z
-    ("iaf"). For "realnvp", log_px_given_z is the exact log p(x) and kl is 0.
+    analytically (posterior="gaussian", prior="standard") or its one-sample estimate
+    log q(z|x) - log p(z) at that z ("iaf" or prior="flow"). For "realnvp", log_px_given_z is the
+    exact log p(x) and kl is 0.
+
+    `per_dim_kl`: the dict also has `kl_per_dim` `(B, latent_dim)`, the analytic KL of each
+    dimension, (mu^2 + sigma^2 - 1) / 2 - ln sigma (it sums to `kl`); only for the diagonal
+    Gaussian posterior and the standard prior (ValueError otherwise).
 
     Variational dequantisation: log_px_given_z = log p(x_int + u | z) - log q(u|x_int) with
     u ~ q(u|x_int), a one-sample bound on log P(x_int | z), and the dict also has `log_q_u`;
@@ -296,6 +323,11 @@ class VAPNEV(keras.Model):
       x, log_q_u = self._dequantize(x, None, u_seed)
     else:
       x_enc = x
+    if per_dim_kl and (not self.has_vae or self.iaf_posterior or self.learned_prior):
+      raise ValueError(f"per_dim_kl=True needs posterior='gaussian' and prior='standard' (a "
+                       f"factorised analytic KL), got likelihood={self.config.likelihood!r}, "
+                       f"posterior={self.config.posterior!r}, prior={self.config.prior!r}.")
+    extra = {}
     if not self.has_vae:
       log_px = self.p_x_given_z(None, validate_args=False).log_prob(x)
       kl = tf.zeros_like(log_px)
@@ -303,11 +335,16 @@ class VAPNEV(keras.Model):
       q = self._posterior(x_enc)
       z, log_q_z = self._sample_z(q, None, seed)
       log_px = self.p_x_given_z(z, validate_args=False).log_prob(x)
-      kl = (tfd.kl_divergence(q, self.prior) if log_q_z is None
-            else log_q_z - self.prior.log_prob(z))
+      if log_q_z is None and not self.learned_prior:
+        kl = tfd.kl_divergence(q, self.prior)
+      else:
+        kl = (q.log_prob(z) if log_q_z is None else log_q_z) - self.prior.log_prob(z)
+      if per_dim_kl:
+        mu, sigma = q.mean(), q.stddev()
+        extra["kl_per_dim"] = 0.5 * (tf.square(mu) + tf.square(sigma) - 1.0) - tf.math.log(sigma)
     if log_q_u is None:
-      return {"log_px_given_z": log_px, "kl": kl}
-    return {"log_px_given_z": log_px - log_q_u, "kl": kl, "log_q_u": log_q_u}
+      return {"log_px_given_z": log_px, "kl": kl, **extra}
+    return {"log_px_given_z": log_px - log_q_u, "kl": kl, "log_q_u": log_q_u, **extra}
 
   def elbo(self, x, kl_weight=1.0, seed=None):
     """Per-example ELBO in nats, `(B,)` (Eq. 1); `kl_weight` < 1 only for KL annealing."""
@@ -386,7 +423,7 @@ class VAPNEV(keras.Model):
     of z and of x must fit int32 shape arithmetic); `temperature` a finite number >= 0 (a Python
     number is checked now, ValueError; a tensor by an assertion op in a graph).
 
-    z ~ N(0, I); y ~ N(mu_y, (temperature * sigma_y)^2) (or y = mu_y); x = f_z^{-1}(y), clipped to
+    z ~ p(z) (N(0, I), or the learned flow prior); y ~ N(mu_y, (temperature * sigma_y)^2) (or y = mu_y); x = f_z^{-1}(y), clipped to
     [0, 256) (the squash puts some mass outside, docs/design.md §1).
     """
     n = self._check_num_samples(n, "n")

@@ -15,13 +15,15 @@ class Encoder(keras.layers.Layer):
   mu_z and sigma_z are separate dense projections; sigma_z = softplus(.) + min_scale (docs/design.md §6).
   With `context_dim` > 0 a third dense projection gives the context vector h(x) `(B, context_dim)`
   of the IAF posterior (Kingma et al. 2016; `vapnev_tf.posteriors`) and `call` returns
-  (mu_z, sigma_z, h). `compute_dtype="bfloat16"` runs the convs in bfloat16
+  (mu_z, sigma_z, h). With `fixed_scale` (a float) sigma_z is that constant in every dimension
+  and there is no sigma_z projection (the delta-VAE posterior, `posteriors.committed_rate_scale`).
+  `compute_dtype="bfloat16"` runs the convs in bfloat16
   (`vapnev_tf.layers.precision`); mu_z, sigma_z and h stay in the model's dtype.
   """
 
   def __init__(self, latent_dim: int, filters: int = 32, blocks: int = 4,
                layers_per_block: int = 2, min_scale: float = 1e-3, context_dim: int = 0,
-               compute_dtype: str = "float32", **kwargs):
+               compute_dtype: str = "float32", fixed_scale: float | None = None, **kwargs):
     super().__init__(**kwargs)
     conv_policy = precision.network_policy(compute_dtype, self.dtype_policy)
     self.blocks, self.layers_per_block, self.min_scale = blocks, layers_per_block, min_scale
@@ -32,7 +34,9 @@ class Encoder(keras.layers.Layer):
             dtype=conv_policy, name=f"conv{k}_{j}"))
     self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
     self.mu_z = keras.layers.Dense(latent_dim, dtype=self.dtype_policy, name="mu_z")
-    self.sigma_z = keras.layers.Dense(latent_dim, dtype=self.dtype_policy, name="sigma_z")
+    self.fixed_scale = None if fixed_scale is None else float(fixed_scale)
+    if self.fixed_scale is None:
+      self.sigma_z = keras.layers.Dense(latent_dim, dtype=self.dtype_policy, name="sigma_z")
     self.context_dim = int(context_dim)
     if self.context_dim:
       self.context = keras.layers.Dense(self.context_dim, dtype=self.dtype_policy, name="context")
@@ -43,7 +47,11 @@ class Encoder(keras.layers.Layer):
       for j in range(self.layers_per_block):
         h = getattr(self, f"conv{k}_{j}")(h)
     h = precision.to_model_dtype(self, self.flatten(h))
-    mu_z, sigma_z = self.mu_z(h), tf.nn.softplus(self.sigma_z(h)) + self.min_scale
+    mu_z = self.mu_z(h)
+    if self.fixed_scale is None:
+      sigma_z = tf.nn.softplus(self.sigma_z(h)) + self.min_scale
+    else:
+      sigma_z = tf.fill(tf.shape(mu_z), tf.constant(self.fixed_scale, mu_z.dtype))
     if self.context_dim:
       return mu_z, sigma_z, self.context(h)
     return mu_z, sigma_z

@@ -68,15 +68,19 @@ class MadeNetwork(keras.layers.Layer):
 
   Two masked ReLU layers of `hidden` units (h enters the first through an unmasked dense layer),
   then a masked linear output initialised at zero; log_scale = b tanh(l / b), b = 3.
+  `context=False` makes an unconditional MADE (no h; `call(z)`), e.g. for a flow prior.
   """
 
-  def __init__(self, latent_dim: int, hidden: int, reverse: bool, **kwargs):
+  def __init__(self, latent_dim: int, hidden: int, reverse: bool, context: bool = True,
+               **kwargs):
     super().__init__(**kwargs)
     self.latent_dim = latent_dim
     to_hidden, hidden_to_hidden, to_output = made_masks(latent_dim, hidden, reverse)
     self.masked_in = MaskedDense(to_hidden, dtype=self.dtype_policy, name="masked_in")
-    self.context_in = keras.layers.Dense(hidden, use_bias=False, dtype=self.dtype_policy,
-                                         name="context_in")
+    self.has_context = bool(context)
+    if self.has_context:
+      self.context_in = keras.layers.Dense(hidden, use_bias=False, dtype=self.dtype_policy,
+                                           name="context_in")
     self.masked_hidden = MaskedDense(hidden_to_hidden, dtype=self.dtype_policy,
                                      name="masked_hidden")
     self.masked_shift = MaskedDense(to_output, kernel_initializer="zeros",
@@ -84,10 +88,38 @@ class MadeNetwork(keras.layers.Layer):
     self.masked_log_scale = MaskedDense(to_output, kernel_initializer="zeros",
                                         dtype=self.dtype_policy, name="masked_log_scale")
 
-  def call(self, z, h):
-    a = self.masked_in(z) + self.context_in(h)  # h broadcasts against z's batch
+  def call(self, z, h=None):
+    a = self.masked_in(z)
+    if self.has_context:
+      a = a + self.context_in(h)  # h broadcasts against z's batch
     a = tf.nn.relu(self.masked_hidden(tf.nn.relu(a)))
     return self.masked_shift(a), 3.0 * tf.tanh(self.masked_log_scale(a) / 3.0)
+
+
+def committed_rate_scale(committed_rate: float, latent_dim: int) -> float:
+  """sigma_delta < 1 of the delta-VAE posterior (Razavi et al., 2019) for a rate of
+  `committed_rate` = delta nats per image over `latent_dim` = L dimensions.
+
+  With q(z_i|x) = N(mu_i, sigma_delta^2) and p(z_i) = N(0, 1),
+    KL_i = (mu_i^2 + sigma_delta^2 - 1 - ln sigma_delta^2) / 2 >= (sigma_delta^2 - 1 - ln
+    sigma_delta^2) / 2 = delta / L,
+  with equality at mu_i = 0, so KL(q || p) >= delta for every x. Solved for t = ln sigma_delta^2
+  < 0 by bisection of e^t - t = 1 + 2 delta / L (decreasing in t on t < 0); returns exp(t / 2).
+  """
+  if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+    raise ValueError(f"latent_dim must be an int >= 1, got {latent_dim!r}.")
+  if not (isinstance(committed_rate, (int, float)) and np.isfinite(committed_rate)
+          and committed_rate > 0):
+    raise ValueError(f"committed_rate must be > 0 and finite, got {committed_rate!r}.")
+  target = 1.0 + 2.0 * float(committed_rate) / latent_dim
+  lo, hi = -target - 1.0, 0.0  # e^lo - lo > target, e^0 - 0 = 1 < target
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    if np.exp(mid) - mid > target:
+      lo = mid
+    else:
+      hi = mid
+  return float(np.exp(0.5 * hi))
 
 
 class IAFPosterior(keras.layers.Layer):

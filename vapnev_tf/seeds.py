@@ -18,6 +18,8 @@ Model draws (`stateless_fold_in([seed, TAG], counter)`):
   IMAGES      TensorBoard sample / reconstruction grids, folded with the step.
   LATENT      the latent figures (`vapnev_tf.latent_metrics`): z, u and reconstruction draws,
               folded with (pass, batch index).
+  AGGRESSIVE_Z  z of the encoder-only updates of aggressive training, folded with (step, replica,
+              update).
 """
 
 DATA_TRAIN = 1
@@ -27,6 +29,7 @@ TRAIN_Z = 1
 EVAL_Z = 3
 IMAGES = 4
 LATENT = 5
+AGGRESSIVE_Z = 6
 
 # Importance samples of the IW bound drawn at once. Chunk j draws its z with the j-th split of the
 # seed (`VAPNEV.log_likelihood_bound`), so the chunking is part of the seeding: the model, the

@@ -72,6 +72,15 @@ def configs_from_flags(fv: flags.FlagValues):
   if train_cfg.kl_free_nats > 0 and not model_cfg.has_vae:
     raise ValueError(f"--kl_free_nats={train_cfg.kl_free_nats} needs a latent: "
                      f"--likelihood={model_cfg.likelihood} has no KL term (use 0).")
+  if train_cfg.kl_free_nats_mode == "per_dim" and (
+      not model_cfg.has_vae or model_cfg.posterior != "gaussian" or model_cfg.prior != "standard"):
+    raise ValueError("--kl_free_nats_mode=per_dim needs a factorised analytic KL: "
+                     f"--posterior=gaussian and --prior=standard, got --likelihood="
+                     f"{model_cfg.likelihood} --posterior={model_cfg.posterior} "
+                     f"--prior={model_cfg.prior}.")
+  if train_cfg.aggressive_steps > 0 and not model_cfg.has_vae:
+    raise ValueError(f"--aggressive_steps={train_cfg.aggressive_steps} needs an encoder: "
+                     f"--likelihood={model_cfg.likelihood} has none (use 0).")
   return model_cfg, data_cfg, train_cfg
 
 

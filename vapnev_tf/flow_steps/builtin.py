@@ -20,7 +20,7 @@ def _coupling_network(out_channels: int, ctx):
                          num_res_blocks=ctx.num_res_blocks, conditional=ctx.conditional,
                          log_scale_bound=ctx.log_scale_bound, conditioning=ctx.conditioning,
                          fused_networks=ctx.fused_networks, compute_dtype=ctx.compute_dtype,
-                         dtype=ctx.dtype)
+                         receptive_field=ctx.receptive_field, dtype=ctx.dtype)
 
 
 def _coupling_bijector(mask_type: str):

@@ -40,8 +40,8 @@ class LayerContext:
     num_res_blocks, conditional, latent_dim, log_scale_bound: the flow's arguments.
     dtype: the flow's Keras dtype policy; pass it on to the layer.
     name: the layer's name, also the flow's attribute name (`scale{s}_{kind}{i}`).
-    conditioning, fused_networks, compute_dtype: the flow's network options (see
-      `vapnev_tf.layers.CouplingNetwork`); kinds without networks may ignore them.
+    conditioning, fused_networks, compute_dtype, receptive_field: the flow's network options
+      (see `vapnev_tf.layers.CouplingNetwork`); kinds without networks may ignore them.
   """
   spec: Any
   event_shape: tuple
@@ -56,6 +56,7 @@ class LayerContext:
   conditioning: str = "per_coupling"
   fused_networks: bool = False
   compute_dtype: str = "float32"
+  receptive_field: str = "full"
 
 
 @dataclasses.dataclass(frozen=True)

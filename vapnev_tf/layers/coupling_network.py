@@ -13,6 +13,9 @@ Options (the defaults are the paper's and create exactly the attributes above):
   convolution heads on the features of the flow's `SharedLatentTrunk` at this coupling's resolution.
 - `fused_networks=True` (Real NVP's own design): l1 and m1 are ONE ResidualNet `lm1` with 2C output
   channels split into (l1, m1); l2 and m2 likewise one `lm2` (a LatentDeconvNet, or a 1x1 head).
+- `receptive_field="local"` (against posterior collapse, docs/design.md §18): l1/m1 keep their
+  first 3x3 convolution and use 1x1 convolutions after it, so each coupling sees a 3x3
+  neighbourhood of x only; global structure must come through z (l2/m2 are unchanged).
 - `compute_dtype="bfloat16"`: l1/m1/l2/m2 compute in bfloat16 (`vapnev_tf.layers.precision`);
   their outputs are cast back to the model dtype before Eq. 16, so the multipliers, tanh bound and
   log-dets stay float32.
@@ -24,26 +27,31 @@ from vapnev_tf import sizing
 from vapnev_tf.layers import precision
 
 CONDITIONINGS = ("per_coupling", "shared")
+RECEPTIVE_FIELDS = ("full", "local")
 
 
 class ResidualNet(keras.layers.Layer):
   """l1 / m1: conv in, `num_blocks` residual blocks, conv out. Shape-preserving in space.
 
   Input `(B, h, w, c_in)` -> output `(B, h, w, out_channels)`. No batch statistics are used, so the
-  flow's log-density is identical in training and evaluation (docs/design.md §7).
+  flow's log-density is identical in training and evaluation (docs/design.md §7). conv_in is 3x3,
+  the later convolutions `kernel_size` x `kernel_size`: with 3 the receptive field is
+  3 + 2 (2 num_blocks + 1) pixels wide, with 1 it is conv_in's 3x3 alone.
   """
 
-  def __init__(self, filters: int, out_channels: int, num_blocks: int = 2, **kwargs):
+  def __init__(self, filters: int, out_channels: int, num_blocks: int = 2, kernel_size: int = 3,
+               **kwargs):
     super().__init__(**kwargs)
     self.num_blocks = num_blocks
+    k = int(kernel_size)
     self.conv_in = keras.layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy,
                                        name="conv_in")
     for i in range(num_blocks):
       setattr(self, f"block{i}_conv_a", keras.layers.Conv2D(
-          filters, 3, padding="same", dtype=self.dtype_policy, name=f"block{i}_conv_a"))
+          filters, k, padding="same", dtype=self.dtype_policy, name=f"block{i}_conv_a"))
       setattr(self, f"block{i}_conv_b", keras.layers.Conv2D(
-          filters, 3, padding="same", dtype=self.dtype_policy, name=f"block{i}_conv_b"))
-    self.conv_out = keras.layers.Conv2D(out_channels, 3, padding="same", dtype=self.dtype_policy,
+          filters, k, padding="same", dtype=self.dtype_policy, name=f"block{i}_conv_b"))
+    self.conv_out = keras.layers.Conv2D(out_channels, k, padding="same", dtype=self.dtype_policy,
                                         name="conv_out")
 
   def call(self, x):
@@ -106,6 +114,8 @@ class CouplingNetwork(keras.layers.Layer):
       on the shared trunk's features; `call` then takes those features instead of z).
     fused_networks: one network with two heads for (l1, m1) and one for (l2, m2).
     compute_dtype: "float32" (the model's dtype) or "bfloat16" for l1/m1/l2/m2.
+    receptive_field: "full" (the paper's 3x3 convolutions throughout l1/m1) or "local" (1x1
+      after l1/m1's first 3x3 convolution).
 
   alpha, beta1, beta2 and b start at zero, so every coupling starts as the identity (the
   zero-initialised last layer of Glow/Real NVP, here the last operation is Eq. 16 itself).
@@ -114,10 +124,14 @@ class CouplingNetwork(keras.layers.Layer):
   def __init__(self, out_channels: int, height: int, width: int, filters: int,
                num_res_blocks: int = 2, conditional: bool = True, log_scale_bound: float = 3.0,
                conditioning: str = "per_coupling", fused_networks: bool = False,
-               compute_dtype: str = "float32", **kwargs):
+               compute_dtype: str = "float32", receptive_field: str = "full", **kwargs):
     super().__init__(**kwargs)
     if conditioning not in CONDITIONINGS:
       raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}.")
+    if receptive_field not in RECEPTIVE_FIELDS:
+      raise ValueError(f"receptive_field must be one of {RECEPTIVE_FIELDS}, got "
+                       f"{receptive_field!r}.")
+    kernel = 1 if receptive_field == "local" else 3
     self.out_channels = out_channels
     self.conditional = conditional
     self.conditioning = conditioning
@@ -125,10 +139,13 @@ class CouplingNetwork(keras.layers.Layer):
     self.log_scale_bound = float(log_scale_bound)
     policy = precision.network_policy(compute_dtype, self.dtype_policy)
     if self.fused_networks:
-      self.lm1 = ResidualNet(filters, 2 * out_channels, num_res_blocks, dtype=policy, name="lm1")
+      self.lm1 = ResidualNet(filters, 2 * out_channels, num_res_blocks, kernel, dtype=policy,
+                             name="lm1")
     else:
-      self.l1 = ResidualNet(filters, out_channels, num_res_blocks, dtype=policy, name="l1")
-      self.m1 = ResidualNet(filters, out_channels, num_res_blocks, dtype=policy, name="m1")
+      self.l1 = ResidualNet(filters, out_channels, num_res_blocks, kernel, dtype=policy,
+                            name="l1")
+      self.m1 = ResidualNet(filters, out_channels, num_res_blocks, kernel, dtype=policy,
+                            name="m1")
     if not conditional:
       return
     heads = ("lm2", 2 * out_channels) if self.fused_networks else None

@@ -14,7 +14,8 @@ from vapnev_tf.config_fields import float_field
 from vapnev_tf.config_fields import int_field
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
-KL_SCHEDULES = ("linear", "sigmoid")
+KL_SCHEDULES = ("linear", "sigmoid", "cyclical")
+KL_FREE_NATS_MODES = ("total", "per_dim")
 LR_DECAYS = ("none", "cosine")
 
 _RUN, _FREE = dict(resume=RUN_DEFINING), dict(resume=RESUMABLE)
@@ -83,11 +84,30 @@ class TrainConfig(ConfigBase):
   kl_schedule: str = choice_field(
       "linear", "Shape of the KL annealing (see schedules.kl_weight).", KL_SCHEDULES, **_RUN,
       why="the objective being optimised at each step")
+  kl_cycles: int = int_field(
+      4, "Cycles of --kl_schedule=cyclical within the first kl_anneal_steps steps (Fu et al., "
+      "2019).", lo=1, **_RUN, why="the objective being optimised at each step", absent_means=4)
+  kl_cycle_ratio: float = float_field(
+      0.5, "Fraction of each cycle of --kl_schedule=cyclical over which the KL weight rises from "
+      "0 to 1 (it is 1 for the rest of the cycle).", lo=0.0, lo_open=True, hi=1.0, **_RUN,
+      why="the objective being optimised at each step", absent_means=0.5)
   kl_free_nats: float = float_field(
       0.0, "Free bits (Kingma et al., 2016): the training loss charges max(kl_free_nats, the "
       "batch-mean KL) nats of KL, so the posterior may carry that much information for free "
       "(against posterior collapse); 0 = off. Reported bounds always use the full KL.", lo=0.0,
       **_RUN, why="the objective being optimised at each step", absent_means=0.0)
+  kl_free_nats_mode: str = choice_field(
+      "total", "Free bits hinge: total = max(kl_free_nats, batch-mean KL); per_dim = sum over "
+      "latent dimensions d of max(kl_free_nats / latent_dim, batch-mean KL_d) (Kingma et al., "
+      "2016; needs posterior=gaussian and prior=standard).", KL_FREE_NATS_MODES, **_RUN,
+      why="the objective being optimised at each step", absent_means="total")
+  aggressive_steps: int = int_field(
+      0, "Aggressive inference (He et al., 2019, simplified): during the first N steps each step "
+      "first takes aggressive_encoder_updates encoder-only (and IAF-only) updates on its batch; "
+      "0 = off.", lo=0, **_RUN, why="the updates applied at each step", absent_means=0)
+  aggressive_encoder_updates: int = int_field(
+      5, "Encoder-only updates per step during the first aggressive_steps steps.", lo=1, **_RUN,
+      why="the updates applied at each step", absent_means=5)
   log_every: int = int_field(100, "Steps between log lines and training summaries.", lo=1,
                              **_FREE, why=_CADENCE)
   eval_every: int = int_field(

@@ -21,6 +21,13 @@ The step is one `tf.function` running `strategy.run`:
      cross-replica context (`merge_call`) and applies through `call_for_each_replica`.
 A skipped step changes nothing but the `step` and `skipped_steps` counters (Adam's moments and
 iteration count stay as they were). Everything the step produces is in the metrics it returns.
+
+Aggressive inference (`TrainConfig.aggressive_steps` = N > 0; He et al. 2019, simplified): a step
+whose `step` counter is below N first applies `aggressive_encoder_updates` updates of the same
+loss on the same batch to the encoder's (and IAF's) variables only, each with fresh z
+(`seeds.AGGRESSIVE_Z`), then the usual joint update. They use the same Adam and do not count as
+optimiser iterations (the learning-rate schedule and `iterations = step - skipped_steps` are kept).
+The choice between the two compiled steps is made in Python from the `step` counter.
 """
 import dataclasses
 
@@ -91,11 +98,14 @@ def _group_indices(model: VAPNEV, variables) -> dict:
           for name, group in model.parameter_groups().items()}
 
 
-def _apply_if(ok, optimizer, grads, variables):
-  """`optimizer.apply_gradients(zip(grads, variables))` if `ok` (identical on every replica)."""
+def _apply_if(ok, optimizer, grads, variables, count: bool = True):
+  """`optimizer.apply_gradients(zip(grads, variables))` if `ok` (identical on every replica);
+  `count=False` leaves `optimizer.iterations` as it was."""
 
   def apply(grads_):
     optimizer.apply_gradients(zip(grads_, variables))
+    if not count:
+      optimizer.iterations.assign_sub(1)
 
   if tf.__internal__.distribute.strategy_supports_no_merge_call():
     tf.cond(ok, lambda: apply(grads), lambda: None)
@@ -130,13 +140,17 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
   nan_from = train_cfg.debug_inject_nan_at_step
   nan_to = nan_from + train_cfg.debug_inject_nan_num_steps
 
-  def loss_and_grads(model, x, step_value, seed):
-    variables = model.trainable_variables
+  per_dim = train_cfg.kl_free_nats > 0 and train_cfg.kl_free_nats_mode == "per_dim"
+
+  def loss_and_grads(model, x, step_value, seed, variables=None):
+    variables = model.trainable_variables if variables is None else variables
     with tf.GradientTape() as tape:
-      terms = model.elbo_terms(x, seed=seed)
+      terms = model.elbo_terms(x, seed=seed, per_dim_kl=per_dim)
       log_px, kl = terms["log_px_given_z"], terms["kl"]  # (B,) each
-      kl_w = schedules.kl_weight(step_value, train_cfg.kl_anneal_steps, train_cfg.kl_schedule)
-      loss = objective.replica_loss(log_px, kl, kl_w, train_cfg.kl_free_nats, global_batch_size)
+      kl_w = schedules.kl_weight(step_value, train_cfg.kl_anneal_steps, train_cfg.kl_schedule,
+                                 train_cfg.kl_cycles, train_cfg.kl_cycle_ratio)
+      loss = objective.replica_loss(log_px, kl, kl_w, train_cfg.kl_free_nats, global_batch_size,
+                                    kl_per_dim=terms.get("kl_per_dim"))
       if nan_from >= 0:  # test hook: loss (and so every gradient) becomes NaN
         number = step_value + 1  # this step's number as logged (the counter after it)
         bad = (number >= nan_from) & (number < nan_to)
@@ -150,14 +164,36 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
   if train_cfg.jit_compile:
     loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
 
-  def replica_step(state: TrainState, x):
+  def encoder_updates(state: TrainState, x, step_value, replica):
+    """`aggressive_encoder_updates` updates of the encoder's (and IAF's) variables alone."""
+    model = state.model
+    variables = [v for part in ("encoder", "iaf")
+                 for v in model.parameter_groups().get(part, [])]
+    for j in range(train_cfg.aggressive_encoder_updates):
+      key = tf.constant([train_cfg.seed, seeds.AGGRESSIVE_Z], tf.int64)
+      for counter_value in (step_value, replica, tf.constant(j, tf.int64)):
+        key = tf.random.experimental.stateless_fold_in(key, counter_value)
+      grads, stats, _ = loss_and_grads(model, x, step_value, tf.cast(key, tf.int32), variables)
+      grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+      loss = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, stats[0])
+      norm = tf.linalg.global_norm(grads)
+      ok = tf.math.is_finite(loss) & tf.math.is_finite(norm)
+      if train_cfg.clip_grad_norm > 0:
+        grads, _ = tf.clip_by_global_norm(grads, train_cfg.clip_grad_norm, use_norm=norm)
+      if replicas > 1:
+        grads = [g / replicas for g in grads]
+      _apply_if(ok, state.optimizer, grads, variables, count=False)
+
+  def replica_step(state: TrainState, x, aggressive: bool = False):
     ctx = tf.distribute.get_replica_context()
     variables = list(state.model.trainable_variables)
     step_value = state.step.read_value()
+    replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+    if aggressive:
+      encoder_updates(state, x, step_value, replica)
     key = tf.random.experimental.stateless_fold_in(
         tf.constant([train_cfg.seed, seeds.TRAIN_Z], tf.int64), step_value)
-    key = tf.random.experimental.stateless_fold_in(
-        key, tf.cast(ctx.replica_id_in_sync_group, tf.int64))
+    key = tf.random.experimental.stateless_fold_in(key, replica)
     grads, stats, kl_w = loss_and_grads(state.model, x, step_value,
                                         tf.cast(key, tf.int32))  # TFP: int32 seeds
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -180,13 +216,25 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
             "per_replica_batch_size": tf.constant(int(x.shape[0]), tf.int64),  # static shape
             **group_norms}
 
-  @tf.function
-  def train_step(state: TrainState, iterator):
-    x = next(iterator)
-    out = strategy.run(lambda batch: replica_step(state, batch), args=(x,))
-    out = {k: strategy.experimental_local_results(v)[0] for k, v in out.items()}
-    state.step.assign_add(1)
-    state.skipped_steps.assign_add(tf.cast(tf.logical_not(out["ok"]), tf.int64))
-    return out
+  def make_step(aggressive: bool):
+    @tf.function
+    def train_step(state: TrainState, iterator):
+      x = next(iterator)
+      out = strategy.run(lambda batch: replica_step(state, batch, aggressive), args=(x,))
+      out = {k: strategy.experimental_local_results(v)[0] for k, v in out.items()}
+      state.step.assign_add(1)
+      state.skipped_steps.assign_add(tf.cast(tf.logical_not(out["ok"]), tf.int64))
+      return out
+    return train_step
 
-  return train_step
+  train_step = make_step(False)
+  if train_cfg.aggressive_steps == 0:
+    return train_step
+  aggressive_step = make_step(True)
+
+  def dispatch(state: TrainState, iterator):
+    if int(state.step.numpy()) < train_cfg.aggressive_steps:
+      return aggressive_step(state, iterator)
+    return train_step(state, iterator)
+
+  return dispatch
