@@ -177,11 +177,11 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
       grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
       loss = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, stats[0])
       norm = tf.linalg.global_norm(grads)
-      ok = tf.math.is_finite(loss) & tf.math.is_finite(norm)
       if train_cfg.clip_grad_norm > 0:
         grads, _ = tf.clip_by_global_norm(grads, train_cfg.clip_grad_norm, use_norm=norm)
       if replicas > 1:
         grads = [g / replicas for g in grads]
+      ok = tf.math.is_finite(loss) & tf.math.is_finite(norm) & all_finite(grads)
       _apply_if(ok, state.optimizer, grads, variables, count=False)
 
   def replica_step(state: TrainState, x, aggressive: bool = False):
