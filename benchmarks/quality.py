@@ -88,6 +88,10 @@ flags.DEFINE_integer("curve_points", 8, "Learning-curve evaluations per model (0
 flags.DEFINE_list("curve_models", ["all"], "Models with a learning curve ('all' or names).")
 flags.DEFINE_integer("glow_steps_per_block", 6, "Glow steps per block (2 blocks).")
 flags.DEFINE_integer("max_steps", 0, "Stop after this many steps even within budget (0: off).")
+flags.DEFINE_integer("budget_steps", 0, "Training budget per model in steps instead of "
+                     "--budget_minutes (0: off); curve points then fall at equal step intervals, "
+                     "so a run's steps and curve do not depend on the machine's load (tests).",
+                     lower_bound=0)
 flags.DEFINE_integer("train_take", None, "Use only the first N training images (smoke tests).")
 flags.DEFINE_boolean("smoke", False, "Tiny models (for tests): see SMOKE_SIZE.")
 flags.DEFINE_boolean("append", False, "Merge into OUT_DIR/quality.json: keep its results of the "
@@ -172,7 +176,8 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
   train_step = functools.partial(make_train_step(strategy, train_cfg, FLAGS.batch_size), state)
   do_curve = FLAGS.curve_points > 0 and ("all" in FLAGS.curve_models or name in FLAGS.curve_models)
   curve_eval = Evaluator(model, curve_data_cfg, num_samples=1, seed=0, strategy=strategy)
-  budget = FLAGS.budget_minutes * 60.0
+  # The budget is wall-clock seconds or, with --budget_steps, steps (a load-independent run).
+  budget = FLAGS.budget_steps or FLAGS.budget_minutes * 60.0
   curve_times = [budget * (i + 1) / FLAGS.curve_points for i in range(FLAGS.curve_points)]
   curve = []
   load_start = os.getloadavg()
@@ -186,13 +191,14 @@ def run_model(name: str, size: dict, strategy, train_data_cfg, eval_data_cfg, cu
     curve.append({"minutes": 0.0, "step": 1, "elbo_bpd": r["elbo_bpd"]})
   trained = 0.0  # seconds on the budget clock
   steps, losses = 1, []
-  while trained < budget and not (FLAGS.max_steps and steps >= FLAGS.max_steps):
+  while ((steps if FLAGS.budget_steps else trained) < budget
+         and not (FLAGS.max_steps and steps >= FLAGS.max_steps)):
     t = time.perf_counter()
     out = train_step(iterator)
     losses.append(float(out["loss"]))  # syncs, so the clock measures the step
     trained += time.perf_counter() - t
     steps += 1
-    if do_curve and curve_times and trained >= curve_times[0]:
+    if do_curve and curve_times and (steps if FLAGS.budget_steps else trained) >= curve_times[0]:
       curve_times.pop(0)
       r = curve_eval()
       curve.append({"minutes": round(trained / 60.0, 3), "step": steps, "elbo_bpd": r["elbo_bpd"]})
@@ -304,8 +310,12 @@ def write_markdown(path, payload):
       f"{m['load_average']}, at end {payload['load_average_end']} (about 2 is this benchmark "
       "alone on 2 cores; more means other jobs shared the CPU)",
       f"- versions: " + ", ".join(f"{k} {v}" for k, v in h["versions"].items()),
-      f"- settings: budget {payload['settings']['budget_minutes']} min/model (clock starts after the "
-      f"tracing step), batch {payload['settings']['batch_size']}, Adam lr "
+      f"- settings: budget "
+      + (f"{payload['settings']['budget_steps']} steps/model, "
+         if payload["settings"].get("budget_steps") else
+         f"{payload['settings']['budget_minutes']} min/model (clock starts after the tracing "
+         "step), ")
+      + f"batch {payload['settings']['batch_size']}, Adam lr "
       f"{payload['settings']['learning_rate']}, KL annealing over "
       f"{payload['settings']['kl_anneal_steps']} steps, test images "
       f"{payload['settings']['test_images']}, IW k = {payload['settings']['iw_samples']}",
@@ -388,7 +398,8 @@ def main(argv):
                                        eval_batch_size=FLAGS.eval_batch_size,
                                        eval_take=FLAGS.curve_take)
   payload["settings"] = {
-      "budget_minutes": FLAGS.budget_minutes, "batch_size": FLAGS.batch_size,
+      "budget_minutes": FLAGS.budget_minutes, "budget_steps": FLAGS.budget_steps,
+      "batch_size": FLAGS.batch_size,
       "learning_rate": FLAGS.learning_rate, "kl_anneal_steps": FLAGS.kl_anneal_steps,
       "iw_samples": FLAGS.iw_samples, "iw_chunk_size": FLAGS.iw_chunk_size,
       "test_images": data_lib.num_examples(eval_data_cfg, "test"), "eval_take": FLAGS.eval_take,

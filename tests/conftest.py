@@ -1,7 +1,10 @@
-"""Shared pytest set-up: quiet TF logs, the `slow` marker, and the repository on sys.path."""
+"""Shared pytest set-up: quiet TF logs, the `slow` marker, the repository on sys.path, and the
+session fixtures every test module shares (built once, read-only; see tests/run_fixtures.py)."""
 import os
 import pathlib
 import sys
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -12,3 +15,56 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long-running; excluded from `make test`, run by `make test-all`.")
   # TFP 0.25 still uses distutils' LooseVersion at import time.
   config.addinivalue_line("filterwarnings", "ignore:distutils Version classes:DeprecationWarning")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """(workdir, train() result) of configs/smoke.flags as is, trained once in this process:
+  6 steps, evaluation at step 3 and at the end (k=2). Read-only: copy it to change it."""
+  import run_fixtures  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("smoke") / "run"
+  return workdir, run_fixtures.run_smoke(workdir)
+
+
+@pytest.fixture(scope="session")
+def _tiny_run_and_export_cli(tmp_path_factory):
+  """The tiny run, and its export by `python -m vapnev_tf.export` started in the background (it
+  runs while in-process tests do; `tiny_export` waits for it)."""
+  import run_fixtures  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("tiny")
+  run_dir = run_fixtures.make_tiny_run(root / "tiny_run")
+  out = root / "tiny_export"
+  proc = run_fixtures.start_export_cli(run_dir, out)
+  yield run_dir, proc, out
+  proc.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(_tiny_run_and_export_cli):
+  """A run directory of a briefly trained 8x8 tiny model (run_fixtures.make_tiny_run)."""
+  return _tiny_run_and_export_cli[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(_tiny_run_and_export_cli):
+  """`tiny_run` exported by the export CLI in a subprocess."""
+  import run_fixtures  # pylint: disable=g-import-not-at-top
+  _, proc, out = _tiny_run_and_export_cli
+  return run_fixtures.finish_export_cli(proc, out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run):
+  """The tiny run's model restored from its checkpoint."""
+  import run_fixtures  # pylint: disable=g-import-not-at-top
+  from vapnev_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  model, step = workdir_lib.restore_model(str(tiny_run))
+  assert step == run_fixtures.STEP
+  return model
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_export):
+  """`tf.saved_model.load` of the tiny export."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.saved_model.load(str(tiny_export))

@@ -23,6 +23,18 @@ def _run(module, out_dir, *args, timeout=240):
   return proc
 
 
+def _markdown_table(markdown, header):
+  """[(cells, line)] of the rows of the markdown table whose header line starts with `header`."""
+  lines = markdown.splitlines()
+  start = next(i for i, l in enumerate(lines) if l.startswith(header)) + 2  # past the rule line
+  rows = []
+  for line in lines[start:]:
+    if not line.startswith("|"):
+      break
+    rows.append(([c.strip() for c in line.strip("|").split("|")], line))
+  return rows
+
+
 def _check_header(payload):
   for key in ("command", "date", "machine", "versions"):
     assert key in payload, key
@@ -31,12 +43,13 @@ def _check_header(payload):
   assert {"tensorflow", "keras", "tensorflow_probability"} <= set(payload["versions"])
 
 
+@pytest.mark.slow  # a benchmark run end to end (`make test-all`)
 def test_quality_smoke(tmp_path):
   # reported in ALL_MODELS order; tfb.Glow takes one option, the logit squash alpha
   models = ["vapnev", "realnvp", "pixel_logistic", "glow+alpha1e-3"]
   _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
-       "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
-       "--eval_take=64", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
+       "--budget_steps=2", "--train_take=256", "--batch_size=16", "--eval_take=64",
+       "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
        "--curve_take=32", "--curve_points=1", "--curve_models=vapnev,realnvp",
        "--glow_steps_per_block=1")
   payload = json.loads((tmp_path / "quality.json").read_text())
@@ -47,14 +60,14 @@ def test_quality_smoke(tmp_path):
     for key in ("params", "steps", "images_seen", "train_images_per_s", "first_step_seconds",
                 "test_images", "elbo_bpd", "iw_bpd", "exact_nll_bpd", "best_bound_bpd", "curve"):
       assert key in r, (r["model"], key)
-    assert r["steps"] >= 2 and r["images_seen"] == r["steps"] * 16
+    assert r["steps"] == 2 and r["images_seen"] == 2 * 16  # --budget_steps
     assert r["test_images"] == 64 and r["params"] > 0
     assert r["best_bound_bpd"] > 0
     if r["model"] in ("realnvp", "glow+alpha1e-3"):
       assert r["iw_bpd"] is None and r["exact_nll_bpd"] is not None
     else:
       assert r["iw_k"] == 2 and r["iw_bpd"] <= r["elbo_bpd"] + 0.5
-  assert len(payload["results"][0]["curve"]) >= 2  # vapnev's learning curve
+  assert [p["step"] for p in payload["results"][0]["curve"]] == [1, 2]  # vapnev's learning curve
   assert "glow_num_hidden" in payload["results"][-1]
   assert payload["results"][-1]["options"] == {"logit_alpha": 1e-3}
   assert payload["results"][0]["options"] == {}  # vapnev: the paper's alpha, 0.05
@@ -64,14 +77,15 @@ def test_quality_smoke(tmp_path):
   assert (tmp_path / "quality_curve.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # a benchmark run end to end (`make test-all`)
 def test_quality_variants_and_ablation_table(tmp_path):
   # Options on a base model (the ablations): each variant is built with its ModelConfig
   # overrides (ActNorm steps initialised from data) and compared with its base in the markdown.
   models = ["vapnev", "vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
             "realnvp+glow+vdq", "realnvp+alpha1e-6", "vapnev+freebits2+clip1e3"]
   _run("benchmarks.quality", tmp_path, "--smoke", f"--models={','.join(models)}",
-       "--budget_minutes=0.02", "--max_steps=2", "--train_take=256", "--batch_size=16",
-       "--eval_take=32", "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
+       "--budget_steps=2", "--train_take=256", "--batch_size=16", "--eval_take=32",
+       "--eval_batch_size=32", "--iw_samples=2", "--iw_chunk_size=2",
        "--curve_points=0")
   payload = json.loads((tmp_path / "quality.json").read_text())
   assert payload["errors"] == []
@@ -90,10 +104,11 @@ def test_quality_variants_and_ablation_table(tmp_path):
       "kl_free_nats": 2.0, "clip_grad_norm": 1e3}
   for r in payload["results"]:
     assert 0 < r["best_bound_bpd"] < 100, r["model"]
+    assert r["steps"] == 2, r["model"]  # --budget_steps: the same on any machine
   markdown = (tmp_path / "quality.md").read_text()
   # ablation rows: against the largest subset that ran, and all options together against the root
-  rows = {l.split(" | ")[0][2:]: l for l in markdown.splitlines()
-          if l.startswith("| vapnev") and " | 2026-" not in l and " | vapnev" in l}
+  table = _markdown_table(markdown, "| variant | compared with |")
+  rows = {cells[0]: l for cells, l in table if cells[0].startswith("vapnev")}
   assert set(rows) == {"vapnev+iaf", "vapnev+shared+fused+bf16+iaf", "vapnev+glow+iaf",
                        "vapnev+freebits2+clip1e3"}
   assert rows["vapnev+iaf"].startswith("| vapnev+iaf | vapnev |")
@@ -133,26 +148,47 @@ def test_train_overrides_of_a_variant():
     common.parse_variant("vapnev+clip-1", size)
 
 
+_REFUSALS_DRIVER = """
+import json, sys
+from absl import app, flags
+from benchmarks import quality
+out_dir, cases = sys.argv[1], json.loads(sys.argv[2])
+messages = {}
+for models in cases:  # what `python -m benchmarks.quality --smoke --models=...` does first
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["quality", "--smoke", f"--out_dir={out_dir}", f"--models={models}"])
+  try:
+    quality.main([])
+    messages[models] = None
+  except app.UsageError as e:
+    messages[models] = str(e)
+print(json.dumps(messages))
+"""
+
+
 def test_quality_refuses_unknown_models_and_options(tmp_path):
-  for models, expected in (("vapnev+warp", "options must be distinct names"),
-                           ("vapnev+bf16+bf16", "options must be distinct names"),
-                           ("flowpp", "unknown model 'flowpp'"),
-                           ("glow+vdq", "tfb.Glow takes no options but alpha<VALUE>"),
-                           ("vapnev+alpha0.5", "alpha<VALUE> with 0 < VALUE < 0.5"),
-                           ("realnvp+alphax", "alpha<VALUE> with 0 < VALUE < 0.5"),
-                           ("realnvp+iaf", "realnvp+iaf"),
-                           ("vapnev+freebits0", "freebits<VALUE> with VALUE > 0"),
-                           ("realnvp+freebits2", "freebits<VALUE> needs a latent"),
-                           ("vapnev+clip0", "clip<VALUE> with VALUE > 0")):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--smoke",
-                           f"--out_dir={tmp_path}", f"--models={models}"], cwd=str(REPO_ROOT),
-                          capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert proc.returncode != 0, models
-    assert expected in proc.stderr, (models, proc.stderr[-2000:])
+  cases = {"vapnev+warp": "options must be distinct names",
+           "vapnev+bf16+bf16": "options must be distinct names",
+           "flowpp": "unknown model 'flowpp'",
+           "glow+vdq": "tfb.Glow takes no options but alpha<VALUE>",
+           "vapnev+alpha0.5": "alpha<VALUE> with 0 < VALUE < 0.5",
+           "realnvp+alphax": "alpha<VALUE> with 0 < VALUE < 0.5",
+           "realnvp+iaf": "realnvp+iaf",
+           "vapnev+freebits0": "freebits<VALUE> with VALUE > 0",
+           "realnvp+freebits2": "freebits<VALUE> needs a latent",
+           "vapnev+clip0": "clip<VALUE> with VALUE > 0"}
+  # One process runs the benchmark's main on every name (its flags live on absl's global FLAGS).
+  proc = subprocess.run([sys.executable, "-c", _REFUSALS_DRIVER, str(tmp_path),
+                         json.dumps(list(cases))], cwd=str(REPO_ROOT), capture_output=True,
+                        text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  messages = json.loads(proc.stdout.strip().splitlines()[-1])
+  for models, expected in cases.items():
+    assert messages[models] is not None and expected in messages[models], (models, messages)
   assert not (tmp_path / "quality.json").exists()  # refused before anything ran
 
 
+@pytest.mark.slow  # a benchmark run end to end (`make test-all`)
 def test_overhead_smoke(tmp_path):
   _run("benchmarks.overhead", tmp_path, "--smoke", "--studies=upsampling,xla,threads")
   payload = json.loads((tmp_path / "overhead.json").read_text())
@@ -183,6 +219,7 @@ def test_curve_bound_at_step_interpolates_inside_the_curve_only():
   assert common.curve_bound_at_step([], 1) is None
 
 
+@pytest.mark.slow  # a benchmark run end to end (`make test-all`)
 def test_throughput_smoke(tmp_path):
   _run("benchmarks.throughput", tmp_path, "--smoke", "--configs=quick", "--jit=off",
        "--noglow", "--noreal_data", "--sweep_image_sizes=28", "--sweep_batch_sizes=64",
@@ -228,6 +265,7 @@ def test_graph_flops_counts_a_conv():
   assert flops["op_counts"] == {"Conv2D": 1}
 
 
+@pytest.mark.slow  # a benchmark run end to end (`make test-all`)
 def test_long_run_report_reads_a_real_training_run(tmp_path):
   workdir = tmp_path / "run"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

@@ -193,6 +193,7 @@ def _run_workers(envs):
   return outs
 
 
+@pytest.mark.slow  # two worker processes
 def test_the_strategy_builds_from_the_tfjob_tf_config_on_local_processes():
   configs = _tfjob_tf_configs(2)
   ports = [_free_port() for _ in configs]
@@ -203,6 +204,7 @@ def test_the_strategy_builds_from_the_tfjob_tf_config_on_local_processes():
   assert [o["chief"] for o in outs] == [True, False]
 
 
+@pytest.mark.slow  # two worker processes
 def test_the_strategy_builds_from_slurm_variables_on_local_processes():
   envs = [dict(env, SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2",
                VAPNEV_SLURM_PORT_BASE=str(_free_port()))

@@ -9,11 +9,14 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import profile_step
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a benchmark run end to end (`make test-all`)
 def test_conditioning_benchmark_smoke(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   proc = subprocess.run([sys.executable, "-m", "benchmarks.conditioning", "--smoke",

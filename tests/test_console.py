@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+from absl import app
 from absl import flags
 import pytest
 
@@ -50,20 +51,30 @@ def _wait(job):
   return proc.returncode, log.read_text()
 
 
-USAGE_ERRORS = {  # name: (argv after `-m`, what the error line says)
+USAGE_ERRORS = {  # name: (argv after `-m`, what the error line says); one process per CLI
     "train_bad_value": (["vapnev_tf.train", "--flagfile=configs/smoke.flags", "--workdir=/tmp/x",
                          "--batch_size=0"], "--batch_size must be an int >= 1, got 0"),
+    "evaluate_missing_workdir": (["vapnev_tf.evaluate"], "--workdir"),
+    "export_unknown_flag": (["vapnev_tf.export", "--workdir=/tmp/x", "--nonsense"],
+                            "Unknown command line flag 'nonsense'"),
+    "sample_bad_value": (["vapnev_tf.sample", "--num=-3"], "--num"),
+}
+IN_PROCESS_USAGE_ERRORS = {  # the same console path, on the training CLI's flags in this process
     "train_unknown_flag": (["vapnev_tf.train", "--workdir=/tmp/x", "--bacth_size=4"],
                            "Unknown command line flag 'bacth_size'"),
     "train_missing_workdir": (["vapnev_tf.train", "--flagfile=configs/smoke.flags"],
                               "--workdir"),
     "train_positional": (["vapnev_tf.train", "--flagfile=configs/smoke.flags", "--workdir=/tmp/x",
                           "extra"], "Unexpected arguments: ['extra']"),
-    "evaluate_missing_workdir": (["vapnev_tf.evaluate"], "--workdir"),
-    "export_unknown_flag": (["vapnev_tf.export", "--workdir=/tmp/x", "--nonsense"],
-                            "Unknown command line flag 'nonsense'"),
-    "sample_bad_value": (["vapnev_tf.sample", "--num=-3"], "--num"),
 }
+
+
+def _assert_one_line_and_a_hint(prog, expected, log):
+  lines = log.splitlines()
+  assert len(lines) == 2, log[-3000:]  # not the 180-line --help
+  assert lines[0].startswith((f"{prog}: error: ", f"{prog}: FATAL Flags parsing error: "))
+  assert expected in lines[0]
+  assert "--help" in lines[1] and "--helpfull" in lines[1]
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +99,30 @@ def jobs(tmp_path_factory):
 def test_a_usage_error_is_one_line_and_a_hint(jobs, name):
   code, log = _wait(jobs[1][name])
   prog, expected = USAGE_ERRORS[name][0][0], USAGE_ERRORS[name][1]
-  lines = log.splitlines()
   assert code == 1, log[-2000:]
-  assert len(lines) == 2, log[-3000:]  # not the 180-line --help
-  assert lines[0].startswith((f"{prog}: error: ", f"{prog}: FATAL Flags parsing error: "))
-  assert expected in lines[0]
-  assert "--help" in lines[1] and "--helpfull" in lines[1]
+  _assert_one_line_and_a_hint(prog, expected, log)
+
+
+@pytest.mark.parametrize("name", sorted(IN_PROCESS_USAGE_ERRORS))
+def test_a_training_usage_error_is_one_line_and_a_hint_in_process(name, capsys):
+  """What `console.run_cli` does with the training CLI's flags and main, in this process."""
+  argv, expected = IN_PROCESS_USAGE_ERRORS[name]
+  prog = argv[0]
+  fv = flags.FlagValues()
+  train_cli.define_flags(fv)
+  with pytest.raises(SystemExit) as exit_, contextlib.chdir(REPO_ROOT):
+    try:
+      remaining = fv(argv)
+    except flags.Error as e:
+      console.usage_error(prog, e, kind=console.FLAG_ERROR)
+    try:
+      train_cli.main(remaining)  # refuses positional arguments before it reads any flag
+    except app.UsageError as e:
+      console.usage_error(prog, e, e.exitcode)
+  assert exit_.value.code == 1
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  _assert_one_line_and_a_hint(prog, expected, captured.err)
 
 
 def test_training_output_is_small_and_has_no_tensorflow_boilerplate(jobs):

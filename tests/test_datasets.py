@@ -405,6 +405,7 @@ _SMALL_MODEL = ["--latent_dim=8", "--encoder_filters=4", "--encoder_blocks=2",
                 "--eval_batch_size=4", "--shuffle_buffer=32"]
 
 
+@pytest.mark.slow  # acceptance: three CLI processes, 64x64 training
 def test_celeba_flagfile_trains_and_evaluates_on_the_official_files(tmp_path):
   # 36 real-size (218x178) JPEGs: 24 train, 4 validation, 8 test.
   partitions = [0] * 24 + [1] * 4 + [2] * 8

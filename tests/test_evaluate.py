@@ -23,6 +23,8 @@ from vapnev_tf.datasets import locate as locate_lib
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import evaluation
 
+from run_fixtures import LOCK_HOLDER
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(image_shape=(28, 28, 1), latent_dim=8, encoder_filters=4, encoder_blocks=2,
                     encoder_layers_per_block=1, flow_scales=1, flow_checkerboard=1,
@@ -181,13 +183,7 @@ def test_another_runs_checkpoint_never_becomes_this_runs_result(tmp_path):
   assert finish._stored_final_eval(str(a), 5, train_cfg, b_sha) is not None
 
 
-_HOLD_LOCK = """
-import sys, time
-from vapnev_tf import locking
-with locking.workdir_lock(sys.argv[1], "training"):
-  print("locked", flush=True)
-  time.sleep(300)
-"""
+_HOLD_LOCK = LOCK_HOLDER  # loads locking.py alone: no TensorFlow start-up
 
 
 def test_evaluation_that_writes_is_refused_while_another_process_holds_the_run(run_dir):

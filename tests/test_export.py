@@ -1,14 +1,11 @@
 """SavedModel export: signatures, equality with the in-Python model in a fresh TF-only process,
 saved_model_cli, metadata, and clear errors on bad input."""
-import dataclasses
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,153 +17,42 @@ from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import to_uint8
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
+from run_fixtures import IMAGE_SHAPE
+from run_fixtures import LOCK_HOLDER
+from run_fixtures import PYTHON
+from run_fixtures import REPO_ROOT
+from run_fixtures import STEP
+from run_fixtures import TEST_BITS_PER_DIM
+from run_fixtures import Background
+from run_fixtures import copy_run as _copy_run
+from run_fixtures import random_images
+from run_fixtures import subprocess_env
+from run_fixtures import tiny_config
+
 SAVED_MODEL_CLI = str(pathlib.Path(sys.executable).parent / "saved_model_cli")
-IMAGE_SHAPE = (8, 8, 1)
-TEST_BITS_PER_DIM = 7.25
-STEP = 5
 SEED = 1234
 BOUND_SAMPLES = (1, 3, 20)  # 20 > the model's chunk_size of 16: two chunks
 
 
-def tiny_config(image_shape=IMAGE_SHAPE, likelihood="vapnev"):
-  return vapnev_tf.ModelConfig(image_shape=image_shape, likelihood=likelihood, latent_dim=4,
-                               encoder_filters=4, encoder_blocks=2, flow_filters=4,
-                               flow_checkerboard=1, flow_channelwise=1)
-
-
-def random_images(n, seed=0, image_shape=IMAGE_SHAPE):
-  return np.random.default_rng(seed).integers(0, 256, size=(n,) + image_shape, dtype=np.uint8)
-
-
-def subprocess_env(with_repo=True):
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  if with_repo:
-    env["PYTHONPATH"] = str(REPO_ROOT)
-  return env
-
-
-class Background:
-  """A subprocess whose output goes to files (no pipe to fill), started now, checked later."""
-
-  def __init__(self, args, log_dir, name, cwd=None, with_repo=True):
-    self.args, self.name = args, name
-    self.stdout_file = pathlib.Path(log_dir) / f"{name}.stdout"
-    self.stderr_file = pathlib.Path(log_dir) / f"{name}.stderr"
-    with open(self.stdout_file, "w") as out, open(self.stderr_file, "w") as err:
-      self.proc = subprocess.Popen(args, cwd=cwd, env=subprocess_env(with_repo), stdout=out,
-                                   stderr=err, text=True)
-
-  def wait(self, check=True, timeout=300):
-    """(returncode, stdout, stderr); with `check`, asserts success."""
-    returncode = self.proc.wait(timeout=timeout)
-    stdout, stderr = self.stdout_file.read_text(), self.stderr_file.read_text()
-    if check:
-      assert returncode == 0, f"{self.args} failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
-    return returncode, stdout, stderr
-
-
-def run_checked(args, cwd=None, with_repo=True, timeout=300):
-  proc = subprocess.run(args, cwd=cwd, env=subprocess_env(with_repo), capture_output=True,
-                        text=True, timeout=timeout)
-  assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-  return proc
-
-
-def ensure_tiny_run(root: pathlib.Path) -> pathlib.Path:
-  """A run directory with a briefly trained tiny model (created once per test session)."""
-  workdir = root / "tiny_run"
-  if (workdir / "done").exists():
-    return workdir
-  workdir.mkdir(parents=True, exist_ok=True)
-  npz = workdir / "images.npz"
-  np.savez(npz, images=random_images(24, seed=1), test_images=random_images(16, seed=2))
-  data_cfg = data.DataConfig(dataset=f"npz:{npz}", batch_size=8, eval_batch_size=8)
-  model = vapnev_tf.VAPNEV(tiny_config())
-  # A few Adam steps with a large rate move every zero-initialised coupling off the identity.
-  optimizer = keras.optimizers.Adam(0.02)
-  x = data.dequantize(random_images(8, seed=3), seed=7)
-  for i in range(2):
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(model.elbo(x, seed=tf.constant([i, 1])))
-    grads = tape.gradient(loss, model.trainable_variables)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
-  workdir_lib.write_json_atomic(str(workdir / workdir_lib.CONFIG_FILE), {
-      "model": model.config.to_dict(), "data": dataclasses.asdict(data_cfg), "train": {}})
-  workdir_lib.write_json_atomic(str(workdir / workdir_lib.EVAL_FILE),
-                                {"step": STEP, "test_bits_per_dim": TEST_BITS_PER_DIM,
-                                 "eval_take": None, "num_images": 16, "k": 1, "seed": 0,
-                                 "weights_sha256": workdir_lib.weights_fingerprint(model)})
-  ckpt = tf.train.Checkpoint(model=model, step=tf.Variable(STEP, dtype=tf.int64))
-  tf.train.CheckpointManager(ckpt, str(workdir / workdir_lib.CHECKPOINT_DIR), max_to_keep=2).save()
-  (workdir / "done").write_text("")
-  return workdir
-
-
-_EXPORT_CLI = {}
-
-
-def start_export_cli(root: pathlib.Path):
-  """Starts `python -m vapnev_tf.export` on the tiny run in the background (once per session)."""
-  out = root / "tiny_export"
-  if "proc" not in _EXPORT_CLI and not (out / export.METADATA_FILE).exists():
-    _EXPORT_CLI["proc"] = Background(
-        [PYTHON, "-m", "vapnev_tf.export", f"--workdir={ensure_tiny_run(root)}",
-         f"--export_dir={out}"], root, "export_cli", cwd=str(REPO_ROOT))
-
-
-def ensure_export(root: pathlib.Path) -> pathlib.Path:
-  """The tiny run exported by the CLI (`python -m vapnev_tf.export`) in a subprocess, once."""
-  out = root / "tiny_export"
-  start_export_cli(root)
-  if "proc" in _EXPORT_CLI:
-    _, stdout, _ = _EXPORT_CLI["proc"].wait()
-    assert json.loads(stdout.strip().splitlines()[-1])["export_dir"] == str(out)
-  return out
-
-
-_CACHE = {}
-
-
-def restore_tiny_model(root: pathlib.Path):
-  """The tiny run's model restored from its checkpoint (once per session)."""
-  if "model" not in _CACHE:
-    model, step = workdir_lib.restore_model(str(ensure_tiny_run(root)))
-    assert step == STEP
-    _CACHE["model"] = model
-  return _CACHE["model"]
-
-
-def load_tiny_export(root: pathlib.Path):
-  """`tf.saved_model.load` of the tiny export (once per session)."""
-  if "loaded" not in _CACHE:
-    _CACHE["loaded"] = tf.saved_model.load(str(ensure_export(root)))
-  return _CACHE["loaded"]
+# The session's tiny run and export (tests/conftest.py), under this module's names.
+@pytest.fixture(scope="module")
+def run_dir(tiny_run, _tiny_run_and_export_cli):
+  return tiny_run  # the export CLI runs in the background while the in-process tests below do
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  root = tmp_path_factory.getbasetemp()
-  workdir = ensure_tiny_run(root)
-  start_export_cli(root)  # runs while the in-process tests below do
-  return workdir
+def exported(tiny_export):
+  return tiny_export
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-  return ensure_export(tmp_path_factory.getbasetemp())
+def model(tiny_model):
+  return tiny_model
 
 
 @pytest.fixture(scope="module")
-def model(run_dir, tmp_path_factory):
-  return restore_tiny_model(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def loaded(exported, tmp_path_factory):
-  return load_tiny_export(tmp_path_factory.getbasetemp())
+def loaded(tiny_loaded):
+  return tiny_loaded
 
 
 # ------------------------------------------- in-process (the export CLI runs in the background)
@@ -511,11 +397,6 @@ def test_non_finite_latents_and_overflowing_counts_are_refused(loaded, model):
 # ------------------------------------------------------ overwrite, lock, metadata of the checkpoint
 
 
-def _copy_run(run_dir, dest) -> pathlib.Path:
-  shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns(".lock"))
-  return dest
-
-
 def _tree(root) -> list:
   return sorted(str(p.relative_to(root)) for p in pathlib.Path(root).rglob("*"))
 
@@ -577,13 +458,7 @@ def test_export_cli_refuses_to_overwrite_its_run_directory(run_dir, tmp_path):
   assert _tree(workdir) == before
 
 
-_HOLD_LOCK = """
-import sys, time
-from vapnev_tf import locking
-with locking.workdir_lock(sys.argv[1], "training"):
-  print("locked", flush=True)
-  time.sleep(300)
-"""
+_HOLD_LOCK = LOCK_HOLDER  # loads locking.py alone: no TensorFlow start-up
 
 
 def test_export_is_refused_while_another_process_holds_the_run(run_dir, tmp_path):

@@ -10,7 +10,10 @@ import time
 import pytest
 import tensorflow as tf
 
-from test_train_processes import TIMEOUT, _finish, _start, _train_cmd
+from run_fixtures import TRAIN_TIMEOUT as TIMEOUT
+from run_fixtures import finish_process as _finish
+from run_fixtures import start_process as _start
+from run_fixtures import train_cmd as _train_cmd
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.training import checkpointing
 

@@ -3,7 +3,7 @@ first batch of a NEW run only (Glow's data-dependent init), the result is checkp
 resumed run keeps it."""
 import numpy as np
 
-from test_train import run_smoke
+from run_fixtures import run_smoke
 from vapnev_tf import flow_steps
 from vapnev_tf import workdir as workdir_lib
 

@@ -9,14 +9,11 @@ import pytest
 
 from vapnev_tf import locking
 
+from run_fixtures import LOAD_LOCKING
+from run_fixtures import LOCK_HOLDER
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_HOLD = """
-import sys, time
-from vapnev_tf import locking
-with locking.workdir_lock(sys.argv[1], "training"):
-  print("locked", flush=True)
-  time.sleep(120)
-"""
+_HOLD = LOCK_HOLDER  # loads locking.py alone: no TensorFlow start-up
 
 
 def _start_holder(workdir):
@@ -61,7 +58,7 @@ def test_the_lock_is_reentrant_within_a_process_and_released_at_the_end(tmp_path
       assert locking.read_holder(str(tmp_path))["purpose"] == "training"
     # still held by the outer block: another process is refused
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from vapnev_tf import locking\n"
+        [sys.executable, "-c", LOAD_LOCKING + "import sys\n"
          "try:\n  locking.workdir_lock(sys.argv[1], 'x').__enter__()\nexcept "
          "locking.WorkdirLockedError:\n  sys.exit(3)", str(tmp_path)],
         env=dict(os.environ, PYTHONPATH=_REPO), timeout=60)

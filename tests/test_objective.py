@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vapnev_tf.config import ModelConfig
+import model_fixtures as mf
 from vapnev_tf.training import TrainConfig
 from vapnev_tf.training import TrainState
 from vapnev_tf.training import make_train_step
@@ -64,9 +64,8 @@ def test_negative_free_nats_are_refused():
     TrainConfig(kl_free_nats=-0.5)
 
 
-TINY = ModelConfig(image_shape=(8, 8, 1), latent_dim=4, encoder_filters=4, encoder_blocks=2,
-                   encoder_layers_per_block=1, flow_scales=1, flow_checkerboard=1,
-                   flow_channelwise=1, flow_filters=4, flow_res_blocks=0)
+TINY = mf.tiny_config((8, 8, 1), latent_dim=4, encoder_blocks=2, encoder_layers_per_block=1,
+                      flow_scales=1, flow_res_blocks=0)
 
 
 def _one_step(free_nats):

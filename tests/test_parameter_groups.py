@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import model_fixtures as mf
 from vapnev_tf import console
-from vapnev_tf.config import ModelConfig
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import TrainConfig
 from vapnev_tf.training import TrainState
 from vapnev_tf.training import make_train_step
 from vapnev_tf.training import reporting
 
-TINY = ModelConfig(image_shape=(8, 8, 1), latent_dim=4, encoder_filters=4, encoder_blocks=2,
-                   encoder_layers_per_block=1, flow_scales=1, flow_checkerboard=1,
-                   flow_channelwise=1, flow_filters=4, flow_res_blocks=0)
+TINY = mf.tiny_config((8, 8, 1), latent_dim=4, encoder_blocks=2, encoder_layers_per_block=1,
+                      flow_scales=1, flow_res_blocks=0)
 GLOW = "squeeze (actnorm invconv channel)*2"
 RECIPES = {
     "paper": ({}, {"encoder", "decoder", "flow/checkerboard", "flow/channel"}),

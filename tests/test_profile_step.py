@@ -31,6 +31,7 @@ def test_ops_are_attributed_to_their_part(op_name, part):
   assert profile_step.part_of(op_name) == part
 
 
+@pytest.mark.slow  # a benchmark run end to end (`make test-all`)
 def test_smoke_run_reports_every_part(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "benchmarks.profile_step", "--smoke", "--sizes=quick",

@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from test_export import Background
-from test_export import PYTHON
-from test_export import REPO_ROOT
-from test_train import run_smoke
+from run_fixtures import PYTHON
+from run_fixtures import REPO_ROOT
+from run_fixtures import Background
+from run_fixtures import run_smoke
 from vapnev_tf import flow_steps
+
+pytestmark = pytest.mark.slow  # end to end: two trainings, two export CLIs, six more processes
 
 GLOW = flow_steps.glow_layout_string(1, 2)  # squeeze (actnorm invconv channel)*2
 SMALL = ("--train_steps=2", "--eval_every=0", "--checkpoint_every=2", "--eval_take=16",

@@ -32,6 +32,8 @@ from vapnev_tf.training import finish
 from vapnev_tf.training import restore
 from vapnev_tf.training import schedules
 
+import run_fixtures
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_TAGS = {"loss", "elbo_bpd", "recon_bpd", "kl_nats", "kl_bpd", "kl_weight", "learning_rate",
               "grad_norm", "images_per_sec", "steps_per_sec", "skipped_steps",
@@ -41,27 +43,10 @@ EVAL_TAGS = {"elbo_bpd", "iw_bpd", "recon_bpd", "kl_nats", "samples",
              "originals_reconstructions"}
 
 
-def parse(workdir, *extra, flagfile="configs/smoke.flags"):
-  """Training flags parsed as `python -m vapnev_tf.train` run from the repository root does."""
-  cwd = os.getcwd()
-  os.chdir(REPO_ROOT)  # flagfiles include configs/base.flags relative to the repository root
-  try:
-    return train_cli.parse_flags(["train", f"--flagfile={flagfile}", f"--workdir={workdir}",
-                                  *extra])
-  finally:
-    os.chdir(cwd)
-
-
-def run_smoke(workdir, *extra, **kwargs):
-  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(workdir, *extra))
-  return training.train(model_cfg, data_cfg, train_cfg, str(workdir), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  """configs/smoke.flags as is: 6 steps, evaluation at step 3 and at the end (k=2)."""
-  workdir = tmp_path_factory.mktemp("smoke") / "run"
-  return workdir, run_smoke(workdir)
+# Training flags as the CLI parses them, configs/smoke.flags trained in process, and the session's
+# shared smoke run (the `smoke_run` fixture of tests/conftest.py: read-only, copy it to change it).
+parse = run_fixtures.parse_train_flags
+run_smoke = run_fixtures.run_smoke
 
 
 # --- the run directory --------------------------------------------------------------------------
@@ -109,8 +94,8 @@ def test_tensorboard_event_files_hold_the_expected_tags(smoke_run):
   assert EVAL_TAGS <= tags["eval"], EVAL_TAGS - tags["eval"]
 
 
-def test_rerunning_a_finished_run_reuses_its_final_evaluation(smoke_run):
-  workdir, first = smoke_run
+def test_rerunning_a_finished_run_reuses_its_final_evaluation(smoke_run, tmp_path):
+  workdir, first = _copy_of(smoke_run, tmp_path), smoke_run[1]
   again = run_smoke(workdir)
   assert again["restored_from"].endswith("ckpt-6")
   assert again["start_step"] == again["step"] == 6 and again["last_loss"] is None
@@ -213,8 +198,8 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
 # --- configuration and run-directory safety ------------------------------------------------------
 
 
-def test_contradicting_config_is_refused_naming_the_fields(smoke_run):
-  workdir, _ = smoke_run
+def test_contradicting_config_is_refused_naming_the_fields(smoke_run, tmp_path):
+  workdir = _copy_of(smoke_run, tmp_path)
   before = (workdir / "config.json").read_text()
   with pytest.raises(ValueError) as err:
     run_smoke(workdir, "--latent_dim=9", "--batch_size=8", "--train_steps=8")

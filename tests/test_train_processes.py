@@ -2,8 +2,6 @@
 deterministic ops, MirroredStrategy over 2 logical CPUs, MultiWorkerMirroredStrategy with 2 local
 workers. The slow jobs are started together (module fixture) so they share the machine's cores."""
 import json
-import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -18,35 +16,14 @@ from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.training import checkpointing
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-TIMEOUT = 300  # seconds, per job
+from run_fixtures import REPO_ROOT
+from run_fixtures import TRAIN_TIMEOUT as TIMEOUT
+from run_fixtures import finish_process as _finish
+from run_fixtures import start_process as _start
+from run_fixtures import train_cmd as _train_cmd
+from run_fixtures import train_env as _env
 
-
-def _env(**extra):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
-  env.pop("TF_CONFIG", None)
-  env.update(extra)
-  return env
-
-
-def _train_cmd(workdir, *extra):
-  return [sys.executable, "-m", "vapnev_tf.train", "--flagfile=configs/smoke.flags",
-          f"--workdir={workdir}", *extra]
-
-
-def _start(cmd, log, **env):
-  return subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(**env), stdout=open(log, "w"),
-                          stderr=subprocess.STDOUT)
-
-
-def _finish(proc, log):
-  try:
-    proc.wait(timeout=TIMEOUT)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.wait()
-    pytest.fail(f"job timed out after {TIMEOUT} s; log:\n{pathlib.Path(log).read_text()[-3000:]}")
-  return proc.returncode, pathlib.Path(log).read_text()
+pytestmark = pytest.mark.slow  # every test starts training processes (`make test-all` runs them)
 
 
 def _free_port():

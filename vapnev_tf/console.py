@@ -16,6 +16,7 @@ user is kept.
 """
 import contextlib
 import logging as std_logging
+import math
 import os
 import sys
 import time
@@ -133,7 +134,9 @@ class LiveLine:
     self._stream, self.interval = stream, interval
     self._enabled = enabled
     self._shown = False
-    self._last = 0.0
+    # Never drawn yet: the first update is due whatever the monotonic clock reads (it may start
+    # near 0 at boot, less than `interval` ago).
+    self._last = -math.inf
 
   @property
   def stream(self):

@@ -195,32 +195,38 @@ def write_figure(out: str, mode: str = "samples", workdir: str | None = None,
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def _define_flags():
-  flags.DEFINE_string("workdir", None, "Run directory (restores its latest checkpoint).")
-  flags.DEFINE_string("checkpoint", None, "Checkpoint prefix in --workdir (default: the latest).")
-  flags.DEFINE_string("saved_model", None, "Export directory written by vapnev_tf.export.")
-  flags.DEFINE_string("out", None, "Output PNG file.")
-  flags.DEFINE_enum("mode", "samples", MODES, "Which figure to draw.")
+def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines the sample flags on `fv` (the global FLAGS by default)."""
+  d = dict(flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Run directory (restores its latest checkpoint).", **d)
+  flags.DEFINE_string("checkpoint", None, "Checkpoint prefix in --workdir (default: the latest).",
+                      **d)
+  flags.DEFINE_string("saved_model", None, "Export directory written by vapnev_tf.export.", **d)
+  flags.DEFINE_string("out", None, "Output PNG file.", **d)
+  flags.DEFINE_enum("mode", "samples", MODES, "Which figure to draw.", **d)
   flags.DEFINE_integer("num", 64, "Samples (samples mode) or test images (panel mode).",
-                       lower_bound=1)
+                       lower_bound=1, **d)
   flags.DEFINE_float("temperature", 0.8, "Temperature on sigma_y for samples and panel samples "
-                     "(finite, >= 0).")
-  flags.DEFINE_bool("use_mean_y", False, "samples mode: decode z ~ N(0, I) on the mu_y path.")
-  flags.DEFINE_integer("seed", 0, "Seed (non-negative int).")
-  flags.DEFINE_string("images", None, "uint8 (N, H, W, C) .npy/.npz of test images.")
-  flags.DEFINE_integer("pairs", 8, "interpolate mode: rows (pairs of test images).")
-  flags.DEFINE_integer("steps", 8, "interpolate mode: latent points per row (ends included).")
+                     "(finite, >= 0).", **d)
+  flags.DEFINE_bool("use_mean_y", False, "samples mode: decode z ~ N(0, I) on the mu_y path.",
+                    **d)
+  flags.DEFINE_integer("seed", 0, "Seed (non-negative int).", **d)
+  flags.DEFINE_string("images", None, "uint8 (N, H, W, C) .npy/.npz of test images.", **d)
+  flags.DEFINE_integer("pairs", 8, "interpolate mode: rows (pairs of test images).", **d)
+  flags.DEFINE_integer("steps", 8, "interpolate mode: latent points per row (ends included).",
+                       **d)
   flags.DEFINE_list("temperatures", [str(t) for t in DEFAULT_TEMPERATURES],
-                    "temperatures mode: one row per value.")
-  flags.DEFINE_integer("per_row", 8, "temperatures mode: samples per row.")
+                    "temperatures mode: one row per value.", **d)
+  flags.DEFINE_integer("per_row", 8, "temperatures mode: samples per row.", **d)
   flags.DEFINE_integer("chunk_size", SAMPLE_CHUNK_SIZE, "samples mode: images per sampling call "
                        "(bounds memory; see the module docstring for the per-chunk seeds).",
-                       lower_bound=1)
-  flags.mark_flag_as_required("out")
+                       lower_bound=1, **d)
+  flags.mark_flag_as_required("out", flag_values=fv)
   flags.register_validator("temperature", _finite_non_negative,
-                           message="--temperature must be a finite number >= 0")
+                           message="--temperature must be a finite number >= 0", flag_values=fv)
   flags.register_validator("temperatures", lambda values: all(map(_finite_non_negative, values)),
-                           message="--temperatures must be finite numbers >= 0")
+                           message="--temperatures must be finite numbers >= 0",
+                           flag_values=fv)
 
 
 def _finite_non_negative(value) -> bool:
