@@ -141,7 +141,10 @@ def test_evaluate_latent_kl_matches_the_models_elbo_term(model):
   mu, sigma = (a.numpy() for a in model.encode_moments(tf.constant(x)))
   variances = mu.var(axis=0)
   assert result["active_units"] == int(np.sum(variances > 0.01))
-  assert 0.0 <= result["mi_nats"] <= math.log(10) + 1e-6 and result["mi_max_nats"] == math.log(10)
+  # A Monte Carlo estimate: at most log N (each term is), but not bounded below by 0 when q(z|x)
+  # barely depends on x, as for this untrained model.
+  assert math.isfinite(result["mi_nats"]) and result["mi_nats"] <= math.log(10) + 1e-6
+  assert result["mi_max_nats"] == math.log(10)
 
 
 def test_iaf_pairwise_log_q_equals_the_gaussian_closed_form_at_initialisation():
