@@ -104,11 +104,11 @@ def _save_or_clean_up(manager: tf.train.CheckpointManager, step: int, latest: st
   """
   directory = manager.directory
   stem = f"{CHECKPOINT_NAME}-{step}"
-  before = set(_listing(directory))
+  before = set(rundir.entries(directory))
   try:
     return manager.save(checkpoint_number=step)
   except (OSError, tf.errors.OpError) as e:
-    left = sorted(n for n in set(_listing(directory)) - before
+    left = sorted(n for n in set(rundir.entries(directory)) - before
                   if n == stem or n.startswith((stem + ".", stem + "_temp")))
     for name in left:
       target = os.path.join(directory, name)
@@ -126,13 +126,6 @@ def _save_or_clean_up(manager: tf.train.CheckpointManager, step: int, latest: st
         f"({', '.join(left) or 'none'}); the newest checkpoint is still {latest or 'none'}. "
         "Free space on that disk (or raise the file size limit) and run the same command to "
         "resume.") from None
-
-
-def _listing(directory: str) -> list:
-  try:
-    return [n.rstrip("/") for n in tf.io.gfile.listdir(directory)]
-  except (OSError, tf.errors.OpError):
-    return []
 
 
 def _cause(error: Exception) -> str:

@@ -65,12 +65,12 @@ def _undone_if_stateless(workdir: str):
   (config.json, flags.txt, tensorboard/, an empty checkpoints/ ...), so the corrected command
   starts cleanly instead of meeting `refuse_unrestorable`. Entries that were there before stay.
   """
-  before = set(_entries(workdir))
+  before = set(entries(workdir))
   try:
     yield
   except BaseException:
     if not _has_checkpoint_files(workdir):
-      created = sorted(set(_entries(workdir)) - before - {locking.LOCK_FILE})
+      created = sorted(set(entries(workdir)) - before - {locking.LOCK_FILE})
       for name in created:
         target = workdir_lib.path(workdir, name)
         try:
@@ -87,9 +87,10 @@ def _undone_if_stateless(workdir: str):
     raise
 
 
-def _entries(workdir: str) -> list:
+def entries(directory: str) -> list:
+  """The names in `directory` (none if it cannot be listed)."""
   try:
-    return [n.rstrip("/") for n in tf.io.gfile.listdir(workdir)]
+    return [n.rstrip("/") for n in tf.io.gfile.listdir(directory)]
   except (OSError, tf.errors.OpError):
     return []
 
