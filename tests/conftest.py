@@ -57,8 +57,8 @@ def tiny_export(_tiny_run_and_export_cli):
 def tiny_model(tiny_run):
   """The tiny run's model restored from its checkpoint."""
   import run_fixtures  # pylint: disable=g-import-not-at-top
-  from vapnev_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  model, step = workdir_lib.restore_model(str(tiny_run))
+  from vapnev_tf import loading  # pylint: disable=g-import-not-at-top
+  model, step = loading.restore_model(str(tiny_run))
   assert step == run_fixtures.STEP
   return model
 

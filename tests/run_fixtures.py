@@ -20,8 +20,8 @@ import tensorflow as tf
 import vapnev_tf
 from vapnev_tf import data
 from vapnev_tf import export
+from vapnev_tf import pipeline
 from vapnev_tf import train as train_cli
-from vapnev_tf import training
 from vapnev_tf import workdir as workdir_lib
 
 import model_fixtures as mf
@@ -105,7 +105,7 @@ def parse_train_flags(workdir, *extra, flagfile="configs/smoke.flags"):
 def run_smoke(workdir, *extra, **kwargs):
   """configs/smoke.flags (plus `extra` flags) trained in this process; the train() result."""
   model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse_train_flags(workdir, *extra))
-  return training.train(model_cfg, data_cfg, train_cfg, str(workdir), **kwargs)
+  return pipeline.train(model_cfg, data_cfg, train_cfg, str(workdir), **kwargs)
 
 
 def make_tiny_run(workdir: pathlib.Path) -> pathlib.Path:

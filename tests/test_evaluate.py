@@ -16,6 +16,7 @@ import tensorflow as tf
 from vapnev_tf import data as data_lib
 from vapnev_tf import evaluate as evaluate_cli
 from vapnev_tf import export
+from vapnev_tf import loading
 from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
@@ -126,12 +127,12 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     result = evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=4, write=False)
   assert result["step"] == 5 and result["checkpoint"].endswith("ckpt-5")
   assert any("ckpt-7" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
-  _, info = workdir_lib.load_run(str(workdir))
+  _, info = loading.load_run(str(workdir))
   assert info["step"] == 5 and [s["checkpoint"] for s in info["skipped"]] == [
       str(workdir / "checkpoints" / "ckpt-7")]
   # An explicitly named checkpoint is never replaced by another one.
   with pytest.raises(ValueError, match="ckpt-7.*could not be read"):
-    workdir_lib.load_run(str(workdir), str(workdir / "checkpoints" / "ckpt-7"))
+    loading.load_run(str(workdir), str(workdir / "checkpoints" / "ckpt-7"))
 
 
 def _run_at_step5(root, name, shift):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from vapnev_tf import loading
 import vapnev_tf
 from vapnev_tf import data
 from vapnev_tf import export
@@ -485,7 +486,7 @@ def test_export_is_refused_while_another_process_holds_the_run(run_dir, tmp_path
 
 def _add_checkpoint(workdir, step, number):
   """A newer checkpoint (other weights, step counter `step`) in WORKDIR/checkpoints."""
-  model, _ = workdir_lib.restore_model(str(workdir))
+  model, _ = loading.restore_model(str(workdir))
   for v in model.trainable_variables:
     v.assign_add(0.01 * tf.ones_like(v))
   manager = tf.train.CheckpointManager(
@@ -546,7 +547,7 @@ def test_export_falls_back_from_a_truncated_newest_checkpoint_and_labels_what_it
   assert [s["checkpoint"] for s in meta["skipped_checkpoints"]] == [newest]
   assert meta["test_bits_per_dim"] is None and "step 5" in meta["eval_note"]
   # The export holds the weights of that checkpoint.
-  restored, _ = workdir_lib.restore_model(str(workdir), meta["checkpoint"])
+  restored, _ = loading.restore_model(str(workdir), meta["checkpoint"])
   loaded = tf.saved_model.load(out)
   z = tf.zeros((1, 4))
   np.testing.assert_allclose(loaded.decode(z=z)["samples"].numpy(),

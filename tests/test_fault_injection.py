@@ -14,8 +14,8 @@ from run_fixtures import TRAIN_TIMEOUT as TIMEOUT
 from run_fixtures import finish_process as _finish
 from run_fixtures import start_process as _start
 from run_fixtures import train_cmd as _train_cmd
+from vapnev_tf import loading
 from vapnev_tf import workdir as workdir_lib
-from vapnev_tf.training import checkpointing
 
 STEPS = 300
 FLAGS = (f"--train_steps={STEPS}", "--checkpoint_every=2", "--eval_every=0", "--log_every=1000",
@@ -46,8 +46,8 @@ def test_repeated_sigkill_resumes_monotonically_and_ends_with_the_uninterrupted_
     proc.kill()
     proc.wait()
     # Every checkpoint left behind is readable and holds the step its name says.
-    for prefix in checkpointing.checkpoint_candidates(str(ckpt_dir)):
-      _, step = workdir_lib.restore_model(str(killed), prefix)
+    for prefix in workdir_lib.checkpoint_candidates(str(ckpt_dir)):
+      _, step = loading.restore_model(str(killed), prefix)
       assert step == int(prefix.rsplit("-", 1)[1])
     steps_seen.append(_latest_step(ckpt_dir))
   assert steps_seen == sorted(steps_seen) and steps_seen[0] > 0, steps_seen

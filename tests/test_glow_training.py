@@ -5,13 +5,13 @@ import numpy as np
 
 from run_fixtures import run_smoke
 from vapnev_tf import flow_steps
-from vapnev_tf import workdir as workdir_lib
+from vapnev_tf import loading
 
 GLOW = flow_steps.glow_layout_string(1, 2)  # squeeze (actnorm invconv channel)*2, one scale
 
 
 def _actnorm_state(workdir):
-  model, _ = workdir_lib.restore_model(str(workdir))
+  model, _ = loading.restore_model(str(workdir))
   layers = flow_steps.glow.actnorm_layers(model.flow)
   return [(bool(l.initialized.numpy()), l.bias.numpy().copy(), l.log_scale.numpy().copy())
           for l in layers]

@@ -17,9 +17,9 @@ from vapnev_tf import evaluate as evaluate_cli
 from vapnev_tf import judge as judge_lib
 from vapnev_tf import latent_metrics
 from vapnev_tf import latent_report
+from vapnev_tf import pipeline
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import VAPNEV
-from vapnev_tf.training import finish
 
 SHAPE = (8, 8, 1)
 
@@ -381,7 +381,7 @@ def test_latent_workdir_writes_latent_json_tensorboard_and_one_line(tmp_path, ca
 def test_a_dataset_without_labels_gets_the_other_figures_and_says_no_labels(tmp_path):
   """Through the training run's finish stage (`--latent_eval`), which writes latent.json."""
   workdir = _run_dir(tmp_path, _labelled_npz(tmp_path / "plain.npz", with_labels=False))
-  result = finish.latent_figures(str(workdir), str(workdir / "checkpoints" / "ckpt-5"))
+  result = pipeline.latent_figures(str(workdir), str(workdir / "checkpoints" / "ckpt-5"))
   assert json.loads((workdir / "latent.json").read_text())["num_images"] == 12 == (
       result["num_images"])
   assert result["labels"] == "no labels" and result["judge_cache"] is None
@@ -392,7 +392,7 @@ def test_a_dataset_without_labels_gets_the_other_figures_and_says_no_labels(tmp_
 
 def test_the_finish_stage_skips_a_run_without_latent(tmp_path):
   workdir = _run_dir(tmp_path, "fashion_mnist", likelihood="realnvp")
-  assert finish.latent_figures(str(workdir), str(workdir / "checkpoints" / "ckpt-5")) is None
+  assert pipeline.latent_figures(str(workdir), str(workdir / "checkpoints" / "ckpt-5")) is None
   assert not (workdir / "latent.json").exists()
 
 
@@ -424,7 +424,6 @@ def test_training_with_latent_eval_ends_with_the_figures(tmp_path, monkeypatch):
   checkpoint and returns the figures (the judge, trained on the run's train split, cached under
   XDG_CACHE_HOME)."""
   from vapnev_tf import train as train_cli
-  from vapnev_tf import training
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
   workdir = tmp_path / "run"
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -432,7 +431,7 @@ def test_training_with_latent_eval_ends_with_the_figures(tmp_path, monkeypatch):
   configs = train_cli.configs_from_flags(train_cli.parse_flags(
       ["train", "--flagfile=configs/smoke.flags", f"--workdir={workdir}", "--latent_eval=true",
        "--export_at_end=false"]))
-  result = training.train(*configs, str(workdir))
+  result = pipeline.train(*configs, str(workdir))
   latent = result["latent"]
   assert latent["step"] == result["step"] and latent["checkpoint"].endswith(f"ckpt-{result['step']}")
   assert json.loads((workdir / "latent.json").read_text())["mi_nats"] == pytest.approx(

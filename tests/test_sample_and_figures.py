@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import vapnev_tf
 from vapnev_tf import figures
+from vapnev_tf import image_grids
 from vapnev_tf import sample as sample_lib
 
 from run_fixtures import IMAGE_SHAPE
@@ -57,8 +58,8 @@ def test_image_grid_layout():
   assert grid.dtype == np.uint8 and grid.shape == (2 * 3 + 1, 3 * 4 + 1, 1)
   np.testing.assert_array_equal(grid[1:3, 1:4], images[0])
   np.testing.assert_array_equal(grid[4:6, 5:8], images[4])  # row 1, column 1
-  assert np.all(grid[0] == figures.PAD_VALUE) and np.all(grid[:, 0] == figures.PAD_VALUE)
-  assert np.all(grid[4:6, 9:12] == figures.PAD_VALUE)  # the sixth cell is empty
+  assert np.all(grid[0] == image_grids.PAD_VALUE) and np.all(grid[:, 0] == image_grids.PAD_VALUE)
+  assert np.all(grid[4:6, 9:12] == image_grids.PAD_VALUE)  # the sixth cell is empty
   assert figures.image_grid(images, 1, 5, pad=0).shape == (2, 15, 1)
   assert figures.square_grid_shape(5) == (2, 3) and figures.square_grid_shape(64) == (8, 8)
 
@@ -121,7 +122,7 @@ def test_paper_panel_from_an_rgb_model():
   gap = 8  # default: half an image width
   assert panel.dtype == np.uint8 and panel.shape == (height, 3 * width + 2 * gap, 3)
   np.testing.assert_array_equal(panel[:, :width], figures.image_grid(images, 2, 3))
-  assert np.all(panel[:, width:width + gap] == figures.PAD_VALUE)
+  assert np.all(panel[:, width:width + gap] == image_grids.PAD_VALUE)
 
 
 def test_paper_panel_of_realnvp_has_no_reconstructions():

@@ -17,9 +17,10 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
-from vapnev_tf import config_run
 from vapnev_tf import export as export_lib
 from vapnev_tf import figures
+from vapnev_tf import loading
+from vapnev_tf import pipeline
 from vapnev_tf import seeds
 from vapnev_tf import train as train_cli
 from vapnev_tf import training
@@ -30,6 +31,7 @@ from vapnev_tf.training import distribute
 from vapnev_tf.training import evaluation
 from vapnev_tf.training import finish
 from vapnev_tf.training import restore
+from vapnev_tf.training import run_record
 from vapnev_tf.training import schedules
 
 import run_fixtures
@@ -69,7 +71,7 @@ def test_smoke_run_writes_config_flags_checkpoints_and_eval(smoke_run):
   assert evaluation["elbo_bpd"] == pytest.approx(result["eval"]["elbo_bpd"])
   assert [h["step"] for h in evaluation["history"]] == [3]  # the mid-run ELBO evaluation
   assert evaluation["history"][0]["iw_bpd"] is None
-  model, step = workdir_lib.restore_model(str(workdir))
+  model, step = loading.restore_model(str(workdir))
   assert step == 6 and isinstance(model, VAPNEV)
 
 
@@ -136,9 +138,9 @@ def test_consecutive_bad_steps_abort_and_keep_the_last_good_checkpoint(tmp_path)
               "--debug_inject_nan_num_steps=100", "--max_consecutive_bad_steps=2",
               "--eval_every=0")
   # Checkpoints every 2 steps: step 2 was the last good one; step 4 was bad and is not saved.
-  assert checkpointing.checkpoint_candidates(str(workdir / "checkpoints")) == [
+  assert workdir_lib.checkpoint_candidates(str(workdir / "checkpoints")) == [
       str(workdir / "checkpoints" / "ckpt-2")]
-  _, step = workdir_lib.restore_model(str(workdir))
+  _, step = loading.restore_model(str(workdir))
   assert step == 2
 
 
@@ -147,13 +149,13 @@ def _run_unvalidated(workdir, field, value, *extra):
   that overflows in float32 would reach the step through any other path)."""
   model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(workdir, *extra))
   object.__setattr__(train_cfg, field, value)
-  return training.train(model_cfg, data_cfg, train_cfg, str(workdir))
+  return pipeline.train(model_cfg, data_cfg, train_cfg, str(workdir))
 
 
 def _saved_weights_finite(workdir) -> list:
   """For every checkpoint in WORKDIR/checkpoints: whether all its model weights are finite."""
   out = []
-  for prefix in checkpointing.checkpoint_candidates(str(workdir / "checkpoints")):
+  for prefix in workdir_lib.checkpoint_candidates(str(workdir / "checkpoints")):
     reader = tf.train.load_checkpoint(prefix)
     out.append(all(np.all(np.isfinite(reader.get_tensor(name)))
                    for name, _ in tf.train.list_variables(prefix)
@@ -211,10 +213,10 @@ def test_contradicting_config_is_refused_naming_the_fields(smoke_run, tmp_path):
 
 def test_config_differences_ignore_locations_and_eval_batch(smoke_run):
   workdir, _ = smoke_run
-  requested = config_run.run_config_dict(*train_cli.configs_from_flags(
+  requested = run_record.run_config_dict(*train_cli.configs_from_flags(
       parse(workdir, "--eval_batch_size=8", "--data_dir=/elsewhere", "--eval_take=10")))
   stored = workdir_lib.read_config(str(workdir))
-  assert config_run.config_differences(stored, requested) == [
+  assert run_record.config_differences(stored, requested) == [
       "data.eval_take: stored 48, requested 10"]
 
 
@@ -277,7 +279,7 @@ def test_a_full_disk_mid_run_removes_only_the_partial_checkpoint(tmp_path, monke
   names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
   assert names == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
   assert (workdir / "config.json").exists() and (workdir / "best").is_dir()
-  assert workdir_lib.load_run(str(workdir))[1]["step"] == 2
+  assert loading.load_run(str(workdir))[1]["step"] == 2
 
 
 def test_sigterm_during_the_final_evaluation_stops_with_a_message(tmp_path, monkeypatch):
@@ -302,7 +304,7 @@ def test_sigterm_during_the_final_evaluation_stops_with_a_message(tmp_path, monk
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the caller's handler is back
   finally:
     signal.signal(signal.SIGTERM, previous)
-  assert workdir_lib.load_run(str(tmp_path / "run"))[1]["step"] == 6
+  assert loading.load_run(str(tmp_path / "run"))[1]["step"] == 6
 
 
 def test_a_changed_folder_source_is_refused_on_resume(tmp_path):
@@ -338,7 +340,7 @@ def _checkpoint_copy(smoke_run, tmp_path):
 def _fresh_checkpoint(smoke_run):
   workdir, _ = smoke_run
   step = tf.Variable(-1, dtype=tf.int64)
-  model = VAPNEV(workdir_lib.model_config(str(workdir)))
+  model = VAPNEV(loading.model_config(str(workdir)))
   return tf.train.Checkpoint(model=model, step=step), step
 
 
@@ -422,7 +424,7 @@ def test_model_and_data_shapes_must_agree(tmp_path):
   model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(parse(tmp_path / "run"))
   model_cfg = dataclasses.replace(model_cfg, image_shape=(32, 32, 3))
   with pytest.raises(ValueError, match=r"image_shape \(32, 32, 3\) does not match"):
-    training.train(model_cfg, data_cfg, train_cfg, str(tmp_path / "run"))
+    pipeline.train(model_cfg, data_cfg, train_cfg, str(tmp_path / "run"))
 
 
 @pytest.mark.parametrize("name", ["base", "quick", "smoke", "fashion_mnist", "cifar10", "celeba"])
@@ -604,7 +606,7 @@ def test_a_skipped_last_step_is_checkpointed_and_exported_as_that_step(tmp_path)
   tf.train.Checkpoint(skipped_steps=skipped, step=step).restore(latest).expect_partial()
   assert int(skipped.numpy()) == 1 and int(step.numpy()) == 4
   # The state saved after the skipped step holds exactly the weights the run ended with.
-  model, _ = workdir_lib.restore_model(str(workdir), latest)
+  model, _ = loading.restore_model(str(workdir), latest)
   assert finish.weights_fingerprint(model) == result["weights_sha256"]
   metadata = export_lib.load_metadata(str(workdir / "export"))
   assert metadata["step"] == 4 and metadata["checkpoint"] == latest

@@ -12,9 +12,9 @@ import time
 import pytest
 import tensorflow as tf
 
+from vapnev_tf import loading
 from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
-from vapnev_tf.training import checkpointing
 
 from run_fixtures import REPO_ROOT
 from run_fixtures import TRAIN_TIMEOUT as TIMEOUT
@@ -37,13 +37,13 @@ _DETERMINISM_DRIVER = textwrap.dedent("""
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()  # what --deterministic_ops does
     from vapnev_tf import train as cli
-    from vapnev_tf import training
+    from vapnev_tf import pipeline
 
     def run(workdir, steps):
       fv = cli.parse_flags(["train", "--flagfile=configs/smoke.flags", f"--workdir={workdir}",
                             f"--train_steps={steps}", "--deterministic_ops",
                             "--eval_num_samples=1"])
-      return training.train(*cli.configs_from_flags(fv), workdir)
+      return pipeline.train(*cli.configs_from_flags(fv), workdir)
 
     a, b, out = sys.argv[1:]
     results = {"first": run(a, 4), "resumed": run(a, 8), "uninterrupted": run(b, 8)}
@@ -115,10 +115,10 @@ def test_sigkill_then_resume_then_sigterm_checkpoints_and_stops(jobs, tmp_path):
   # No checkpoint is corrupt. (A kill between writing a checkpoint and recording it in the state
   # file leaves a complete, unlisted newest checkpoint; a kill during max_to_keep's clean-up leaves
   # a listed one without .index. `checkpoint_candidates` handles both.)
-  candidates = checkpointing.checkpoint_candidates(str(ckpt_dir))
+  candidates = workdir_lib.checkpoint_candidates(str(ckpt_dir))
   assert candidates
   for prefix in candidates:
-    _, step = workdir_lib.restore_model(str(workdir), prefix)
+    _, step = loading.restore_model(str(workdir), prefix)
     assert step == int(prefix.rsplit("-", 1)[1])
   last = int(candidates[0].rsplit("-", 1)[1])
 
@@ -134,7 +134,7 @@ def test_sigkill_then_resume_then_sigterm_checkpoints_and_stops(jobs, tmp_path):
   stopped = int(log.split("interrupted at step ")[1].split()[0])
   assert stopped > last
   assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith(f"ckpt-{stopped}")
-  _, step = workdir_lib.restore_model(str(workdir))
+  _, step = loading.restore_model(str(workdir))
   assert step == stopped
 
 

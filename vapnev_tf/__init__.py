@@ -8,10 +8,10 @@ with console.quiet_tensorflow_imports():
   from vapnev_tf.config import LIKELIHOODS
   from vapnev_tf.config import ModelConfig
   from vapnev_tf.flow import ConditionalRealNVP
+  from vapnev_tf.loading import load_run
   from vapnev_tf.metrics import bits_per_dim
   from vapnev_tf.model import VAPNEV
   from vapnev_tf.model import to_uint8
-  from vapnev_tf.workdir import load_run
 
 __version__ = "0.1.0"
 __all__ = ["LIKELIHOODS", "ConditionalRealNVP", "ModelConfig", "VAPNEV", "bits_per_dim", "load_run",

@@ -5,6 +5,7 @@ the `--flag`s of `vapnev_tf.train` are generated from them.
 """
 import dataclasses
 
+from vapnev_tf import flow_steps
 from vapnev_tf.config_fields import ConfigBase
 from vapnev_tf.config_fields import bool_field
 from vapnev_tf.config_fields import choice_field
@@ -12,6 +13,7 @@ from vapnev_tf.config_fields import float_field
 from vapnev_tf.config_fields import int_field
 from vapnev_tf.config_fields import shape_field
 from vapnev_tf.config_fields import str_field
+from vapnev_tf.flow import check_flow_geometry
 
 LIKELIHOODS = ("vapnev", "vae_flow", "pixel_gaussian", "pixel_logistic", "realnvp")
 FLOW_LIKELIHOODS = ("vapnev", "vae_flow", "realnvp")
@@ -141,7 +143,6 @@ class ModelConfig(ConfigBase):
     if not self.uses_flow:
       return
     if self.flow_layout.strip():
-      from vapnev_tf import flow_steps  # pylint: disable=g-import-not-at-top
       try:
         flow_steps.plan_layout(flow_steps.parse_layout(self.flow_layout), self.image_shape)
       except ValueError as e:
@@ -149,7 +150,6 @@ class ModelConfig(ConfigBase):
       return
     if self.flow_checkerboard + self.flow_channelwise == 0:
       raise ValueError("flow_checkerboard + flow_channelwise must be >= 1 for a flow likelihood.")
-    from vapnev_tf.flow import check_flow_geometry  # pylint: disable=g-import-not-at-top
     check_flow_geometry(self.image_shape, self.flow_scales)
 
   @property

@@ -107,6 +107,7 @@ def setup_cli_logging() -> None:
   """The CLIs' Python logging: TensorFlow's logger at ERROR, TF/TFP/Keras warnings off, absl's
   lines as `HH:MM:SS message`. Call after flags are parsed (absl's handler exists then); with
   VAPNEV_TF_LOGS=all only the live-line eraser is installed."""
+  # Deferred, like every import here: this module runs before TensorFlow and absl are loaded.
   from absl import logging  # pylint: disable=g-import-not-at-top
   handler = logging.get_absl_handler()
   for old in [f for f in handler.filters if isinstance(f, _ConsoleFilter)]:
@@ -116,6 +117,7 @@ def setup_cli_logging() -> None:
     return
   warnings.filterwarnings("ignore", module=_NOISY_MODULES)
   warnings.filterwarnings("ignore", category=DeprecationWarning)
+  # Deferred: TensorFlow's first import must happen inside `quiet_tensorflow_imports`.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel(std_logging.ERROR)
   std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
@@ -203,6 +205,7 @@ def run_cli(main, prog: str) -> None:
   --help, exit 1: `prog: FATAL Flags parsing error: ...` (unknown flag, bad value, missing
   required flag; absl's words) or `prog: error: ...` (`app.UsageError` from `main`).
   Sets up the console (`setup_cli_logging`) once the flags are parsed."""
+  # Deferred: this module runs before absl is loaded (`vapnev_tf/__init__.py`).
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
 

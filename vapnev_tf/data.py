@@ -37,6 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vapnev_tf import seeds
+from vapnev_tf import validation
 from vapnev_tf.config_fields import RESUMABLE
 from vapnev_tf.config_fields import ConfigBase
 from vapnev_tf.config_fields import bool_field
@@ -47,7 +48,7 @@ from vapnev_tf.datasets import celeb_a as celeb_a_lib
 from vapnev_tf.datasets import cifar10 as cifar10_lib
 from vapnev_tf.datasets import images as images_lib
 from vapnev_tf.datasets import locate as locate_lib
-from vapnev_tf.datasets.errors import DatasetUnavailableError
+from vapnev_tf.errors import DatasetUnavailableError
 
 DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "celeb_a")
 SPLITS = ("train", "test")
@@ -290,7 +291,7 @@ def train_dataset(cfg: DataConfig, input_context: tf.distribute.InputContext | N
   `train_dataset(...).skip(n)` (how a resumed run continues), but skips before the per-example
   augmentation, so the skipped images cost only their shuffle.
   """
-  _check_int("start_batch", start_batch, minimum=0, owner="train_dataset")
+  validation.check_int("train_dataset.start_batch", start_batch, 0)
   images = load_images(cfg, "train")
   total = _count(images, cfg.dataset)
   if total < cfg.batch_size:
@@ -329,7 +330,7 @@ def eval_dataset(cfg: DataConfig, seed: int = 0,
   give identical tensors. B is `cfg.eval_batch_size` (or its per-replica share); the last partial
   batch is kept unless `cfg.eval_drop_remainder`.
   """
-  _check_int("seed", seed, minimum=0, owner="eval_dataset")
+  validation.check_int("eval_dataset.seed", seed, 0)
   indexed, batch = _shard(load_images(cfg, "test").enumerate(), cfg.eval_batch_size,
                           input_context)
   if cfg.eval_drop_remainder and _count(indexed, cfg.dataset) < batch:
@@ -373,7 +374,7 @@ def _add_noise(pixels, noise):
 def _seed_pair(seed) -> tf.Tensor:
   """A stateless-op seed (shape [2], int64) from a Python int or a shape-[2] tensor."""
   if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-    _check_int("seed", int(seed), minimum=0, owner="dequantize")
+    validation.check_int("dequantize.seed", int(seed), 0)
     return tf.constant([int(seed), 0], tf.int64)
   return tf.cast(seed, tf.int64)
 
@@ -733,8 +734,3 @@ def _parse_source(dataset) -> tuple[str, str]:
 def _check_split(split):
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-
-
-def _check_int(name: str, value, minimum: int, owner: str = "DataConfig"):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}.")

@@ -38,9 +38,13 @@ import tensorflow as tf
 
 from vapnev_tf import console
 from vapnev_tf import data as data_lib
+from vapnev_tf import latent_metrics
+from vapnev_tf import latent_report
+from vapnev_tf import loading
 from vapnev_tf import locking
 from vapnev_tf import seeds
 from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.training import evaluation
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -95,7 +99,6 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
   docstring); a checkpoint from outside the run always goes to WORKDIR/evaluations/. Returns the
   evaluation dict plus "step", "checkpoint", "weights_sha256", "full", "foreign" and "written_to".
   """
-  from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   stored = workdir_lib.read_config(workdir)
   train_section = stored.get("train", {})
   try:
@@ -119,7 +122,7 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
   lock = (locking.workdir_lock(workdir, "evaluation", log=logging.warning) if write
           else contextlib.nullcontext())
   with lock:
-    model, info = workdir_lib.load_run(workdir, checkpoint)
+    model, info = loading.load_run(workdir, checkpoint)
     checkpoint, step = info["checkpoint"], info["step"]
     fingerprint = workdir_lib.weights_fingerprint(model)
     foreign = not workdir_lib.is_run_checkpoint(workdir, checkpoint)
@@ -149,7 +152,6 @@ def _write_foreign(workdir: str, result: dict, step: int, checkpoint: str, finge
                    full: bool, stored: dict) -> str:
   """WORKDIR/evaluations/foreign-....json: an evaluation of a checkpoint from outside the run,
   with where it came from; eval.json untouched."""
-  from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   filename = workdir_lib.foreign_evaluation_path(workdir, checkpoint, fingerprint,
                                                  result["num_images"], result["k"],
                                                  result["seed"])
@@ -170,7 +172,6 @@ def _write_foreign(workdir: str, result: dict, step: int, checkpoint: str, finge
 def _write_partial(workdir: str, result: dict, step: int, checkpoint: str, stored: dict,
                    fingerprint: str) -> str:
   """WORKDIR/evaluations/<scope>.json: a partial evaluation with its scope; eval.json untouched."""
-  from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   filename = workdir_lib.partial_evaluation_path(workdir, step, result["num_images"],
                                                  result["k"], result["seed"])
   scope = {"full": False, "images": result["num_images"], "eval_take": result["eval_take"],
@@ -188,7 +189,6 @@ def _write_partial(workdir: str, result: dict, step: int, checkpoint: str, store
 def main(argv, fv: flags.FlagValues = flags.FLAGS):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from vapnev_tf.training import evaluation  # pylint: disable=g-import-not-at-top
   try:
     if fv.latent:
       result = _latent(fv)
@@ -201,7 +201,6 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
     print(f"vapnev_tf.evaluate: error: {' '.join(str(e).split())}", file=sys.stderr)
     return 1
   if fv.latent:
-    from vapnev_tf import latent_metrics  # pylint: disable=g-import-not-at-top
     print(latent_metrics.summary_line(result))
     return 0
   print(json.dumps(result, indent=2))
@@ -211,7 +210,6 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
 
 def _latent(fv: flags.FlagValues) -> dict:
   """`--latent`: the run's latent figures (`vapnev_tf.latent_report`)."""
-  from vapnev_tf import latent_report  # pylint: disable=g-import-not-at-top
   return latent_report.latent_workdir(
       fv.workdir, fv.checkpoint, num_images=fv.eval_take or 0,
       probe_train_take=fv.probe_train_take, temperature=fv.temperature, seed=fv.seed,

@@ -64,6 +64,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vapnev_tf import loading
 import vapnev_tf
 from vapnev_tf import console
 from vapnev_tf import data as data_lib
@@ -521,7 +522,7 @@ def export_from_workdir(workdir: str, export_dir: str | None = None,
   if checkpoint and not tf.io.gfile.exists(checkpoint + ".index"):
     raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
   with locking.workdir_lock(workdir, "export", log=logging.warning):
-    model, info = workdir_lib.load_run(workdir, checkpoint)
+    model, info = loading.load_run(workdir, checkpoint)
     metadata = workdir_metadata(workdir, info["step"], info["checkpoint"], info["skipped"],
                                 workdir_lib.weights_fingerprint(model))
     return export_model(model, export_dir, metadata, overwrite, workdir=workdir)

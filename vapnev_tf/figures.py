@@ -10,7 +10,6 @@ directory and one made from its export are the same for the same seed. Images ar
 them. Seeds are Python ints (int64 range), as in the export's signatures.
 """
 import io
-import math
 import os
 import uuid
 
@@ -19,8 +18,13 @@ from PIL import Image
 import tensorflow as tf
 
 from vapnev_tf import export as export_lib
+from vapnev_tf import image_grids
+from vapnev_tf import validation
+from vapnev_tf.image_grids import image_grid
+from vapnev_tf.image_grids import side_by_side
+from vapnev_tf.image_grids import square_grid_shape
+from vapnev_tf.model import VAPNEV
 
-PAD_VALUE = 255  # white separators
 
 
 class Endpoints:
@@ -33,7 +37,6 @@ class Endpoints:
   """
 
   def __init__(self, source):
-    from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
     if isinstance(source, VAPNEV):
       source = export_lib.VapnevModule(source)
     if isinstance(source, export_lib.VapnevModule):
@@ -95,54 +98,6 @@ def endpoints(model) -> Endpoints:
 # ---------------------------------------------------------------------------------------- grids
 
 
-def image_grid(images, rows: int, cols: int, pad: int = 1) -> np.ndarray:
-  """Tiles uint8 images `(N, H, W, C)` row-major into `rows` x `cols`, N <= rows * cols.
-
-  Cells are separated and surrounded by `pad` white pixels; missing cells stay white.
-
-  Returns:
-    uint8 `(rows * (H + pad) + pad, cols * (W + pad) + pad, C)`.
-  """
-  images = _as_uint8_images(images, "images")
-  for name, value in (("rows", rows), ("cols", cols)):
-    _check_int(name, value, 1)
-  _check_int("pad", pad, 0)
-  n, height, width, channels = images.shape
-  if n > rows * cols:
-    raise ValueError(f"{n} images do not fit a {rows}x{cols} grid (rows * cols = {rows * cols}).")
-  grid = np.full((rows * (height + pad) + pad, cols * (width + pad) + pad, channels), PAD_VALUE,
-                 np.uint8)
-  for i, image in enumerate(images):
-    top = pad + (i // cols) * (height + pad)
-    left = pad + (i % cols) * (width + pad)
-    grid[top:top + height, left:left + width] = image
-  return grid
-
-
-def square_grid_shape(n: int):
-  """(rows, cols) of the most square grid holding n images, cols = ceil(sqrt(n))."""
-  _check_int("n", n, 1)
-  cols = math.ceil(math.sqrt(n))
-  return math.ceil(n / cols), cols
-
-
-def side_by_side(grids, gap: int) -> np.ndarray:
-  """Concatenates uint8 `(H_i, W_i, C)` arrays left to right with `gap` white columns between."""
-  _check_int("gap", gap, 0)
-  height = max(g.shape[0] for g in grids)
-  channels = grids[0].shape[2]
-  parts = []
-  for i, g in enumerate(grids):
-    if g.shape[2] != channels:
-      raise ValueError(f"grids must share their channel count, got {g.shape[2]} and {channels}.")
-    column = np.full((height, g.shape[1], channels), PAD_VALUE, np.uint8)
-    column[:g.shape[0]] = g
-    parts.append(column)
-    if i + 1 < len(grids):
-      parts.append(np.full((height, gap, channels), PAD_VALUE, np.uint8))
-  return np.concatenate(parts, axis=1)
-
-
 # -------------------------------------------------------------------------------------- figures
 
 
@@ -150,7 +105,7 @@ def samples_grid(model, num: int, temperature: float, seed: int, use_mean_y: boo
                  pad: int = 1) -> np.ndarray:
   """`num` random samples in a square grid (`use_mean_y`: z ~ N(0, I) decoded on the mu_y path)."""
   ep = endpoints(model)
-  _check_int("num", num, 1)
+  validation.check_int("num", num, 1)
   images = ep.sample_mean(num, seed) if use_mean_y else ep.sample(num, temperature, seed)
   return image_grid(images, *square_grid_shape(num), pad=pad)
 
@@ -174,8 +129,8 @@ def paper_panel(model, images_uint8, seed, *, temperature: float = 1.0, pad: int
     uint8 `(H', W', C)`.
   """
   ep = endpoints(model)
-  images = _as_uint8_images(images_uint8, "images_uint8", ep.image_shape)
-  _check_int("seed", seed, 0)
+  images = image_grids.as_uint8_images(images_uint8, "images_uint8", ep.image_shape)
+  validation.check_int("seed", seed, 0)
   n = images.shape[0]
   shape = square_grid_shape(n)
   grids = [image_grid(images, *shape, pad=pad)]
@@ -193,7 +148,7 @@ def interpolate_latents(z_a, z_b, steps: int, method: str = "slerp") -> np.ndarr
   """
   if method not in ("slerp", "linear"):
     raise ValueError(f"method must be 'slerp' or 'linear', got {method!r}.")
-  _check_int("steps", steps, 2)
+  validation.check_int("steps", steps, 2)
   z_a, z_b = np.asarray(z_a, np.float64), np.asarray(z_b, np.float64)
   t = np.linspace(0.0, 1.0, steps)[None, :, None]  # (1, steps, 1)
   a, b = z_a[:, None], z_b[:, None]  # (B, 1, latent)
@@ -222,8 +177,8 @@ def interpolation_rows(model, images_a, images_b, steps: int, seed=None, *,
   """
   del seed  # deterministic path
   ep = endpoints(model)
-  a = _as_uint8_images(images_a, "images_a", ep.image_shape)
-  b = _as_uint8_images(images_b, "images_b", ep.image_shape)
+  a = image_grids.as_uint8_images(images_a, "images_a", ep.image_shape)
+  b = image_grids.as_uint8_images(images_b, "images_b", ep.image_shape)
   if a.shape[0] != b.shape[0]:
     raise ValueError(f"images_a and images_b must hold as many images, got {a.shape[0]} and "
                      f"{b.shape[0]}.")
@@ -243,7 +198,7 @@ def temperature_rows(model, temperatures, per_row: int, seed: int, *, pad: int =
   temperatures = [float(t) for t in temperatures]
   if not temperatures or min(temperatures) < 0:
     raise ValueError(f"temperatures must be a non-empty list of numbers >= 0, got {temperatures}.")
-  _check_int("per_row", per_row, 1)
+  validation.check_int("per_row", per_row, 1)
   rows = [ep.sample(per_row, t, seed) for t in temperatures]
   return image_grid(np.concatenate(rows, axis=0), len(temperatures), per_row, pad=pad)
 
@@ -301,22 +256,5 @@ def check_png_path(path: str) -> None:
 
 
 def _seed(seed) -> tf.Tensor:
-  _check_int("seed", seed, 0)
+  validation.check_int("seed", seed, 0)
   return tf.constant(int(seed), tf.int64)
-
-
-def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-
-
-def _as_uint8_images(images, name, image_shape=None) -> np.ndarray:
-  images = images.numpy() if tf.is_tensor(images) else np.asarray(images)
-  if images.dtype != np.uint8:
-    raise ValueError(f"{name} must be uint8 pixels, got dtype {images.dtype}.")
-  if images.ndim != 4 or images.shape[0] == 0:
-    raise ValueError(f"{name} must have shape (N, H, W, C) with N >= 1, got {images.shape}.")
-  if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
-    raise ValueError(f"{name} must have shape (N, {', '.join(map(str, image_shape))}) for this "
-                     f"model, got {images.shape}.")
-  return images

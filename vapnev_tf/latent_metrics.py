@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vapnev_tf import data as data_lib
 from vapnev_tf import judge as judge_lib
 from vapnev_tf import seeds
 from vapnev_tf.metrics import bits_per_dim
@@ -103,6 +104,7 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
   Features `(N, F)` (flattened when higher-rank); labels integer `(N,)`. The standardisation is
   the train split's mean and standard deviation (constant features stay 0).
   """
+  # Deferred: scikit-learn is heavy and only the linear probe needs it.
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
   from sklearn.exceptions import ConvergenceWarning  # pylint: disable=g-import-not-at-top
   train = np.asarray(train_features, np.float64).reshape(len(train_features), -1)
@@ -294,7 +296,6 @@ def _labelled_figures(passes, test_x, centers, test_labels, train_images, train_
     return figures
   test_labels = np.asarray(test_labels, np.int64)
   train_images = np.asarray(train_images)
-  from vapnev_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   train_centers = []
   for b, rows, padded in _batches(len(train_images), batch_size):
     x = data_lib.dequantize(train_images[padded], _batch_seed(seed, 3, b))

@@ -21,6 +21,7 @@ import tensorflow as tf
 from vapnev_tf import data as data_lib
 from vapnev_tf import judge as judge_lib
 from vapnev_tf import latent_metrics
+from vapnev_tf import loading
 from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 
@@ -86,7 +87,7 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
           if write and model is None else contextlib.nullcontext())
   with lock:
     if model is None:
-      model, info = workdir_lib.load_run(workdir, checkpoint)
+      model, info = loading.load_run(workdir, checkpoint)
       checkpoint, step = info["checkpoint"], info["step"]
     inputs = _inputs(data_cfg, seed, probe_train_take)
     judge = None

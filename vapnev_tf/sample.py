@@ -27,8 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 from vapnev_tf import console
+from vapnev_tf import data as data_lib
 from vapnev_tf import export as export_lib
 from vapnev_tf import figures
+from vapnev_tf import loading
 from vapnev_tf import validation
 from vapnev_tf import workdir as workdir_lib
 
@@ -80,7 +82,7 @@ def load_source(workdir: str | None = None, checkpoint: str | None = None,
   """(`figures.Endpoints`, run config dict or None) of a run directory or an export."""
   _check_source(workdir, saved_model)
   if workdir is not None:
-    model, _ = workdir_lib.restore_model(workdir, checkpoint)
+    model, _ = loading.restore_model(workdir, checkpoint)
     return figures.Endpoints(model), workdir_lib.read_config(workdir)
   if checkpoint is not None:
     raise ValueError("checkpoint applies to workdir only; an export holds one set of weights.")
@@ -102,7 +104,6 @@ def load_test_images(num: int, image_shape, images_path: str | None = None,
     if not run_config or "data" not in run_config:
       raise ValueError("no test images: pass --images=FILE.npy (uint8 (N, H, W, C)); this source "
                        "has no run config with a 'data' section to read the test split from.")
-    from vapnev_tf import data as data_lib  # pylint: disable=g-import-not-at-top
     cfg = data_lib.DataConfig(**run_config["data"])
     images = np.stack(list(data_lib.load_images(cfg, "test").take(num).as_numpy_iterator()))
     source = f"the test split of {cfg.dataset}"
@@ -161,7 +162,7 @@ def source_info(workdir: str | None = None, saved_model: str | None = None):
   """(image_shape, run config or None) of a run directory or an export, without loading weights."""
   _check_source(workdir, saved_model)
   if workdir is not None:
-    return workdir_lib.model_config(workdir).image_shape, workdir_lib.read_config(workdir)
+    return loading.model_config(workdir).image_shape, workdir_lib.read_config(workdir)
   metadata = export_lib.load_metadata(saved_model)
   return tuple(metadata["image_shape"]), metadata.get("run_config")
 

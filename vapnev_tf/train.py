@@ -1,4 +1,5 @@
-"""Trains VAPNEV: flags -> frozen configs -> `vapnev_tf.training.train`.
+"""Trains VAPNEV: flags -> frozen configs -> `vapnev_tf.pipeline.train` (`training.train` and
+the run's export, figures and latent figures).
 
     python -m vapnev_tf.train --flagfile=configs/quick.flags --workdir=runs/quick
 
@@ -14,11 +15,19 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
 from vapnev_tf import config_flags
 from vapnev_tf import console
 from vapnev_tf import data as data_lib
+from vapnev_tf import interrupts
+from vapnev_tf import latent_metrics
+from vapnev_tf import locking
+from vapnev_tf import pipeline
+from vapnev_tf import training
+from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
+from vapnev_tf.training import cluster
 from vapnev_tf.training.config import TrainConfig
 
 # Flag order of --help: run and optimisation first, then data, then model.
@@ -116,7 +125,6 @@ def _training_flag_names() -> list[str]:
 
 def _configure_devices(num_cpu_devices: int) -> None:
   """Splits the CPU into logical devices; must run before TensorFlow initialises."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   cpu = tf.config.list_physical_devices("CPU")[0]
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_cpu_devices)])
@@ -133,20 +141,14 @@ def main(argv):
     model_cfg, data_cfg, train_cfg = configs_from_flags(fv)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  # TensorFlow is imported (by vapnev_tf.data) but its runtime starts only below, after the device
-  # set-up; MultiWorkerMirroredStrategy also has to be created before any op runs.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from vapnev_tf import training  # pylint: disable=g-import-not-at-top
+  # Importing TensorFlow starts no runtime: it starts with the first op, after the device set-up
+  # above; MultiWorkerMirroredStrategy also has to be created before any op runs.
   if fv.deterministic_ops:
     tf.config.experimental.enable_op_determinism()
-  from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
-  from vapnev_tf import locking  # pylint: disable=g-import-not-at-top
-  from vapnev_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training import cluster  # pylint: disable=g-import-not-at-top
   try:
     training.configure_threads(train_cfg.intra_op_threads, train_cfg.inter_op_threads)
     strategy = training.make_strategy(train_cfg.strategy, fv.peer_timeout_seconds)
-    result = training.train(model_cfg, data_cfg, train_cfg, fv.workdir, strategy=strategy,
+    result = pipeline.train(model_cfg, data_cfg, train_cfg, fv.workdir, strategy=strategy,
                             force_config=fv.force_config, flags_text=run_flags_text(fv))
   except (training.ConfigError, training.CheckpointError, training.NonFiniteTrainingError,
           locking.WorkdirLockedError) as e:
@@ -162,7 +164,6 @@ def main(argv):
     return 128 + result["interrupted"]
   print(training.summary_line(result["eval"]), flush=True)
   if result.get("latent") is not None:
-    from vapnev_tf import latent_metrics  # pylint: disable=g-import-not-at-top
     print(latent_metrics.summary_line(result["latent"]), flush=True)
   logging.info("Done: step %d in %.0f s.", result["step"], time.time() - started)
   return 0

@@ -150,6 +150,14 @@ def max_count(values_per_item: int) -> int:
   return INT32_MAX // max(1, int(values_per_item))
 
 
+def check_int(name: str, value, minimum: int) -> int:
+  """`value` (a Python or numpy int, not a bool) as an int >= `minimum`; ValueError naming `name`
+  (e.g. "DataConfig.seed") otherwise."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+  return int(value)
+
+
 def check_positive_int(value, name: str, hi: int = INT32_MAX, why: str = ""):
   """`value` as an int in [1, hi]; ValueError naming `name` otherwise (`why` explains `hi`)."""
   if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1

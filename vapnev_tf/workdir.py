@@ -12,18 +12,20 @@
     WORKDIR/export/            SavedModel (tensor signatures)
     WORKDIR/figures/           PNG panels
 
-Every reader/writer of that layout goes through this module.
+Every reader/writer of that layout goes through this module, and so does every restore of a
+checkpoint (`checkpoint_candidates`, `restore_newest`). It sits in the bottom layer: it knows
+files, not models (`vapnev_tf.loading` rebuilds a model from a run).
 """
+import glob
 import hashlib
 import json
 import math
 import os
+import re
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
-
-from vapnev_tf.config import ModelConfig
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -88,20 +90,6 @@ def read_config(workdir: str) -> dict:
   return read_json(filename)
 
 
-def run_configs(workdir: str, sections=("model", "data", "train")) -> tuple:
-  """The configs (ModelConfig, DataConfig, TrainConfig by default) stored in `workdir`'s
-  config.json (`config_run.configs_from_run_dict`); ValueError naming a missing section."""
-  from vapnev_tf import config_run  # pylint: disable=g-import-not-at-top (training imports us)
-  try:
-    return config_run.configs_from_run_dict(read_config(workdir), sections)
-  except ValueError as e:
-    raise ValueError(f"{path(workdir, CONFIG_FILE)}: {e}") from e
-
-
-def model_config(workdir: str) -> ModelConfig:
-  return run_configs(workdir, ("model",))[0]
-
-
 def latest_checkpoint(workdir: str, subdir: str = CHECKPOINT_DIR) -> str:
   """Path prefix of the newest checkpoint in `workdir/subdir`; ValueError if there is none."""
   ckpt = tf.train.latest_checkpoint(path(workdir, subdir))
@@ -110,81 +98,71 @@ def latest_checkpoint(workdir: str, subdir: str = CHECKPOINT_DIR) -> str:
   return ckpt
 
 
-def load_run(workdir: str, checkpoint: str | None = None):
-  """Rebuilds the model of a run directory and restores its trained weights.
+def _checkpoint_number(prefix: str) -> int:
+  match = re.search(r"-(\d+)$", prefix)
+  return int(match.group(1)) if match else -1
 
-  The public way to use a trained run from one's own code (README, "Loading a trained run"):
 
-      model, info = vapnev_tf.load_run("runs/quick")
+def checkpoint_candidates(directory: str) -> list[str]:
+  """Checkpoint prefixes in `directory`, newest first: the CheckpointManager's list, plus any
+  `*.index` file it does not know (e.g. when the `checkpoint` state file is damaged).
+
+  A listed prefix without its `.index` file is left out: CheckpointManager records the new state
+  before deleting the oldest checkpoint (index first, then data), so a process killed during that
+  clean-up leaves the state file listing a half-deleted checkpoint that was being discarded.
+  """
+  prefixes = set()
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except (tf.errors.OpError, ValueError) as e:  # a damaged state file
+    logging.error("checkpoint state file in %s is unreadable (%s); scanning for *.index files",
+                  directory, e)
+    state = None
+  if state is not None:
+    for p in state.all_model_checkpoint_paths:
+      prefixes.add(p if os.path.isabs(p) else os.path.join(directory, p))
+  for index in glob.glob(os.path.join(glob.escape(directory), "*.index")):
+    prefixes.add(index[:-len(".index")])
+  present = {p for p in prefixes if tf.io.gfile.exists(p + ".index")}
+  for p in sorted(prefixes - present):
+    logging.info("Ignoring %s: its .index file is gone (deleted by max_to_keep).", p)
+  return sorted(present, key=lambda p: (_checkpoint_number(p), p), reverse=True)
+
+
+def restore_newest(candidates: list[str], restore, what="is unreadable"):
+  """The fallback rule for every restore of the package: `restore(prefix)` on each of
+  `candidates` (newest first) until one succeeds; a failure is logged and the previous one tried.
 
   Args:
-    workdir: a run directory written by `vapnev_tf.train` (it needs `config.json` and a checkpoint).
-    checkpoint: a checkpoint path prefix (e.g. `WORKDIR/best/ckpt-100`). Default: the newest
-      readable checkpoint of `WORKDIR/checkpoints`; a newer one that cannot be read (truncated,
-      corrupt) is skipped with an error in the log naming it and why, like a resumed training run.
-      An explicit `checkpoint` is never replaced by another one.
+    candidates: checkpoint prefixes, newest first (`checkpoint_candidates`).
+    restore: restores one prefix; any exception means the checkpoint cannot be used.
+    what: classifies a failure for the log, `what(error) -> str`, or a fixed phrase.
 
   Returns:
-    `(model, info)`: a `VAPNEV` holding the checkpoint's weights, and a dict with "checkpoint"
-    (the prefix actually restored), "step" (the checkpoint's own step counter, -1 if it has none),
-    "skipped" (newer checkpoints that could not be read: [{"checkpoint", "reason"}]), "config"
-    (the run's config.json) and "workdir".
-
-  Raises:
-    ValueError: no config.json, no checkpoint, or no readable one (the message names them).
+    `(prefix, failures)`: the prefix restored (None when none could be) and the
+    `(prefix, error)` of every newer one that failed, newest first.
   """
-  from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
-  # The training loop's candidates (newest first, a damaged state file tolerated) and its rule:
-  # an unreadable checkpoint is reported and the previous one tried, never silently nothing.
-  from vapnev_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
-  directory = path(workdir, CHECKPOINT_DIR)
-  if checkpoint:
-    if not tf.io.gfile.exists(checkpoint + ".index"):
-      raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
-  else:
-    candidates = checkpointing.checkpoint_candidates(directory)
-    if not candidates:
-      raise ValueError(f"no checkpoint found in {directory!r}.")
-  config = read_config(workdir)
-  model = VAPNEV(model_config(workdir))
-  skipped = []
-  if checkpoint:
+  failures = []
+  for prefix in candidates:
     try:
-      _restore_weights(model, checkpoint)
+      restore(prefix)
+    # The checkpoint reader reports damage in many ways (OpError, IndexError, ValueError,
+    # AssertionError from the match check...): any failure means "try the previous one".
     except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"checkpoint {checkpoint!r} could not be read: {_first_line(e)}") from e
-  else:
-    for prefix in candidates:
-      try:
-        _restore_weights(model, prefix)
-      # The reader reports damage in many ways (OpError, IndexError, ValueError, AssertionError).
-      except Exception as e:  # pylint: disable=broad-except
-        reason = _first_line(e)
-        logging.error("Skipping checkpoint %s: unreadable (%s).", prefix, reason)
-        skipped.append({"checkpoint": prefix, "reason": reason})
-        continue
-      checkpoint = prefix
-      break
-    else:
-      raise ValueError(
-          f"{len(candidates)} checkpoint(s) in {directory!r} but none can be read ("
-          f"{'; '.join(os.path.basename(s['checkpoint']) + ': ' + s['reason'] for s in skipped)}).")
-    if skipped:
-      logging.warning("Restored %s after skipping %d unreadable newer checkpoint(s).", checkpoint,
-                      len(skipped))
-  info = {"checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "skipped": skipped,
-          "config": config, "workdir": workdir}
-  return model, info
+      logging.error("Checkpoint %s %s (%s)%s", prefix, what(e) if callable(what) else what,
+                    first_line(e), "; falling back to the previous one."
+                    if prefix != candidates[-1] else ".")
+      failures.append((prefix, e))
+      continue
+    if failures:
+      logging.warning("Restored %s after skipping %d unreadable checkpoint(s).", prefix,
+                      len(failures))
+    return prefix, failures
+  return None, failures
 
 
-def _restore_weights(model, checkpoint: str) -> None:
-  """Restores every weight of `model` (built) from `checkpoint`; raises if any is missing/bad."""
-  status = tf.train.Checkpoint(model=model).restore(checkpoint)
-  status.expect_partial()  # the optimizer and counters of a training checkpoint are not needed
-  status.assert_existing_objects_matched()
-
-
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
+  """`Type: first line of the message` of `error`, for one-line reports."""
   text = str(error).strip()
   return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
@@ -227,12 +205,6 @@ def is_run_checkpoint(workdir: str, checkpoint: str) -> bool:
     return os.path.dirname(checkpoint) in own
   parent = os.path.realpath(os.path.dirname(os.path.abspath(checkpoint)))
   return parent in [os.path.realpath(d) for d in own]
-
-
-def restore_model(workdir: str, checkpoint: str | None = None):
-  """`load_run` returning `(model, step)`; step is -1 when the checkpoint holds no step counter."""
-  model, info = load_run(workdir, checkpoint)
-  return model, info["step"]
 
 
 # ----------------------------------------------------------------------------------- evaluations

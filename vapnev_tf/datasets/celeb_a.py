@@ -12,7 +12,7 @@ import os
 import tensorflow as tf
 
 from vapnev_tf.datasets import images as images_lib
-from vapnev_tf.datasets.errors import DatasetUnavailableError
+from vapnev_tf.errors import DatasetUnavailableError
 
 IMAGES_DIR = "img_align_celeba"
 PARTITION_FILE = "list_eval_partition.txt"

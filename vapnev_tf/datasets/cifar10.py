@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from vapnev_tf.datasets.errors import DatasetUnavailableError
+from vapnev_tf.errors import DatasetUnavailableError
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin"

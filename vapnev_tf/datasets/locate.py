@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 from vapnev_tf.datasets import celeb_a
 from vapnev_tf.datasets import cifar10
-from vapnev_tf.datasets.errors import DatasetUnavailableError
+from vapnev_tf.errors import DatasetUnavailableError
 
 LOCAL_DATASETS = ("celeb_a", "cifar10")
 

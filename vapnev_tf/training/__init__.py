@@ -11,8 +11,9 @@ config record), `restore` (state built or restored), `loop` (the steps and their
 `reporting` (logs, TensorBoard, eval.json), `signals`, `eval_runner`, `evaluation`, `images`,
 `checkpointing`, `distribute`, `schedules`, `config`.
 """
-from vapnev_tf.training.checkpointing import CheckpointError
-from vapnev_tf.training.checkpointing import ConfigError
+from vapnev_tf.errors import CheckpointError
+from vapnev_tf.errors import ConfigError
+from vapnev_tf.errors import NonFiniteTrainingError
 from vapnev_tf.training.config import KL_SCHEDULES
 from vapnev_tf.training.config import LR_DECAYS
 from vapnev_tf.training.config import STRATEGIES
@@ -23,7 +24,6 @@ from vapnev_tf.training.evaluation import Evaluator
 from vapnev_tf.training.evaluation import evaluate
 from vapnev_tf.training.evaluation import summary_line
 from vapnev_tf.training.evaluation import write_eval_json
-from vapnev_tf.training.loop import NonFiniteTrainingError
 from vapnev_tf.training.rundir import UnrestorableRunError
 from vapnev_tf.training.run import train
 from vapnev_tf.training.schedules import WarmupDecay

@@ -1,23 +1,16 @@
 """The run directory's safety checks: writability, config compatibility, robust restore."""
-import glob
 import os
-import re
 import shutil
 import uuid
 
 from absl import logging
 import tensorflow as tf
 
-from vapnev_tf import config_run
 from vapnev_tf import data as data_lib
 from vapnev_tf import workdir as workdir_lib
-
-class ConfigError(ValueError):
-  """The run cannot start: bad or contradicting configuration, unusable run directory."""
-
-
-class CheckpointError(RuntimeError):
-  """Checkpoints exist but none of them can be restored."""
+from vapnev_tf.errors import CheckpointError
+from vapnev_tf.errors import ConfigError
+from vapnev_tf.training import run_record
 
 
 # A run needs room for a few checkpoints, summaries and an export; refuse to start below this.
@@ -51,7 +44,7 @@ def prepare_workdir(workdir: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
 def check_resume_config(workdir: str, model_cfg, data_cfg, train_cfg,
                         force: bool = False) -> dict | None:
   """Refuses to reuse a run directory written with different run-defining config values
-  (`config_run.config_differences`: every model field, the data and train fields whose metadata
+  (`run_record.config_differences`: every model field, the data and train fields whose metadata
   says RUN_DEFINING).
 
   Returns the stored config (None for a fresh directory). With `force`, differences are logged
@@ -61,8 +54,8 @@ def check_resume_config(workdir: str, model_cfg, data_cfg, train_cfg,
   if not tf.io.gfile.exists(filename):
     return None
   stored = workdir_lib.read_json(filename)
-  diffs = config_run.config_differences(
-      stored, config_run.run_config_dict(model_cfg, data_cfg, train_cfg))
+  diffs = run_record.config_differences(
+      stored, run_record.run_config_dict(model_cfg, data_cfg, train_cfg))
   if diffs and not force:
     raise ConfigError(
         f"workdir {workdir!r} holds a run with a different configuration ({filename}); refusing "
@@ -98,37 +91,6 @@ def _check_source_files(workdir: str, stored: dict, data_cfg, force: bool) -> No
   logging.warning("--force_config: %s.", message)
 
 
-def _checkpoint_number(prefix: str) -> int:
-  match = re.search(r"-(\d+)$", prefix)
-  return int(match.group(1)) if match else -1
-
-
-def checkpoint_candidates(directory: str) -> list[str]:
-  """Checkpoint prefixes in `directory`, newest first: the CheckpointManager's list, plus any
-  `*.index` file it does not know (e.g. when the `checkpoint` state file is damaged).
-
-  A listed prefix without its `.index` file is left out: CheckpointManager records the new state
-  before deleting the oldest checkpoint (index first, then data), so a process killed during that
-  clean-up leaves the state file listing a half-deleted checkpoint that was being discarded.
-  """
-  prefixes = set()
-  try:
-    state = tf.train.get_checkpoint_state(directory)
-  except (tf.errors.OpError, ValueError) as e:  # a damaged state file
-    logging.error("checkpoint state file in %s is unreadable (%s); scanning for *.index files",
-                  directory, e)
-    state = None
-  if state is not None:
-    for p in state.all_model_checkpoint_paths:
-      prefixes.add(p if os.path.isabs(p) else os.path.join(directory, p))
-  for index in glob.glob(os.path.join(glob.escape(directory), "*.index")):
-    prefixes.add(index[:-len(".index")])
-  present = {p for p in prefixes if tf.io.gfile.exists(p + ".index")}
-  for p in sorted(prefixes - present):
-    logging.info("Ignoring %s: its .index file is gone (deleted by max_to_keep).", p)
-  return sorted(present, key=lambda p: (_checkpoint_number(p), p), reverse=True)
-
-
 def _is_mismatch(error: Exception) -> bool:
   """Whether a restore failed because the checkpoint holds other variables than the objects
   built (a different model), not because its files are damaged: `assert_existing_objects_matched`
@@ -147,30 +109,16 @@ def restore_with_fallback(checkpoint: tf.train.Checkpoint, directory: str) -> st
   all; raises CheckpointError when checkpoints exist but none can be read (never silently starts
   from scratch).
   """
-  candidates = checkpoint_candidates(directory)
+  candidates = workdir_lib.checkpoint_candidates(directory)
   if not candidates:
     return None
-  failures, mismatches = [], 0
-  for prefix in candidates:
-    try:
-      checkpoint.restore(prefix).assert_existing_objects_matched()
-    # The checkpoint reader reports damage in many ways (OpError, IndexError, ValueError,
-    # AssertionError from the match check...): any failure means "try the previous one".
-    except Exception as e:  # pylint: disable=broad-except
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      mismatch = _is_mismatch(e)
-      logging.error("Checkpoint %s %s (%s: %s)%s", prefix,
-                    "does not match this model" if mismatch else "is unreadable",
-                    type(e).__name__, first_line,
-                    "; falling back to the previous one." if prefix != candidates[-1] else ".")
-      failures.append(f"{os.path.basename(prefix)}: {type(e).__name__}: {first_line}")
-      mismatches += mismatch
-      continue
-    if failures:
-      logging.warning("Restored %s after skipping %d unreadable checkpoint(s).", prefix,
-                      len(failures))
+  describe = lambda e: "does not match this model" if _is_mismatch(e) else "is unreadable"
+  prefix, failed = workdir_lib.restore_newest(
+      candidates, lambda p: checkpoint.restore(p).assert_existing_objects_matched(), describe)
+  if prefix is not None:
     return prefix
-  if mismatches == len(candidates):
+  failures = [f"{os.path.basename(p)}: {workdir_lib.first_line(e)}" for p, e in failed]
+  if all(_is_mismatch(e) for _, e in failed):
     raise CheckpointError(
         f"the {len(candidates)} checkpoint(s) in {directory!r} are intact but do not hold the "
         f"variables this configuration builds ({'; '.join(failures)}): the model asked for "

@@ -29,7 +29,7 @@ import tensorflow as tf
 from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (  # pylint: disable=g-direct-tensorflow-import
     expand_tasks_per_node)
 
-from vapnev_tf.training.checkpointing import ConfigError
+from vapnev_tf.errors import ConfigError
 
 SLURM_PORT_BASE = 8888  # first port of the Slurm workers (one per task on a node, counting up)
 SLURM_PORT_BASE_ENV = "VAPNEV_SLURM_PORT_BASE"  # overrides SLURM_PORT_BASE

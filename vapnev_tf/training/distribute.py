@@ -2,8 +2,8 @@
 import tensorflow as tf
 
 from vapnev_tf import data as data_lib
+from vapnev_tf.errors import ConfigError
 from vapnev_tf.training import cluster
-from vapnev_tf.training.checkpointing import ConfigError
 from vapnev_tf.training.config import STRATEGIES
 
 

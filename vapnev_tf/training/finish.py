@@ -1,32 +1,32 @@
-"""Stage 4 of a run: the end-of-run work and the run's result.
+"""Stage 4 of a run: the final evaluation and the run's result.
 
-    result = finish_run(workdir, run, outcome, data_cfg, train_cfg, evaluate, strategy, export)
+    result = finish_run(workdir, run, outcome, train_cfg, evaluate, strategy, at_end)
 
 Interrupted: the result without an evaluation. Otherwise the final evaluation (k =
 `eval_num_samples`; reused from eval.json when a finished run is started again), which must be
-finite, then (chief, `export_at_end`) WORKDIR/export and the paper panel in WORKDIR/figures, both
-from the checkpoint the loop saved last, so their step is that checkpoint's step; with
-`latent_eval`, the latent figures of that checkpoint (WORKDIR/latent.json).
+finite, then the chief's `at_end(checkpoint, final, evaluated_now)` with the checkpoint the loop
+saved last: the products built from a trained run (export, figures, latent figures) live above
+training (`vapnev_tf.pipeline`), so training hands them the checkpoint instead of importing them.
 """
 import math
-import os
 import signal
 
 from absl import logging
 import tensorflow as tf
 
-from vapnev_tf import export as export_lib
-from vapnev_tf import figures as figures_lib
 from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.errors import NonFiniteTrainingError
 from vapnev_tf.training import distribute
 from vapnev_tf.training import evaluation
-from vapnev_tf.training import images
-from vapnev_tf.training.loop import NonFiniteTrainingError
 
 
-def finish_run(workdir: str, run, outcome, data_cfg, train_cfg, evaluate, strategy,
-               export: bool) -> dict:
-  """The run's result dict (see `training.train`); exports when `export` (the chief's job)."""
+def finish_run(workdir: str, run, outcome, train_cfg, evaluate, strategy, at_end=None) -> dict:
+  """The run's result dict (see `training.train`).
+
+  `at_end(checkpoint, final, evaluated_now) -> dict` (the chief's; None: nothing) is called after
+  a finite final evaluation with the loop's last checkpoint; `evaluated_now` is False when the
+  evaluation was reused from eval.json. Its dict is merged into the result (e.g. "latent").
+  """
   s = outcome.step
   facts = _facts(workdir, run, outcome, strategy)
   if outcome.interrupted is not None:
@@ -41,26 +41,14 @@ def finish_run(workdir: str, run, outcome, data_cfg, train_cfg, evaluate, strate
     _check_finite(final, s)
     logging.info("Step %d was already evaluated (%s): %s", s,
                  workdir_lib.path(workdir, workdir_lib.EVAL_FILE), evaluation.summary_line(final))
-  else:
+  evaluated_now = final is None
+  if evaluated_now:
     final = evaluate(s, train_cfg.eval_num_samples)
     _check_finite(final, s)
-    if export and train_cfg.export_at_end:
-      export_and_figures(workdir, data_cfg, train_cfg, run.checkpoints.latest, final)
-  latent = None
-  if export and train_cfg.latent_eval:
-    latent = latent_figures(workdir, run.checkpoints.latest)
-  return dict(facts, eval=final, latent=latent, interrupted=None)
-
-
-def latent_figures(workdir: str, checkpoint: str) -> dict | None:
-  """The latent figures of `checkpoint` (`vapnev_tf.latent_report`, written to latent.json), on a
-  fresh strategy-free copy of the model; None (logged) for a likelihood without a latent z."""
-  from vapnev_tf import latent_report  # pylint: disable=g-import-not-at-top
-  model, step = workdir_lib.restore_model(workdir, checkpoint)
-  if not model.has_vae:
-    logging.info("No latent figures: likelihood=%r has no latent z.", model.config.likelihood)
-    return None
-  return latent_report.latent_workdir(workdir, checkpoint, model=model, step=step)
+  result = dict(facts, eval=final, latent=None, interrupted=None)
+  if at_end is not None:
+    result.update(at_end(run.checkpoints.latest, final, evaluated_now) or {})
+  return result
 
 
 def _check_finite(result: dict, step: int) -> None:
@@ -114,26 +102,3 @@ def _stored_final_eval(workdir: str, step: int, train_cfg, weights_sha256: str) 
     return None
   return {k: v for k, v in stored.items() if k not in ("history", "checkpoint", "step",
                                                         "test_bits_per_dim", "weights_sha256")}
-
-
-def export_and_figures(workdir: str, data_cfg, train_cfg, checkpoint: str, final: dict) -> None:
-  """WORKDIR/export (SavedModel) and WORKDIR/figures/panel_step{N}.png from `checkpoint`.
-
-  The model is a fresh, strategy-free copy restored from `checkpoint` (exactly what
-  `workdir.restore_model` gives users); N is that checkpoint's step.
-  """
-  model, step = workdir_lib.restore_model(workdir, checkpoint)
-  metadata = {"step": int(step), "checkpoint": checkpoint,
-              "weights_sha256": workdir_lib.weights_fingerprint(model),
-              "test_bits_per_dim": evaluation.tightest_bpd(final), "eval": final,
-              "run_config": workdir_lib.read_config(workdir)}
-  out = export_lib.export_model(model, workdir_lib.path(workdir, workdir_lib.EXPORT_DIR),
-                                metadata, overwrite=True)
-  logging.info("Exported %s (step %d) to %s", checkpoint, step, out)
-  originals = images.first_test_images(data_cfg, train_cfg.num_image_samples)
-  panel = figures_lib.paper_panel(model, originals, seed=train_cfg.seed,
-                                  temperature=train_cfg.sample_temperature)
-  filename = workdir_lib.path(workdir, workdir_lib.FIGURES_DIR, f"panel_step{step}.png")
-  tf.io.gfile.makedirs(os.path.dirname(filename))
-  figures_lib.save_png(panel, filename)
-  logging.info("Wrote %s", filename)

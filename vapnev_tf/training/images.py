@@ -1,6 +1,6 @@
 """TensorBoard images of a model in training: samples, and originals beside their reconstructions.
 
-The grids are `vapnev_tf.figures.image_grid` (the one grid of the package); this module only
+The grids are `vapnev_tf.image_grids.image_grid` (the one grid of the package); this module only
 chooses what goes into them and the seeds (`seeds.IMAGES`, folded with the step).
 """
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from vapnev_tf import data as data_lib
-from vapnev_tf import figures
+from vapnev_tf import image_grids
 from vapnev_tf import seeds
 from vapnev_tf.model import to_uint8
 
@@ -17,18 +17,18 @@ from vapnev_tf.model import to_uint8
 def sample_grid(model, n: int, temperature: float, seed) -> np.ndarray:
   """A square grid of n samples (Sec. 3.4) at `temperature`: uint8 `(H', W', C)`."""
   samples = to_uint8(model.sample(n, temperature=temperature, seed=seed)).numpy()
-  return figures.image_grid(samples, *figures.square_grid_shape(n))
+  return image_grids.image_grid(samples, *image_grids.square_grid_shape(n))
 
 
 def reconstruction_grid(model, x, seed) -> np.ndarray:
   """Pairs (original | reconstruction), one pair per row-slot: x `(B, H, W, C)` floats."""
   if not model.config.has_vae:
-    return figures.image_grid(to_uint8(x).numpy(), *figures.square_grid_shape(x.shape[0]))
+    return image_grids.image_grid(to_uint8(x).numpy(), *image_grids.square_grid_shape(x.shape[0]))
   recon = model.reconstruct(x, seed=seed)
   pairs = tf.reshape(tf.stack([to_uint8(x), to_uint8(recon)], axis=1),
                      (-1,) + tuple(model.config.image_shape))  # (2B, H, W, C), interleaved
   columns = 2 * max(1, int(math.ceil(math.sqrt(x.shape[0]))))
-  return figures.image_grid(pairs.numpy(), int(math.ceil(pairs.shape[0] / columns)), columns)
+  return image_grids.image_grid(pairs.numpy(), int(math.ceil(pairs.shape[0] / columns)), columns)
 
 
 def first_test_images(data_cfg, n: int) -> np.ndarray:

@@ -20,11 +20,8 @@ import dataclasses
 
 from absl import logging
 
+from vapnev_tf.errors import NonFiniteTrainingError
 from vapnev_tf.training.config import TrainConfig
-
-
-class NonFiniteTrainingError(RuntimeError):
-  """Training produced only non-finite steps, too many in a row, or a non-finite final bound."""
 
 
 @dataclasses.dataclass

@@ -3,7 +3,10 @@
     1. prepare the run directory   rundir.prepared        (checks, WORKDIR/.lock)
     2. build or restore            restore.build_or_restore, restore.initialize_from_data
     3. loop                        loop.run_loop          (training.step, reporting, signals)
-    4. finish                      finish.finish_run      (final evaluation, export, figures)
+    4. finish                      finish.finish_run      (final evaluation, then `at_end`)
+
+The products of a trained run (export, figures, latent figures) are above training:
+`vapnev_tf.pipeline.train` is this function with them as its `at_end`.
 """
 from absl import logging
 import tensorflow as tf
@@ -26,7 +29,7 @@ from vapnev_tf.training.config import TrainConfig
 
 def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: TrainConfig,
           workdir: str, *, strategy: tf.distribute.Strategy | None = None,
-          force_config: bool = False, flags_text: str | None = None) -> dict:
+          force_config: bool = False, flags_text: str | None = None, at_end=None) -> dict:
   """Trains (or resumes) the run in `workdir` up to `train_cfg.train_steps`, then evaluates.
 
   Args:
@@ -34,8 +37,11 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
     workdir: the run directory (`vapnev_tf.workdir` layout); an existing one is resumed.
     strategy: default `distribute.make_strategy(train_cfg.strategy)`.
     force_config: resume even if config.json holds a different run-defining config
-      (`config_run.config_differences`).
+      (`run_record.config_differences`).
     flags_text: written to WORKDIR/flags.txt with config.json.
+    at_end: `at_end(checkpoint, final, evaluated_now) -> dict`, run by the chief after a finite
+      final evaluation (`finish.finish_run`); its dict is merged into the result.
+      `vapnev_tf.pipeline.train` passes the export, figures and latent figures.
 
   The chief holds WORKDIR/.lock for the whole run. config.json and flags.txt are written only
   when the run first writes state (a checkpoint or eval.json): a start that fails leaves the
@@ -43,7 +49,7 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
 
   Returns:
     {"step", "skipped_steps", "eval" (final evaluation dict, None when interrupted), "latent"
-     (the latent figures with `latent_eval`, else None),
+     (the latent figures with `latent_eval` when run by `pipeline.train`, else None),
      "interrupted" (signal number or None), "restored_from" (checkpoint or None), "start_step",
      "start_optimizer_iterations", "optimizer_iterations", "num_replicas",
      "per_replica_batch_size", "weights_sha256", "last_loss", "task", "workdir"}.
@@ -81,8 +87,8 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
         # A signal now raises: the export's temporary directory is removed on the way out.
         with interrupts.raising(f"the final evaluation and export of step {outcome.step} (its "
                                 "checkpoint is saved; run the same command to finish)"):
-          return finish.finish_run(workdir, run, outcome, data_cfg, train_cfg, evaluate,
-                                   strategy, export=chief)
+          return finish.finish_run(workdir, run, outcome, train_cfg, evaluate, strategy,
+                                   at_end=at_end if chief else None)
 
 
 def _check_configs(model_cfg, data_cfg, train_cfg) -> None:

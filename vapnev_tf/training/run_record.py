@@ -11,6 +11,7 @@ replaces are not compared when both sides have one).
 import dataclasses
 import json
 
+from vapnev_tf import flow_steps
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.config_fields import RESUMABLE
 from vapnev_tf.data import DataConfig
@@ -80,7 +81,6 @@ def _same_flow(old: dict, new: dict) -> set:
   a, b = old.get("flow_layout"), new.get("flow_layout")
   if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()):
     return set()
-  from vapnev_tf import flow_steps  # pylint: disable=g-import-not-at-top
   try:
     same_steps = flow_steps.parse_layout(a) == flow_steps.parse_layout(b)
   except ValueError:  # a stored string this grammar cannot read: compare it as written

@@ -1,0 +1,92 @@
+"""A trained model from a run directory: `load_run`, the public way to use a run from code.
+
+Above the model and below training: it rebuilds `VAPNEV` from WORKDIR/config.json's "model"
+section and restores a checkpoint with the package's one fallback rule
+(`workdir.restore_newest`), so loading a run never imports training, export or figures.
+"""
+import os
+
+import tensorflow as tf
+
+from vapnev_tf import workdir as workdir_lib
+from vapnev_tf.config import ModelConfig
+from vapnev_tf.model import VAPNEV
+
+
+def model_config(workdir: str) -> ModelConfig:
+  """The `ModelConfig` stored in `workdir`'s config.json; ValueError naming a missing section."""
+  stored = workdir_lib.read_config(workdir)
+  filename = workdir_lib.path(workdir, workdir_lib.CONFIG_FILE)
+  if "model" not in stored:
+    raise ValueError(f"{filename}: the run config has no 'model' section (keys: "
+                     f"{sorted(stored)}).")
+  try:
+    return ModelConfig.from_dict(stored["model"])
+  except ValueError as e:
+    raise ValueError(f"{filename}: {e}") from e
+
+
+def load_run(workdir: str, checkpoint: str | None = None):
+  """Rebuilds the model of a run directory and restores its trained weights.
+
+  The public way to use a trained run from one's own code (README, "Loading a trained run"):
+
+      model, info = vapnev_tf.load_run("runs/quick")
+
+  Args:
+    workdir: a run directory written by `vapnev_tf.train` (it needs `config.json` and a checkpoint).
+    checkpoint: a checkpoint path prefix (e.g. `WORKDIR/best/ckpt-100`). Default: the newest
+      readable checkpoint of `WORKDIR/checkpoints`; a newer one that cannot be read (truncated,
+      corrupt) is skipped with an error in the log naming it and why, like a resumed training run.
+      An explicit `checkpoint` is never replaced by another one.
+
+  Returns:
+    `(model, info)`: a `VAPNEV` holding the checkpoint's weights, and a dict with "checkpoint"
+    (the prefix actually restored), "step" (the checkpoint's own step counter, -1 if it has none),
+    "skipped" (newer checkpoints that could not be read: [{"checkpoint", "reason"}]), "config"
+    (the run's config.json) and "workdir".
+
+  Raises:
+    ValueError: no config.json, no checkpoint, or no readable one (the message names them).
+  """
+  directory = workdir_lib.path(workdir, workdir_lib.CHECKPOINT_DIR)
+  if checkpoint:
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+      raise ValueError(f"checkpoint {checkpoint!r} does not exist (no {checkpoint}.index).")
+  else:
+    candidates = workdir_lib.checkpoint_candidates(directory)
+    if not candidates:
+      raise ValueError(f"no checkpoint found in {directory!r}.")
+  config = workdir_lib.read_config(workdir)
+  model = VAPNEV(model_config(workdir))
+  skipped = []
+  if checkpoint:
+    try:
+      _restore_weights(model, checkpoint)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"checkpoint {checkpoint!r} could not be read: "
+                       f"{workdir_lib.first_line(e)}") from e
+  else:
+    checkpoint, failed = workdir_lib.restore_newest(
+        candidates, lambda prefix: _restore_weights(model, prefix))
+    skipped = [{"checkpoint": p, "reason": workdir_lib.first_line(e)} for p, e in failed]
+    if checkpoint is None:
+      raise ValueError(
+          f"{len(candidates)} checkpoint(s) in {directory!r} but none can be read ("
+          f"{'; '.join(os.path.basename(s['checkpoint']) + ': ' + s['reason'] for s in skipped)}).")
+  info = {"checkpoint": checkpoint, "step": workdir_lib.checkpoint_step(checkpoint),
+          "skipped": skipped, "config": config, "workdir": workdir}
+  return model, info
+
+
+def _restore_weights(model, checkpoint: str) -> None:
+  """Restores every weight of `model` (built) from `checkpoint`; raises if any is missing/bad."""
+  status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  status.expect_partial()  # the optimizer and counters of a training checkpoint are not needed
+  status.assert_existing_objects_matched()
+
+
+def restore_model(workdir: str, checkpoint: str | None = None):
+  """`load_run` returning `(model, step)`; step is -1 when the checkpoint holds no step counter."""
+  model, info = load_run(workdir, checkpoint)
+  return model, info["step"]
