@@ -43,8 +43,6 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS, *, require_workdir: bool = 
   flags.DEFINE_integer("peer_timeout_seconds", 600, "strategy=multi_worker: how long to wait "
                        "for the other workers of the cluster to accept connections before "
                        "giving up with an error naming the missing ones.", lower_bound=1, **d)
-  flags.DEFINE_string("debug_result_file", None, "FOR TESTS: write the run's result (step, final "
-                      "evaluation, sha256 of the weights, task) to this JSON file.", **d)
   config_flags.define_config_flags(fv, *CONFIG_CLASSES)
   if require_workdir:
     flags.mark_flag_as_required("workdir", flag_values=fv)
@@ -141,7 +139,6 @@ def main(argv):
     tf.config.experimental.enable_op_determinism()
   from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
   from vapnev_tf import locking  # pylint: disable=g-import-not-at-top
-  from vapnev_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from vapnev_tf.training import cluster  # pylint: disable=g-import-not-at-top
   try:
     training.configure_threads(train_cfg.intra_op_threads, train_cfg.inter_op_threads)
@@ -155,8 +152,6 @@ def main(argv):
   except (cluster.PeerWaitInterrupted, interrupts.Interrupted) as e:
     logging.error("%s", e)
     return 128 + e.signum
-  if fv.debug_result_file:
-    workdir_lib.write_json_atomic(fv.debug_result_file, result)
   if result["interrupted"] is not None:
     print(f"interrupted at step {result['step']} (checkpoint saved; rerun to resume)")
     return 128 + result["interrupted"]
