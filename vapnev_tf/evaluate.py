@@ -211,7 +211,9 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
 
 def _latent(fv: flags.FlagValues) -> dict:
   """`--latent`: the run's latent figures (`vapnev_tf.latent_report`)."""
+  from vapnev_tf import judge  # pylint: disable=g-import-not-at-top
   from vapnev_tf import latent_report  # pylint: disable=g-import-not-at-top
+  judge.check_cache_dir(fv.judge_cache_dir, "--judge_cache_dir")
   return latent_report.latent_workdir(
       fv.workdir, fv.checkpoint, num_images=fv.eval_take or 0,
       probe_train_take=fv.probe_train_take, temperature=fv.temperature, seed=fv.seed,

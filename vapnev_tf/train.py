@@ -120,11 +120,10 @@ def _configure_devices(num_cpu_devices: int) -> None:
       cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_cpu_devices)])
 
 
-def main(argv):
+def main(argv, fv: flags.FlagValues = flags.FLAGS):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   started = time.time()
-  fv = flags.FLAGS
   if fv.num_cpu_devices:
     _configure_devices(fv.num_cpu_devices)
   try:
@@ -137,6 +136,12 @@ def main(argv):
   from vapnev_tf import training  # pylint: disable=g-import-not-at-top
   if fv.deterministic_ops:
     tf.config.experimental.enable_op_determinism()
+  if train_cfg.latent_eval:  # checked now rather than after the training
+    from vapnev_tf import judge  # pylint: disable=g-import-not-at-top
+    try:
+      judge.check_cache_dir(None)
+    except ValueError as e:
+      raise app.UsageError(f"--latent_eval: {e}") from e
   from vapnev_tf import interrupts  # pylint: disable=g-import-not-at-top
   from vapnev_tf import locking  # pylint: disable=g-import-not-at-top
   from vapnev_tf.training import cluster  # pylint: disable=g-import-not-at-top
