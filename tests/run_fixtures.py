@@ -166,6 +166,16 @@ def train_cmd(workdir, *extra):
           f"--workdir={workdir}", *extra]
 
 
+def hooked_train_cmd(workdir, *extra, result_file=None, nan_at=None, nan_count=1):
+  """`train_cmd` run through the test-only tests/fault_hooks.py: the same console, plus train()'s
+  result written to `result_file` and/or a NaN loss at steps nan_at .. nan_at + nan_count - 1."""
+  hooks = [] if result_file is None else [f"--result_file={result_file}"]
+  if nan_at is not None:
+    hooks += [f"--nan_at={nan_at}", f"--nan_count={nan_count}"]
+  return [PYTHON, str(REPO_ROOT / "tests" / "fault_hooks.py"), *hooks, "--",
+          "--flagfile=configs/smoke.flags", f"--workdir={workdir}", *extra]
+
+
 def start_process(cmd, log, **env):
   """`cmd` started from the repository root, stdout and stderr into the file `log`."""
   return subprocess.Popen(cmd, cwd=REPO_ROOT, env=train_env(**env), stdout=open(log, "w"),

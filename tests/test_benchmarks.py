@@ -267,13 +267,13 @@ def test_graph_flops_counts_a_conv():
 
 @pytest.mark.slow  # a benchmark run end to end (`make test-all`)
 def test_long_run_report_reads_a_real_training_run(tmp_path):
+  import fault_hooks  # pylint: disable=g-import-not-at-top
+  import run_fixtures  # pylint: disable=g-import-not-at-top
+  from vapnev_tf import train as train_cli  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  train = subprocess.run(
-      [sys.executable, "-m", "vapnev_tf.train", "--flagfile=configs/smoke.flags",
-       f"--workdir={workdir}", "--debug_inject_nan_at_step=2"],
-      cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=300, env=env)
-  assert train.returncode == 0, train.stderr[-3000:]
+  flags_text = train_cli.run_flags_text(run_fixtures.parse_train_flags(workdir))
+  with fault_hooks.nan_loss(first=2):  # configs/smoke.flags with step 2 non-finite
+    run_fixtures.run_smoke(workdir, flags_text=flags_text)
   out = tmp_path / "report"
   _run("benchmarks.long_run", out, f"--workdir={workdir}", "--label=smoke",
        f"--compare_workdir={workdir}", "--compare_label=again")

@@ -46,8 +46,7 @@ FLAG_NAMES = (
     "learning_rate adam_beta1 adam_beta2 adam_epsilon warmup_steps lr_decay min_lr_fraction "
     "clip_grad_norm kl_anneal_steps kl_schedule log_every eval_every eval_num_samples "
     "eval_chunk_size eval_seed checkpoint_every max_to_keep max_consecutive_bad_steps "
-    "sample_temperature num_image_samples export_at_end debug_inject_nan_at_step "
-    "debug_inject_nan_num_steps debug_result_file dataset batch_size eval_batch_size data_dir "
+    "sample_temperature num_image_samples export_at_end dataset batch_size eval_batch_size data_dir "
     "fashion_mnist_dir flip shuffle_buffer train_take eval_take validation_fraction likelihood "
     "latent_dim encoder_filters encoder_blocks encoder_layers_per_block flow_scales "
     "flow_checkerboard flow_channelwise flow_filters flow_res_blocks log_scale_bound logit_alpha "
@@ -136,8 +135,8 @@ def test_flag_help_and_defaults_come_from_the_field_metadata():
     assert flag.help == enum + config_flags.flag_help(field)
     assert config_flags.flag_to_value(field.metadata, flag.default) == field.default
     seen += 1
-  # all but the five process options of train.py; fields added since keep their own flags
-  assert seen == len(set(FLAG_NAMES) | set(FLAGS_ADDED_SINCE)) - 5
+  # all but the four process options of train.py; fields added since keep their own flags
+  assert seen == len(set(FLAG_NAMES) | set(FLAGS_ADDED_SINCE)) - 4
   assert fv["latent_dim"].help == "Size of z. Must be an int >= 1."
   assert fv["logit_alpha"].help.endswith("Must be a finite number in (0, 0.5).")
 
@@ -189,7 +188,7 @@ def test_derived_fields():
     ("--min_lr_fraction=1.5", "--min_lr_fraction must be"),
     ("--batch_size=0", "--batch_size must be an int >= 1, got 0"),
     ("--train_take=-1", r"--train_take must be an int >= 1 or 0 \(unset\)"),
-    ("--debug_inject_nan_at_step=-2", "--debug_inject_nan_at_step must be an int >= -1"),
+    ("--max_consecutive_bad_steps=0", "--max_consecutive_bad_steps must be an int >= 1"),
     ("--fashion_mnist_dir=", "--fashion_mnist_dir must be a non-empty str"),
     ("--dataset=npz:", "--dataset='npz:' names no path"),
 ])
@@ -270,7 +269,7 @@ def test_every_field_is_classified_for_resume_with_a_reason():
                "lr_decay", "min_lr_fraction", "clip_grad_norm", "kl_anneal_steps", "kl_schedule"):
     assert train[name] == RUN_DEFINING, name
   for name in ("train_steps", "log_every", "eval_every", "eval_num_samples", "checkpoint_every",
-               "export_at_end", "debug_inject_nan_at_step"):
+               "export_at_end", "max_consecutive_bad_steps"):
     assert train[name] == RESUMABLE, name
   assert "resumable" in describe(TrainConfig) and "latent_dim = 256" in describe(ModelConfig)
 
@@ -333,3 +332,28 @@ def test_resume_check_refuses_a_changed_train_field(tmp_path):
                      match=r"train.learning_rate: stored 0.001, requested 0.0005.*--force_config"):
     checkpointing.check_resume_config(str(tmp_path), model_cfg, data_cfg, faster)
   checkpointing.check_resume_config(str(tmp_path), model_cfg, data_cfg, faster, force=True)
+
+
+def test_a_run_stored_with_retired_test_fields_still_resumes_and_loads(tmp_path):
+  """config.json of runs made before the NaN test hook left the config (docs/design.md §20)."""
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(
+      parse(flagfile="configs/smoke.flags"))
+  stored = run_record.run_config_dict(model_cfg, data_cfg, train_cfg)
+  stored["train"].update(debug_inject_nan_at_step=3, debug_inject_nan_num_steps=1)
+  workdir_lib.write_json_atomic(str(tmp_path / workdir_lib.CONFIG_FILE), stored)
+  assert run_record.config_differences(
+      stored, run_record.run_config_dict(model_cfg, data_cfg, train_cfg)) == []
+  assert checkpointing.check_resume_config(str(tmp_path), model_cfg, data_cfg,
+                                           train_cfg) is not None
+  assert run_record.configs_from_run_dict(stored) == (model_cfg, data_cfg, train_cfg)
+  # Only the retired names are dropped: any other unknown field is still refused by name.
+  stored["train"]["debug_inject_nan_at_stepp"] = 3
+  with pytest.raises(ValueError, match="debug_inject_nan_at_stepp"):
+    run_record.configs_from_run_dict(stored)
+
+
+def test_retired_test_flags_are_unknown_flags():
+  for flag in ("--debug_inject_nan_at_step=3", "--debug_inject_nan_num_steps=2",
+               "--debug_result_file=/tmp/r.json"):
+    with pytest.raises(flags.UnrecognizedFlagError):
+      parse(flag)

@@ -3,6 +3,8 @@ saved_model_cli, metadata, and clear errors on bad input."""
 import json
 import os
 import pathlib
+import shutil
+import socket
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ import vapnev_tf
 from vapnev_tf import data
 from vapnev_tf import export
 from vapnev_tf import locking
+from vapnev_tf import staging
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import to_uint8
 
@@ -573,3 +576,48 @@ def test_a_signal_during_an_export_removes_its_temporary_directory(model, tmp_pa
   assert e.value.signum == signal.SIGTERM
   assert sorted(p.name for p in tmp_path.iterdir()) == []
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_an_export_sweeps_staging_dirs_of_killed_exports_and_nothing_else(model, tmp_path,
+                                                                         monkeypatch):
+  """A SIGKILL between staging and the rename leaves `EXPORT.tmp-<pid>-<hex>`; the next export to
+  the same target removes it once that pid is dead. A live process's staging directory, one with
+  other content and an unmarked one with the same prefix are kept."""
+  out = tmp_path / "out"
+  # A real leftover: the export is "killed" right after the SavedModel is written.
+  real_save = tf.saved_model.save
+
+  def save_then_die(*args, **kwargs):
+    real_save(*args, **kwargs)
+    raise SystemExit("killed")
+
+  monkeypatch.setattr(tf.saved_model, "save", save_then_die)
+  monkeypatch.setattr(tf.io.gfile, "rmtree", lambda path: None)  # a kill cleans nothing up
+  with pytest.raises(SystemExit):
+    export.export_model(model, str(out), {})
+  monkeypatch.undo()
+  [leftover] = [p for p in tmp_path.iterdir()]
+  assert leftover.name.startswith(f"out.tmp-{os.getpid()}-")
+  dead = subprocess.Popen([PYTHON, "-c", "pass"])
+  dead.wait()
+  stale = tmp_path / leftover.name.replace(f"tmp-{os.getpid()}-", f"tmp-{dead.pid}-")
+  leftover.rename(stale)
+  (stale / staging.STAGING_MARKER).write_text(
+      json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+  live = tmp_path / f"out.tmp-{os.getpid()}-11111111"  # this process: alive
+  shutil.copytree(stale, live)
+  (live / staging.STAGING_MARKER).write_text(
+      json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+  foreign = tmp_path / f"out.tmp-{dead.pid}-22222222"  # the dead pid, but a user's file inside
+  shutil.copytree(stale, foreign)
+  (foreign / "my_notes.txt").write_text("keep me")
+  unmarked = tmp_path / "out.tmp-backup"
+  unmarked.mkdir()
+
+  export.export_model(model, str(out), {"step": 1})
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+      ["out", live.name, foreign.name, unmarked.name])
+  assert (foreign / "my_notes.txt").read_text() == "keep me"
+  assert export.is_export(str(out)) and not (out / staging.STAGING_MARKER).exists()
+  export.export_model(model, str(out), {"step": 2}, overwrite=True)  # still an export
+  assert export.load_metadata(str(out))["step"] == 2

@@ -31,9 +31,7 @@ def _latest_step(ckpt_dir):
 def test_repeated_sigkill_resumes_monotonically_and_ends_with_the_uninterrupted_weights(tmp_path):
   rng = random.Random(1234)
   killed, ckpt_dir = tmp_path / "killed", tmp_path / "killed" / "checkpoints"
-  reference = _start(_train_cmd(tmp_path / "reference", *FLAGS,
-                                f"--debug_result_file={tmp_path / 'reference.json'}"),
-                     tmp_path / "reference.log")
+  reference = _start(_train_cmd(tmp_path / "reference", *FLAGS), tmp_path / "reference.log")
   steps_seen = []
   for attempt in range(3):
     before = _latest_step(ckpt_dir)
@@ -52,12 +50,12 @@ def test_repeated_sigkill_resumes_monotonically_and_ends_with_the_uninterrupted_
     steps_seen.append(_latest_step(ckpt_dir))
   assert steps_seen == sorted(steps_seen) and steps_seen[0] > 0, steps_seen
 
-  final = _start(_train_cmd(killed, *FLAGS, f"--debug_result_file={tmp_path / 'killed.json'}"),
-                 tmp_path / "final.log")
+  final = _start(_train_cmd(killed, *FLAGS), tmp_path / "final.log")
   for proc, log in ((final, tmp_path / "final.log"), (reference, tmp_path / "reference.log")):
     code, text = _finish(proc, log)
     assert code == 0, text[-3000:]
-  resumed = json.loads((tmp_path / "killed.json").read_text())
-  uninterrupted = json.loads((tmp_path / "reference.json").read_text())
+  # Each run's result as it wrote it: eval.json (step and sha256 of the evaluated weights).
+  resumed = json.loads((killed / workdir_lib.EVAL_FILE).read_text())
+  uninterrupted = json.loads((tmp_path / "reference" / workdir_lib.EVAL_FILE).read_text())
   assert resumed["step"] == uninterrupted["step"] == STEPS
   assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]

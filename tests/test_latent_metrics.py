@@ -439,3 +439,36 @@ def test_training_with_latent_eval_ends_with_the_figures(tmp_path, monkeypatch):
   assert latent["labels"] is None and latent["judge_cache"].startswith(str(tmp_path / "cache"))
   assert latent_metrics.summary_line(latent).startswith(f"latent ({latent['num_images']} images)")
 
+
+
+def test_a_judge_cache_dir_that_is_a_file_is_one_line_naming_flag_and_path(tmp_path, capsys,
+                                                                          monkeypatch):
+  cache_file = tmp_path / "cache_file"
+  cache_file.write_text("not a directory")
+  # evaluate --latent --judge_cache_dir=FILE (and a path under that file)
+  for cache_dir, says in ((cache_file, "is an existing file"),
+                          (cache_file / "judges", "on its path is an existing file")):
+    fv = flags.FlagValues()
+    evaluate_cli.define_flags(fv)
+    fv(["evaluate", f"--workdir={tmp_path / 'run'}", "--latent", f"--judge_cache_dir={cache_dir}"])
+    assert evaluate_cli.main(["evaluate"], fv) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vapnev_tf.evaluate: error: "), captured.err
+    assert f"--judge_cache_dir={str(cache_dir)!r}" in lines[0] and says in lines[0]
+    assert "Errno" not in lines[0]
+  # the library call names its argument
+  with pytest.raises(ValueError, match=r"judge_cache_dir=.*cache_file.* is an existing file"):
+    latent_report.latent_workdir(str(tmp_path / "run"), judge_cache_dir=str(cache_file))
+  # train --latent_eval: the default cache under $XDG_CACHE_HOME, refused before training starts
+  monkeypatch.setenv("XDG_CACHE_HOME", str(cache_file))
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from vapnev_tf import train as train_cli  # pylint: disable=g-import-not-at-top
+  import run_fixtures  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "train_run"
+  fv = run_fixtures.parse_train_flags(workdir, "--latent_eval")
+  with pytest.raises(app.UsageError, match=r"--latent_eval: the judge cache directory "
+                     r".*cache_file/vapnev_tf/judges.* cannot be created: .*cache_file.* is an "
+                     r"existing file; .*set XDG_CACHE_HOME"):
+    train_cli.main(["train"], fv)
+  assert not workdir.exists()

@@ -73,3 +73,40 @@ def test_a_lock_file_that_cannot_be_opened_is_one_clear_error(tmp_path):
                                                        r"for writing \(IsADirectoryError"):
     with locking.workdir_lock(str(tmp_path), "training"):
       pass
+
+
+def test_an_unwritable_lock_path_is_one_line_naming_it(tmp_path, monkeypatch):
+  """A read-only directory (no lock file yet) or an immutable lock file: open() is refused."""
+  filename = str(tmp_path / locking.LOCK_FILE)
+  real_open = os.open
+
+  def refuse(path, *args, **kwargs):
+    if os.fspath(path) == filename:
+      raise PermissionError(13, "Permission denied", path)
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, "open", refuse)
+  with pytest.raises(locking.LockFileError) as err:
+    with locking.workdir_lock(str(tmp_path), "training"):
+      pytest.fail("the lock must not be taken")
+  message = str(err.value)
+  assert "\n" not in message and filename in message
+  assert "cannot be opened for writing (PermissionError: Permission denied)" in message
+
+
+@pytest.mark.parametrize("fails", ["ftruncate", "pwrite", "fsync"])
+def test_a_lock_file_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch, fails):
+  """An append-only lock file, a full disk: the holder record cannot be written."""
+  def refuse(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(os, fails, refuse)
+  with pytest.raises(locking.LockFileError) as err:
+    with locking.workdir_lock(str(tmp_path), "training"):
+      pytest.fail("the lock must not be taken")
+  monkeypatch.undo()
+  message = str(err.value)
+  assert "\n" not in message and str(tmp_path / locking.LOCK_FILE) in message
+  assert "cannot be written (OSError: No space left on device)" in message
+  with locking.workdir_lock(str(tmp_path), "training"):  # released: the next one takes it
+    assert locking.read_holder(str(tmp_path))["pid"] == os.getpid()

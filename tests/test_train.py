@@ -34,6 +34,7 @@ from vapnev_tf.training import restore
 from vapnev_tf.training import run_record
 from vapnev_tf.training import schedules
 
+import fault_hooks
 import run_fixtures
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -120,8 +121,9 @@ def test_flags_text_never_records_force_config(tmp_path):
 
 
 def test_injected_nan_is_skipped_and_counted(tmp_path):
-  result = run_smoke(tmp_path / "run", "--train_steps=4", "--debug_inject_nan_at_step=2",
-                     "--eval_every=0", "--eval_num_samples=1", "--log_every=1")
+  with fault_hooks.nan_loss(first=2):
+    result = run_smoke(tmp_path / "run", "--train_steps=4", "--eval_every=0",
+                       "--eval_num_samples=1", "--log_every=1")
   assert result["step"] == 4 and result["skipped_steps"] == 1
   assert result["optimizer_iterations"] == 3  # Adam saw 3 updates; its moments skipped step 2
   assert math.isfinite(result["eval"]["elbo_bpd"])
@@ -134,9 +136,8 @@ def test_injected_nan_is_skipped_and_counted(tmp_path):
 def test_consecutive_bad_steps_abort_and_keep_the_last_good_checkpoint(tmp_path):
   workdir = tmp_path / "run"
   with pytest.raises(training.NonFiniteTrainingError, match=r"aborting at step 5: 2 consecutive"):
-    run_smoke(workdir, "--train_steps=20", "--debug_inject_nan_at_step=4",
-              "--debug_inject_nan_num_steps=100", "--max_consecutive_bad_steps=2",
-              "--eval_every=0")
+    with fault_hooks.nan_loss(first=4, count=100):
+      run_smoke(workdir, "--train_steps=20", "--max_consecutive_bad_steps=2", "--eval_every=0")
   # Checkpoints every 2 steps: step 2 was the last good one; step 4 was bad and is not saved.
   assert workdir_lib.checkpoint_candidates(str(workdir / "checkpoints")) == [
       str(workdir / "checkpoints" / "ckpt-2")]
@@ -560,8 +561,8 @@ def test_a_run_whose_every_step_was_skipped_fails_and_saves_nothing(tmp_path):
   workdir = tmp_path / "run"
   with pytest.raises(training.NonFiniteTrainingError,
                      match="no step of this run applied an update: all 3 steps"):
-    run_smoke(workdir, "--train_steps=3", "--debug_inject_nan_at_step=1",
-              "--debug_inject_nan_num_steps=100", "--eval_every=0", "--eval_num_samples=1")
+    with fault_hooks.nan_loss(first=1, count=100):
+      run_smoke(workdir, "--train_steps=3", "--eval_every=0", "--eval_num_samples=1")
   assert not (workdir / "checkpoints").exists() and not (workdir / "config.json").exists()
 
 
@@ -596,9 +597,9 @@ def test_strict_json_writer_writes_missing_values_as_null(tmp_path):
 
 def test_a_skipped_last_step_is_checkpointed_and_exported_as_that_step(tmp_path):
   workdir = tmp_path / "run"
-  result = run_smoke(workdir, "--train_steps=4", "--debug_inject_nan_at_step=4",
-                     "--eval_every=0", "--eval_num_samples=1", "--export_at_end=true",
-                     "--num_image_samples=2")
+  with fault_hooks.nan_loss(first=4):
+    result = run_smoke(workdir, "--train_steps=4", "--eval_every=0", "--eval_num_samples=1",
+                       "--export_at_end=true", "--num_image_samples=2")
   assert result["step"] == 4 and result["skipped_steps"] == 1
   latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
   assert latest.endswith("ckpt-4")

@@ -19,6 +19,7 @@ from vapnev_tf import workdir as workdir_lib
 from run_fixtures import REPO_ROOT
 from run_fixtures import TRAIN_TIMEOUT as TIMEOUT
 from run_fixtures import finish_process as _finish
+from run_fixtures import hooked_train_cmd as _hooked_train_cmd
 from run_fixtures import start_process as _start
 from run_fixtures import train_cmd as _train_cmd
 from run_fixtures import train_env as _env
@@ -63,10 +64,9 @@ def jobs(tmp_path_factory):
       stdout=open(root / "det.log", "w"), stderr=subprocess.STDOUT), root / "det.log")
   # MirroredStrategy on 2 logical CPU devices; 47 test images leave one replica an empty batch;
   # step 3 is NaN (skipped through the cross-replica tf.cond).
-  started["mirrored"] = (_start(_train_cmd(
+  started["mirrored"] = (_start(_hooked_train_cmd(
       root / "mirrored", "--num_cpu_devices=2", "--eval_take=47", "--eval_every=0",
-      "--debug_inject_nan_at_step=3",
-      f"--debug_result_file={root / 'mirrored.json'}"), root / "mirrored.log"),
+      result_file=root / "mirrored.json", nan_at=3), root / "mirrored.log"),
       root / "mirrored.log")
   started["bad_batch"] = (_start(_train_cmd(
       root / "bad_batch", "--num_cpu_devices=2", "--batch_size=15"), root / "bad_batch.log"),
@@ -76,10 +76,9 @@ def jobs(tmp_path_factory):
   for i in range(2):
     tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
     log = root / f"worker{i}.log"
-    started[f"worker{i}"] = (_start(_train_cmd(
+    started[f"worker{i}"] = (_start(_hooked_train_cmd(
         root / "multi_worker", "--strategy=multi_worker", "--eval_every=0",
-        "--debug_inject_nan_at_step=3",
-        f"--debug_result_file={root / f'worker{i}.json'}"), log, TF_CONFIG=tf_config), log)
+        result_file=root / f"worker{i}.json", nan_at=3), log, TF_CONFIG=tf_config), log)
   yield root, started
   for proc, _ in started.values():
     if proc.poll() is None:
@@ -225,8 +224,8 @@ def _start_workers(workdir, root, tag, *extra):
   for i in range(2):
     tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
     log = root / f"{tag}{i}.log"
-    started.append((_start(_train_cmd(workdir, "--strategy=multi_worker", *extra,
-                                      f"--debug_result_file={root / f'{tag}{i}.json'}"),
+    started.append((_start(_hooked_train_cmd(workdir, "--strategy=multi_worker", *extra,
+                                             result_file=root / f"{tag}{i}.json"),
                            log, TF_CONFIG=tf_config), log))
   return started
 

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from vapnev_tf import console
 from vapnev_tf import data as data_lib
+from vapnev_tf import judge
 from vapnev_tf import latent_metrics
 from vapnev_tf import latent_report
 from vapnev_tf import loading
@@ -210,6 +211,7 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
 
 def _latent(fv: flags.FlagValues) -> dict:
   """`--latent`: the run's latent figures (`vapnev_tf.latent_report`)."""
+  judge.check_cache_dir(fv.judge_cache_dir, "--judge_cache_dir")
   return latent_report.latent_workdir(
       fv.workdir, fv.checkpoint, num_images=fv.eval_take or 0,
       probe_train_take=fv.probe_train_take, temperature=fv.temperature, seed=fv.seed,

@@ -71,6 +71,7 @@ from vapnev_tf import data as data_lib
 from vapnev_tf import interrupts
 from vapnev_tf import locking
 from vapnev_tf import seeds
+from vapnev_tf import staging
 from vapnev_tf import validation
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.metrics import bits_per_dim
@@ -259,8 +260,9 @@ def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool
                  workdir: str | None = None) -> str:
   """Writes `model` as a SavedModel with tensor signatures, plus `METADATA_FILE`, to `export_dir`.
 
-  The SavedModel is written to a temporary sibling directory and renamed into place, so
-  `export_dir` never holds half an export.
+  The SavedModel is written to a staging sibling `EXPORT.tmp-<pid>-<hex>` and renamed into
+  place, so `export_dir` never holds half an export; staging siblings left by killed exports are
+  swept first (`vapnev_tf.staging`: only a dead process's, holding only what an export writes).
 
   Args:
     model: a `VAPNEV`.
@@ -293,7 +295,10 @@ def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool
   module = VapnevModule(model)
   parent = os.path.dirname(os.path.abspath(export_dir))
   tf.io.gfile.makedirs(parent)
-  tmp_dir = f"{export_dir}.tmp-{uuid.uuid4().hex[:8]}"
+  # Staging directories of exports to this target that a kill left behind (staging.py).
+  for stale in staging.sweep_stale(export_dir, STAGED_ENTRIES):
+    logging.info("Removed %s, left by an interrupted export.", stale)
+  tmp_dir = staging.new_staging_dir(export_dir)
   try:
     signatures = module.signatures()
     tf.saved_model.save(module, tmp_dir, signatures=signatures)
@@ -301,6 +306,9 @@ def export_model(model: VAPNEV, export_dir: str, metadata: dict, overwrite: bool
     payload = _metadata(model, signatures, metadata, num_parameters, tmp_dir)
     workdir_lib.write_json_atomic(os.path.join(tmp_dir, METADATA_FILE), payload)
     check_export_dir(export_dir, overwrite, workdir)  # again: it may have changed meanwhile
+    marker = os.path.join(tmp_dir, staging.STAGING_MARKER)
+    if tf.io.gfile.exists(marker):  # an export holds only SAVED_MODEL_ENTRIES
+      tf.io.gfile.remove(marker)
     _move_into_place(tmp_dir, export_dir)
   finally:
     if tf.io.gfile.exists(tmp_dir):
@@ -319,6 +327,9 @@ def _numpy_to_python(value):
 # What `tf.saved_model.save` plus `export_model` write; an export holds these and nothing else.
 SAVED_MODEL_ENTRIES = ("saved_model.pb", "saved_model.pbtxt", "variables", "assets",
                        "assets.extra", "fingerprint.pb", "keras_metadata.pb", METADATA_FILE)
+# What a staging directory of `export_model` may hold besides its marker (the metadata's own
+# temporary file included): a stale one holding only these is swept.
+STAGED_ENTRIES = SAVED_MODEL_ENTRIES + (METADATA_FILE + ".tmp",)
 
 
 def check_export_dir(export_dir: str, overwrite: bool, workdir: str | None = None) -> None:

@@ -37,6 +37,30 @@ def default_cache_dir() -> str:
   return os.path.join(base, "vapnev_tf", "judges")
 
 
+def check_cache_dir(cache_dir: str | None, name: str = "judge_cache_dir") -> str:
+  """The judge cache directory to use: `cache_dir`, else `default_cache_dir()`.
+
+  ValueError naming `name` (the flag or argument that set it) and the path when the path, or the
+  nearest of its ancestors that exists, is not a directory (the cache is created on first use,
+  so an absent directory is fine).
+  """
+  path = cache_dir or default_cache_dir()
+  where = (f"{name}={path!r}" if cache_dir else
+           f"the judge cache directory {path!r} ($XDG_CACHE_HOME/vapnev_tf/judges, "
+           "XDG_CACHE_HOME defaulting to ~/.cache)")
+  probe = os.path.abspath(path)
+  while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    kind = "an existing file" if os.path.isfile(probe) else "not a directory"
+    what = (f"is {kind}" if probe == os.path.abspath(path) else
+            f"cannot be created: {probe!r} on its path is {kind}")
+    fix = ("give a directory (created if absent)" if cache_dir else
+           "set XDG_CACHE_HOME to another directory or move that file")
+    raise ValueError(f"{where} {what}; judges are cached in a directory: {fix}.")
+  return path
+
+
 class Judge:
   """A trained classifier of images `(N, H, W, C)` with values in [0, 256) (uint8 or float).
 

@@ -67,6 +67,7 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
     model, step: an already restored model and its step (the training run's finish stage, which
       holds the lock itself); `checkpoint` then only labels the result.
   """
+  judge_cache_dir = judge_lib.check_cache_dir(judge_cache_dir)
   stored = workdir_lib.read_config(workdir)
   data_cfg = check_latent_run(stored, workdir)
   for name, value in (("num_images", num_images), ("probe_train_take", probe_train_take)):

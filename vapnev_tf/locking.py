@@ -128,9 +128,16 @@ def workdir_lock(workdir: str, purpose: str, log=None):
     holder = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
               "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(sys.argv)}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
-    os.fsync(fd)
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
+      os.fsync(fd)
+    except OSError as e:  # append-only, a full disk, a read-only remount
+      raise LockFileError(
+          f"workdir {workdir!r}: its lock file {filename} cannot be written "
+          f"({type(e).__name__}: {e.strerror or e}); it must be a regular file this user can "
+          "write on a disk with free space. Fix it (e.g. chattr -a if append-only), or use "
+          "another --workdir.") from None
     with _held_guard:
       _held[filename] = [fd, 1]
     try:
@@ -138,6 +145,9 @@ def workdir_lock(workdir: str, purpose: str, log=None):
     finally:
       with _held_guard:
         del _held[filename]
-      os.ftruncate(fd, 0)  # released cleanly: no holder to report
+      try:
+        os.ftruncate(fd, 0)  # released cleanly: no holder to report
+      except OSError:  # the holder record stays; the flock is released all the same
+        pass
   finally:
     os.close(fd)  # closing the descriptor releases the flock

@@ -21,11 +21,11 @@ from vapnev_tf import config_flags
 from vapnev_tf import console
 from vapnev_tf import data as data_lib
 from vapnev_tf import interrupts
+from vapnev_tf import judge
 from vapnev_tf import latent_metrics
 from vapnev_tf import locking
 from vapnev_tf import pipeline
 from vapnev_tf import training
-from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.training import cluster
 from vapnev_tf.training.config import TrainConfig
@@ -52,8 +52,6 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS, *, require_workdir: bool = 
   flags.DEFINE_integer("peer_timeout_seconds", 600, "strategy=multi_worker: how long to wait "
                        "for the other workers of the cluster to accept connections before "
                        "giving up with an error naming the missing ones.", lower_bound=1, **d)
-  flags.DEFINE_string("debug_result_file", None, "FOR TESTS: write the run's result (step, final "
-                      "evaluation, sha256 of the weights, task) to this JSON file.", **d)
   config_flags.define_config_flags(fv, *CONFIG_CLASSES)
   if require_workdir:
     flags.mark_flag_as_required("workdir", flag_values=fv)
@@ -130,11 +128,10 @@ def _configure_devices(num_cpu_devices: int) -> None:
       cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_cpu_devices)])
 
 
-def main(argv):
+def main(argv, fv: flags.FlagValues = flags.FLAGS):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   started = time.time()
-  fv = flags.FLAGS
   if fv.num_cpu_devices:
     _configure_devices(fv.num_cpu_devices)
   try:
@@ -145,6 +142,11 @@ def main(argv):
   # above; MultiWorkerMirroredStrategy also has to be created before any op runs.
   if fv.deterministic_ops:
     tf.config.experimental.enable_op_determinism()
+  if train_cfg.latent_eval:  # checked now rather than after the training
+    try:
+      judge.check_cache_dir(None)
+    except ValueError as e:
+      raise app.UsageError(f"--latent_eval: {e}") from e
   try:
     training.configure_threads(train_cfg.intra_op_threads, train_cfg.inter_op_threads)
     strategy = training.make_strategy(train_cfg.strategy, fv.peer_timeout_seconds)
@@ -157,8 +159,6 @@ def main(argv):
   except (cluster.PeerWaitInterrupted, interrupts.Interrupted) as e:
     logging.error("%s", e)
     return 128 + e.signum
-  if fv.debug_result_file:
-    workdir_lib.write_json_atomic(fv.debug_result_file, result)
   if result["interrupted"] is not None:
     print(f"interrupted at step {result['step']} (checkpoint saved; rerun to resume)")
     return 128 + result["interrupted"]

@@ -141,9 +141,3 @@ class TrainConfig(ConfigBase):
       False, "After the final evaluation, compute the latent figures on the run's test images "
       "(WORKDIR/latent.json; what `vapnev_tf.evaluate --latent` computes) and print their line.",
       **_FREE, why=_EVAL)
-  debug_inject_nan_at_step: int = int_field(
-      -1, "FOR TESTS ONLY: make the loss NaN at step N as logged (1 = the first step; -1 = "
-      "never).", lo=-1, **_FREE, why="test instrumentation")
-  debug_inject_nan_num_steps: int = int_field(
-      1, "FOR TESTS ONLY: number of consecutive NaN steps from --debug_inject_nan_at_step.",
-      lo=1, **_FREE, why="test instrumentation")

@@ -18,6 +18,15 @@ from vapnev_tf.data import DataConfig
 from vapnev_tf.training.config import TrainConfig
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+# Fields older config.json files may hold that no config has any more. They never changed what a
+# run computes unless a test set them, so reading a stored config drops them (docs/design.md §20).
+RETIRED = {"train": ("debug_inject_nan_at_step", "debug_inject_nan_num_steps")}
+
+
+def _current(section: str, values: dict) -> dict:
+  """`values` of a stored config section without its `RETIRED` fields."""
+  retired = RETIRED.get(section, ())
+  return {k: v for k, v in values.items() if k not in retired}
 
 
 def _jsonable(values: dict) -> dict:
@@ -38,28 +47,31 @@ def run_config_dict(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: Tra
 
 def configs_from_run_dict(run_config: dict, sections=tuple(SECTIONS)) -> tuple:
   """The configs of `sections` (default all: (ModelConfig, DataConfig, TrainConfig)) from a run
-  config dict (e.g. config.json; other keys are ignored); ValueError naming a missing section or
-  an unknown field."""
+  config dict (e.g. config.json; other keys and `RETIRED` fields are ignored); ValueError naming
+  a missing section or an unknown field."""
   out = []
   for section in sections:
     if section not in run_config:
       raise ValueError(f"the run config has no {section!r} section (keys: {sorted(run_config)}).")
-    out.append(SECTIONS[section].from_dict(run_config[section]))
+    values = run_config[section]
+    out.append(SECTIONS[section].from_dict(
+        _current(section, values) if isinstance(values, dict) else values))
   return tuple(out)
 
 
 def config_differences(stored: dict, requested: dict) -> list[str]:
   """"section.field: stored X, requested Y" for every run-defining field whose values differ
   between two run config dicts (a field absent on one side shows as <absent>, except a field the
-  stored config predates: absent there, it compares as its declared `absent_means`)."""
+  stored config predates: absent there, it compares as its declared `absent_means`; a `RETIRED`
+  field is not compared)."""
   missing = object()
   diffs = []
   for section, cls in SECTIONS.items():
     free = {f.name for f in dataclasses.fields(cls) if f.metadata["resume"] == RESUMABLE}
     predated = {f.name: f.metadata["absent_means"] for f in dataclasses.fields(cls)
                 if f.metadata["absent_means"] is not dataclasses.MISSING}
-    old = _jsonable({**predated, **stored.get(section, {})})
-    new = _jsonable(requested.get(section, {}))
+    old = _jsonable({**predated, **_current(section, stored.get(section, {}))})
+    new = _jsonable(_current(section, requested.get(section, {})))
     same = _same_flow(old, new) if section == "model" else set()
     for key in sorted(set(old) | set(new)):
       if key in free or key in same:

@@ -32,7 +32,6 @@ The choice between the two compiled steps is made in Python from the `step` coun
 import dataclasses
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from vapnev_tf import seeds
@@ -125,7 +124,7 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
 
   Args:
     strategy: the strategy `state` was created under and `iterator` distributes over.
-    train_cfg: seed, KL schedule, clipping, `jit_compile` and the NaN test hook.
+    train_cfg: seed, KL schedule, clipping and `jit_compile`.
     global_batch_size: the global batch the loss is averaged over.
 
   The returned function reads one global batch from `iterator` (each replica gets
@@ -137,8 +136,6 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
   `model.parameter_groups()` (the global norm of that part's gradient, before clipping)}.
   """
   replicas = strategy.num_replicas_in_sync
-  nan_from = train_cfg.debug_inject_nan_at_step
-  nan_to = nan_from + train_cfg.debug_inject_nan_num_steps
 
   per_dim = train_cfg.kl_free_nats > 0 and train_cfg.kl_free_nats_mode == "per_dim"
 
@@ -151,10 +148,6 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
                                  train_cfg.kl_cycles, train_cfg.kl_cycle_ratio)
       loss = objective.replica_loss(log_px, kl, kl_w, train_cfg.kl_free_nats, global_batch_size,
                                     kl_per_dim=terms.get("kl_per_dim"))
-      if nan_from >= 0:  # test hook: loss (and so every gradient) becomes NaN
-        number = step_value + 1  # this step's number as logged (the counter after it)
-        bad = (number >= nan_from) & (number < nan_to)
-        loss = loss * tf.where(bad, tf.constant(np.nan, loss.dtype), tf.ones([], loss.dtype))
     grads = tape.gradient(loss, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     stats = tf.stack([loss, tf.reduce_sum(log_px) / global_batch_size,
