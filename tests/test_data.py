@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vapnev_tf import data
+from vapnev_tf.datasets import fashion_mnist as fashion_mnist_lib
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 # Mean pixel of the 60000 training images, measured independently of vapnev_tf with
@@ -155,7 +156,7 @@ def test_local_fashion_mnist_reads_the_real_debian_files(monkeypatch):
 
 
 def _write_fashion_split(directory, split, images, labels):
-  images_name, labels_name = data._FASHION_MNIST_FILES[split]
+  images_name, labels_name = fashion_mnist_lib.FILES[split]
   _write_idx(directory / images_name, 2051, images)
   _write_idx(directory / labels_name, 2049, labels)
 
@@ -181,7 +182,7 @@ def test_corrupt_fashion_mnist_file_raises(tmp_path, corruption, message):
   images = np.zeros((4, 28, 28), np.uint8)
   _write_fashion_split(tmp_path, "train", images, np.zeros(4 if corruption != "label_count" else 3,
                                                            np.uint8))
-  images_path = tmp_path / data._FASHION_MNIST_FILES["train"][0]
+  images_path = tmp_path / fashion_mnist_lib.FILES["train"][0]
   if corruption == "magic":
     _write_idx(images_path, 2049, images)
   elif corruption == "truncated":

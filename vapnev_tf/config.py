@@ -13,17 +13,19 @@ from vapnev_tf.config_fields import float_field
 from vapnev_tf.config_fields import int_field
 from vapnev_tf.config_fields import shape_field
 from vapnev_tf.config_fields import str_field
+from vapnev_tf.dequantization import DEQUANTIZATIONS
 from vapnev_tf.flow import check_flow_geometry
+from vapnev_tf.layers import COMPUTE_DTYPES
+from vapnev_tf.layers import CONDITIONINGS
+from vapnev_tf.layers.coupling_network import RECEPTIVE_FIELDS
+from vapnev_tf.likelihoods import FLOW_LIKELIHOODS
+from vapnev_tf.likelihoods import LIKELIHOODS
+from vapnev_tf.posteriors import POSTERIORS
+from vapnev_tf.priors import PRIORS
 
-LIKELIHOODS = ("vapnev", "vae_flow", "pixel_gaussian", "pixel_logistic", "realnvp")
-FLOW_LIKELIHOODS = ("vapnev", "vae_flow", "realnvp")
+# The choices of the fields below are the lists of the modules that implement them (one home
+# each); DTYPES is the model's own.
 DTYPES = ("float32", "float64")
-DEQUANTIZATIONS = ("uniform", "variational")  # = vapnev_tf.dequantization.DEQUANTIZATIONS
-POSTERIORS = ("gaussian", "iaf")  # = vapnev_tf.posteriors.POSTERIORS
-CONDITIONINGS = ("per_coupling", "shared")  # = vapnev_tf.layers.CONDITIONINGS
-COMPUTE_DTYPES = ("float32", "bfloat16")  # = vapnev_tf.layers.COMPUTE_DTYPES
-PRIORS = ("standard", "flow")  # = vapnev_tf.priors.PRIORS
-RECEPTIVE_FIELDS = ("full", "local")  # = vapnev_tf.layers.coupling_network.RECEPTIVE_FIELDS
 
 # Bounds that keep the model finite (docs/design.md §1 and §6). A coupling multiplies by
 # exp(b * tanh(l / b)), within [exp(-b), exp(b)] for b = log_scale_bound: b <= 20 keeps one

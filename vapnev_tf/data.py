@@ -14,6 +14,8 @@ Sources, chosen by `DataConfig.dataset`:
                    layout, with an optional `test`, `validation` or `val` split directory) or files
                    directly in `PATH`. Every file is decode-checked when the source is opened.
 A source without a test split gives a fixed, seeded `validation_fraction` of its images to "test".
+The files are read by `vapnev_tf.datasets` (`fashion_mnist`, `npz`, `folder`, `celeb_a`,
+`cifar10`, `locate`); this module chooses the source and builds the pipeline on it.
 
 `load_labels` gives the class labels of a split where the source has them; only evaluations read
 them (the latent figures' probe and judge), never training.
@@ -23,16 +25,11 @@ uniform dequantisation x = pixel + u, u ~ U[0, 1), from stateless random ops key
 index (and the epoch, for training), so that every stream is reproducible under its seed.
 """
 import dataclasses
-import gzip
 import hashlib
 import logging
 import os
-import pathlib
-import zipfile
-import zlib
 
 import numpy as np
-from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -46,8 +43,11 @@ from vapnev_tf.config_fields import int_field
 from vapnev_tf.config_fields import str_field
 from vapnev_tf.datasets import celeb_a as celeb_a_lib
 from vapnev_tf.datasets import cifar10 as cifar10_lib
+from vapnev_tf.datasets import fashion_mnist as fashion_mnist_lib
+from vapnev_tf.datasets import folder as folder_lib
 from vapnev_tf.datasets import images as images_lib
 from vapnev_tf.datasets import locate as locate_lib
+from vapnev_tf.datasets import npz as npz_lib
 from vapnev_tf.errors import DatasetUnavailableError
 
 DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "celeb_a")
@@ -64,16 +64,6 @@ _TFDS_IMAGE_SHAPES = {
 _FLIP_BY_DEFAULT = ("cifar10", "celeb_a")
 
 
-_FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-_IDX_IMAGES_MAGIC = 2051  # 0x0803: unsigned bytes, 3 dimensions (count, rows, cols)
-_IDX_LABELS_MAGIC = 2049  # 0x0801: unsigned bytes, 1 dimension (count)
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_TEST_SPLIT_DIRS = ("test", "validation", "val")
-_PIL_MODE_CHANNELS = {"L": 1, "RGB": 3}
 # Fixed, so the held-out test images do not change with the training seed.
 _HOLDOUT_SEED = 0
 
@@ -152,10 +142,10 @@ def image_shape(dataset: str, cfg: DataConfig | None = None) -> tuple[int, int, 
   if kind == "tfds":
     return _TFDS_IMAGE_SHAPES[value]
   if kind == "npz":
-    train_images, _ = _read_npz(dataset, value)
+    train_images, _ = npz_lib.read_npz(dataset, value)
     return tuple(int(d) for d in train_images.shape[1:])
-  train_files, _ = _folder_split_files(dataset, value)
-  return _image_file_shape(dataset, train_files[0])
+  train_files, _ = folder_lib.split_files(dataset, value)
+  return folder_lib.image_file_shape(dataset, train_files[0])
 
 
 def source_files(cfg: DataConfig) -> dict | None:
@@ -169,7 +159,7 @@ def source_files(cfg: DataConfig) -> dict | None:
   kind, root = _parse_source(cfg.dataset)
   if kind != "folder":
     return None
-  train_files, test_files = _folder_split_files(cfg.dataset, root)
+  train_files, test_files = folder_lib.split_files(cfg.dataset, root)
   digest = hashlib.sha256()
   for split, files in (("train", train_files), ("test", test_files or [])):
     for f in files:
@@ -447,12 +437,13 @@ _celeb_a_crop_resize = celeb_a_lib.crop_resize
 
 def _fashion_mnist_dataset(cfg: DataConfig, split: str) -> tf.data.Dataset:
   """Fashion-MNIST from the Debian IDX files when present, else from TFDS."""
-  images_name, labels_name = _FASHION_MNIST_FILES[split]
+  images_name, labels_name = fashion_mnist_lib.FILES[split]
   images_path = os.path.join(cfg.fashion_mnist_dir, images_name)
   labels_path = os.path.join(cfg.fashion_mnist_dir, labels_name)
   if os.path.isfile(images_path) and os.path.isfile(labels_path):
     _log.info("fashion_mnist/%s: reading IDX files in %s", split, cfg.fashion_mnist_dir)
-    return tf.data.Dataset.from_tensor_slices(_read_fashion_mnist(images_path, labels_path))
+    return tf.data.Dataset.from_tensor_slices(
+        fashion_mnist_lib.read_split(images_path, labels_path))
   _log.info("fashion_mnist/%s: no IDX files in %s, trying TFDS", split, cfg.fashion_mnist_dir)
   try:
     return _tfds_dataset(cfg, "fashion_mnist", split)
@@ -466,11 +457,11 @@ def _fashion_mnist_dataset(cfg: DataConfig, split: str) -> tf.data.Dataset:
 
 def _fashion_mnist_labels(cfg: DataConfig, split: str) -> np.ndarray:
   """Fashion-MNIST labels from the IDX file beside the images (else TFDS, as the images)."""
-  images_name, labels_name = _FASHION_MNIST_FILES[split]
+  images_name, labels_name = fashion_mnist_lib.FILES[split]
   labels_path = os.path.join(cfg.fashion_mnist_dir, labels_name)
   if os.path.isfile(os.path.join(cfg.fashion_mnist_dir, images_name)) and os.path.isfile(
       labels_path):
-    return _read_idx(labels_path, _IDX_LABELS_MAGIC)
+    return fashion_mnist_lib.read_idx(labels_path, fashion_mnist_lib.LABELS_MAGIC)
   return _tfds_labels(cfg, "fashion_mnist", split)
 
 
@@ -494,42 +485,11 @@ def _tfds_builder_labels(builder, split: str) -> np.ndarray | None:
   return np.concatenate(list(ds.batch(10_000).as_numpy_iterator()))
 
 
-def _read_fashion_mnist(images_path: str, labels_path: str) -> np.ndarray:
-  """uint8 (N, 28, 28, 1) images of one IDX split; the labels file is read only to validate N."""
-  images = _read_idx(images_path, _IDX_IMAGES_MAGIC)  # (N, rows, cols)
-  labels = _read_idx(labels_path, _IDX_LABELS_MAGIC)  # (N,)
-  if images.shape[1:] != (28, 28):
-    raise ValueError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
-                     "expected 28x28 Fashion-MNIST images.")
-  if labels.shape[0] != images.shape[0]:
-    raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
-                     f"{labels.shape[0]} labels; one of the files is corrupt.")
-  return images[..., np.newaxis]
 
-
-def _read_idx(path: str, magic: int) -> np.ndarray:
-  """The uint8 array of a gzip-compressed IDX file, shaped by its header."""
-  fix = "Reinstall with `apt-get install --reinstall dataset-fashion-mnist`."
-  try:
-    with gzip.open(path, "rb") as f:
-      raw = f.read()
-  except (OSError, EOFError, zlib.error) as err:
-    raise ValueError(f"{path}: not a readable gzip file ({err}). {fix}") from err
-  ndim = magic & 0xFF
-  offset = 4 + 4 * ndim  # 16 bytes for images, 8 for labels
-  found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
-  if found != magic or len(raw) < offset:
-    raise ValueError(f"{path}: IDX magic number {found}, expected {magic}. {fix}")
-  shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-  expected_size = offset + int(np.prod(shape))
-  if len(raw) != expected_size:
-    raise ValueError(f"{path}: {len(raw)} bytes, but its header {shape} needs {expected_size}. "
-                     f"{fix}")
-  return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
 
 
 def _npz_dataset(cfg: DataConfig, path: str, split: str) -> tf.data.Dataset:
-  train_images, test_images = _read_npz(cfg.dataset, path)
+  train_images, test_images = npz_lib.read_npz(cfg.dataset, path)
   if test_images is None:
     indices = _holdout_indices(cfg.dataset, len(train_images), cfg.validation_fraction)[split]
     images = train_images[indices]
@@ -540,9 +500,9 @@ def _npz_dataset(cfg: DataConfig, path: str, split: str) -> tf.data.Dataset:
 
 def _npz_labels(cfg: DataConfig, path: str, split: str) -> np.ndarray | None:
   """An npz's `labels` (of `images`) / `test_labels` (of `test_images`) for `split`, or None."""
-  train_images, test_images = _read_npz(cfg.dataset, path)
+  train_images, test_images = npz_lib.read_npz(cfg.dataset, path)
   with np.load(path, allow_pickle=False) as npz:
-    labels = {key: _checked_labels(cfg.dataset, npz, key, len(images))
+    labels = {key: npz_lib.checked_labels(cfg.dataset, npz, key, len(images))
               for key, images in (("labels", train_images), ("test_labels", test_images))
               if key in npz.files and images is not None}
   if test_images is None:
@@ -553,74 +513,9 @@ def _npz_labels(cfg: DataConfig, path: str, split: str) -> np.ndarray | None:
   return labels.get("labels" if split == "train" else "test_labels")
 
 
-def _checked_labels(source: str, npz, key: str, num_images: int) -> np.ndarray:
-  """npz[key] as int64 `(N,)`: non-negative integers, one per image of its images array."""
-  try:
-    labels = npz[key]
-  except ValueError as err:  # numpy refuses object arrays when allow_pickle=False
-    raise ValueError(f"{source}: cannot read array {key!r} ({err}); only plain integer arrays "
-                     "are accepted.") from err
-  if labels.dtype.kind not in "iu" or labels.ndim != 1:
-    raise ValueError(f"{source}: array {key!r} is {labels.dtype} of shape {labels.shape}, "
-                     "expected a 1-D integer array of class labels.")
-  if len(labels) != num_images:
-    raise ValueError(f"{source}: array {key!r} holds {len(labels)} labels for {num_images} "
-                     "images; expected one label per image.")
-  if len(labels) and labels.min() < 0:
-    raise ValueError(f"{source}: array {key!r} has a negative label ({labels.min()}); expected "
-                     "class indices 0, 1, ...")
-  return labels.astype(np.int64)
-
-
-def _read_npz(source: str, path: str) -> tuple[np.ndarray, np.ndarray | None]:
-  """(`images`, `test_images` or None) of an npz file, each uint8 (N, H, W, C)."""
-  if not os.path.isfile(path):
-    raise ValueError(f"{source}: file {path!r} does not exist.")
-  if not zipfile.is_zipfile(path):
-    raise ValueError(f"{source}: {path!r} is not an .npz archive (np.savez); it must hold a "
-                     "uint8 array named 'images'.")
-  with np.load(path, allow_pickle=False) as npz:
-    if "images" not in npz.files:
-      raise ValueError(f"{source}: no array named 'images' (found {sorted(npz.files)}); save "
-                       "with np.savez(path, images=uint8_array_NHWC).")
-    images = _checked_array(source, npz, "images")
-    test_images = _checked_array(source, npz, "test_images") if "test_images" in npz.files else None
-  if test_images is not None and test_images.shape[1:] != images.shape[1:]:
-    raise ValueError(f"{source}: 'test_images' are {test_images.shape[1:]} but 'images' are "
-                     f"{images.shape[1:]}; both must have the same (H, W, C).")
-  return images, test_images
-
-
-def _checked_array(source: str, npz, key: str) -> np.ndarray:
-  """npz[key] as uint8 (N, H, W, C), C in (1, 3); (N, H, W) grayscale gains C = 1."""
-  try:
-    array = npz[key]
-  except ValueError as err:  # numpy refuses object arrays when allow_pickle=False
-    raise ValueError(f"{source}: cannot read array {key!r} ({err}); only plain uint8 arrays are "
-                     "accepted, pickled object arrays are refused.") from err
-  except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member
-    raise ValueError(f"{source}: array {key!r} is damaged ({type(err).__name__}: {err}); save the "
-                     "file again with np.savez(path, images=uint8_array_NHWC).") from err
-  if not isinstance(array, np.ndarray):  # numpy hands back a member without the .npy header raw
-    raise ValueError(f"{source}: member {key!r} is not a numpy array (no .npy header: "
-                     f"{type(array).__name__} of {len(array) if hasattr(array, '__len__') else '?'}"
-                     " bytes); save the file with np.savez(path, images=uint8_array_NHWC).")
-  if array.dtype != np.uint8:
-    raise ValueError(f"{source}: array {key!r} has dtype {array.dtype}, expected uint8 pixel "
-                     "values 0..255 (convert with np.clip(x, 0, 255).astype(np.uint8)).")
-  if array.ndim == 3:
-    array = array[..., np.newaxis]
-  if array.ndim != 4 or array.shape[-1] not in (1, 3):
-    raise ValueError(f"{source}: array {key!r} has shape {array.shape}, expected (N, H, W) or "
-                     "(N, H, W, C) with C = 1 (grayscale) or 3 (RGB).")
-  if array.shape[0] == 0:
-    raise ValueError(f"{source}: array {key!r} is empty.")
-  return array
-
-
 def _folder_dataset(cfg: DataConfig, root: str, split: str) -> tf.data.Dataset:
-  train_files, test_files = _folder_split_files(cfg.dataset, root)
-  shape = _common_image_shape(cfg.dataset, train_files + (test_files or []))
+  train_files, test_files = folder_lib.split_files(cfg.dataset, root)
+  shape = folder_lib.common_image_shape(cfg.dataset, train_files + (test_files or []))
   if test_files is None:
     indices = _holdout_indices(cfg.dataset, len(train_files), cfg.validation_fraction)[split]
     files = [train_files[i] for i in indices]
@@ -634,72 +529,6 @@ def _folder_dataset(cfg: DataConfig, root: str, split: str) -> tf.data.Dataset:
     return tf.ensure_shape(images_lib.decode_file(path, shape[2]), shape)
 
   return tf.data.Dataset.from_tensor_slices(files).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _folder_split_files(source: str, root: str) -> tuple[list[str], list[str] | None]:
-  """Sorted image paths of the train split and of the test split (None when there is none)."""
-  if not os.path.isdir(root):
-    raise ValueError(f"{source}: directory {root!r} does not exist.")
-  train_dir = os.path.join(root, "train")
-  if not os.path.isdir(train_dir):  # flat layout: the images are the files in `root`
-    return _image_files(source, root, recursive=False), None
-  test_dir = next((os.path.join(root, name) for name in _TEST_SPLIT_DIRS
-                   if os.path.isdir(os.path.join(root, name))), None)
-  test_files = None if test_dir is None else _image_files(source, test_dir, recursive=True)
-  return _image_files(source, train_dir, recursive=True), test_files
-
-
-def _image_files(source: str, directory: str, recursive: bool) -> list[str]:
-  paths = pathlib.Path(directory).rglob("*") if recursive else pathlib.Path(directory).iterdir()
-  files = sorted(str(p) for p in paths if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
-  if not files:
-    raise ValueError(f"{source}: no {'/'.join(_IMAGE_SUFFIXES)} images in {directory!r}.")
-  for f in files:  # TensorFlow's string tensors take UTF-8 only
-    try:
-      f.encode("utf-8")
-    except UnicodeEncodeError:
-      raise ValueError(f"{source}: the file name {os.fsencode(f)!r} is not valid UTF-8; rename "
-                       "it (e.g. with convmv or mv) so that its name is UTF-8 text.") from None
-  return files
-
-
-# Images larger than this are refused from their header, before anything is decoded (a decoded
-# 20000x20000 RGB image alone needs 1.2 GB, per copy).
-_MAX_IMAGE_PIXELS = 4096 * 4096
-
-
-def _image_file_shape(source: str, path: str) -> tuple[int, int, int]:
-  """(H, W, C) of an image file from its header, without decoding the pixels."""
-  try:
-    with Image.open(path) as image:
-      mode, (width, height) = image.mode, image.size
-  except Image.DecompressionBombError as err:  # far larger than any image a VAE trains on
-    raise ValueError(f"{source}: image {path!r} is too large to read safely ({err}); resize it "
-                     "to the training size first.") from None
-  except OSError as err:
-    raise ValueError(f"{source}: cannot read image {path!r}: {err}") from err
-  if height * width > _MAX_IMAGE_PIXELS:
-    raise ValueError(f"{source}: image {path!r} is {height}x{width} (HxW), larger than the "
-                     f"{_MAX_IMAGE_PIXELS} pixels an image may have here; resize it to the "
-                     "training size first.")
-  if mode not in _PIL_MODE_CHANNELS:
-    raise ValueError(f"{source}: image {path!r} has mode {mode!r}; only 8-bit grayscale ('L') "
-                     "and RGB images are accepted (convert e.g. with Pillow's Image.convert).")
-  return height, width, _PIL_MODE_CHANNELS[mode]
-
-
-def _common_image_shape(source: str, files: list[str]) -> tuple[int, int, int]:
-  """The (H, W, C) shared by all `files`; ValueError naming the first file that differs."""
-  first = _image_file_shape(source, files[0])
-  for path in files[1:]:
-    shape = _image_file_shape(source, path)
-    if shape[2] != first[2]:
-      raise ValueError(f"{source}: grayscale/RGB mix: {files[0]!r} has {first[2]} channel(s) but "
-                       f"{path!r} has {shape[2]}; convert all images to one mode.")
-    if shape != first:
-      raise ValueError(f"{source}: mixed image sizes: {files[0]!r} is {first[0]}x{first[1]} but "
-                       f"{path!r} is {shape[0]}x{shape[1]} (HxW); resize them to one size.")
-  return first
 
 
 def _holdout_indices(source: str, n: int, fraction: float) -> dict[str, np.ndarray]:
