@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from vapnev_tf import data as data_lib
 from vapnev_tf import evaluate as evaluate_cli
+from vapnev_tf import evaluation
 from vapnev_tf import export
 from vapnev_tf import loading
 from vapnev_tf import locking
@@ -22,7 +23,6 @@ from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.datasets import locate as locate_lib
 from vapnev_tf.model import VAPNEV
-from vapnev_tf.training import evaluation
 
 from run_fixtures import LOCK_HOLDER
 
@@ -52,7 +52,7 @@ def run_dir(tmp_path_factory):
 
 def test_evaluate_workdir_uses_the_stored_config_and_writes_eval_json(run_dir):
   workdir, _ = run_dir
-  result = evaluate_cli.evaluate_workdir(str(workdir))
+  result = evaluation.evaluate_workdir(str(workdir))
   assert result["step"] == 5 and result["checkpoint"].endswith("ckpt-5")
   assert result["k"] == 3 and result["num_images"] == 20  # the run's eval_num_samples / eval_take
   assert math.isfinite(result["elbo_bpd"]) and math.isfinite(result["iw_bpd"])
@@ -65,13 +65,13 @@ def test_evaluate_workdir_uses_the_stored_config_and_writes_eval_json(run_dir):
 def test_overrides_and_history(run_dir):
   workdir, _ = run_dir
   # A partial evaluation (9 of the run's 20 images) goes to evaluations/, not eval.json.
-  result = evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=9,
+  result = evaluation.evaluate_workdir(str(workdir), num_samples=1, eval_take=9,
                                          eval_batch_size=4)
   assert result["iw_bpd"] is None and result["num_images"] == 9 and result["k"] == 1
   stored = json.loads((workdir / "evaluations" / "step5-images9-k1-seed0.json").read_text())
   assert stored["num_images"] == 9 and stored["scope"]["images"] == 9
   # A full one with other overrides becomes the headline; the previous one goes to the history.
-  result = evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_batch_size=4)
+  result = evaluation.evaluate_workdir(str(workdir), num_samples=1, eval_batch_size=4)
   assert result["iw_bpd"] is None and result["num_images"] == 20 and result["k"] == 1
   stored = json.loads((workdir / "eval.json").read_text())
   assert stored["num_images"] == 20 and stored["k"] == 1 and len(stored["history"]) >= 1
@@ -81,9 +81,9 @@ def test_a_partial_evaluation_never_replaces_the_full_one(run_dir):
   """`--eval_take=8` goes to WORKDIR/evaluations/<scope>.json with its scope; the
   headline eval.json (read by the export metadata and by train's reuse) keeps the full result."""
   workdir, _ = run_dir
-  full = evaluate_cli.evaluate_workdir(str(workdir))  # the run's own scope: 20 images, k=3
+  full = evaluation.evaluate_workdir(str(workdir))  # the run's own scope: 20 images, k=3
   headline = (workdir / "eval.json").read_bytes()
-  partial = evaluate_cli.evaluate_workdir(str(workdir), eval_take=8, eval_batch_size=4)
+  partial = evaluation.evaluate_workdir(str(workdir), eval_take=8, eval_batch_size=4)
   assert (workdir / "eval.json").read_bytes() == headline
   assert partial["num_images"] == 8 and not partial["full"]
   assert full["full"] and full["written_to"] == str(workdir / "eval.json")
@@ -124,7 +124,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
   newest = workdir / "checkpoints" / "ckpt-7.data-00000-of-00001"
   newest.write_bytes(newest.read_bytes()[:100])
   with caplog.at_level("ERROR"):
-    result = evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=4, write=False)
+    result = evaluation.evaluate_workdir(str(workdir), num_samples=1, eval_take=4, write=False)
   assert result["step"] == 5 and result["checkpoint"].endswith("ckpt-5")
   assert any("ckpt-7" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
   _, info = loading.load_run(str(workdir))
@@ -159,10 +159,10 @@ def test_another_runs_checkpoint_never_becomes_this_runs_result(tmp_path):
   a, a_ckpt, a_sha = _run_at_step5(tmp_path, "a", 0.0)
   b, b_ckpt, b_sha = _run_at_step5(tmp_path, "b", 0.01)
   assert a_sha != b_sha
-  own = evaluate_cli.evaluate_workdir(str(a))
+  own = evaluation.evaluate_workdir(str(a))
   assert own["weights_sha256"] == a_sha and not own["foreign"]
   headline = (a / "eval.json").read_bytes()
-  foreign = evaluate_cli.evaluate_workdir(str(a), checkpoint=b_ckpt)
+  foreign = evaluation.evaluate_workdir(str(a), checkpoint=b_ckpt)
   assert (a / "eval.json").read_bytes() == headline
   assert foreign["foreign"] and foreign["weights_sha256"] == b_sha
   written = pathlib.Path(foreign["written_to"])
@@ -172,7 +172,7 @@ def test_another_runs_checkpoint_never_becomes_this_runs_result(tmp_path):
   assert record["source"]["of_this_run"] is False and record["weights_sha256"] == b_sha
   assert workdir_lib.full_evaluation(str(a), 5, a_sha)[0]["elbo_bpd"] == own["elbo_bpd"]
   # B's own evaluation copied over A's eval.json: same step, other weights, never attached.
-  evaluate_cli.evaluate_workdir(str(b))
+  evaluation.evaluate_workdir(str(b))
   (a / "eval.json").write_bytes((b / "eval.json").read_bytes())
   meta = export.workdir_metadata(str(a), 5, a_ckpt, weights_sha256=a_sha)
   assert meta["test_bits_per_dim"] is None and "other weights" in meta["eval_note"]
@@ -197,7 +197,7 @@ def test_evaluation_that_writes_is_refused_while_another_process_holds_the_run(r
     assert holder.stdout.readline().strip() == "locked"
     before = (workdir / "eval.json").read_bytes() if (workdir / "eval.json").exists() else None
     with pytest.raises(locking.WorkdirLockedError, match=f"pid {holder.pid}"):
-      evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=2)
+      evaluation.evaluate_workdir(str(workdir), num_samples=1, eval_take=2)
     proc = subprocess.run([sys.executable, "-m", "vapnev_tf.evaluate", f"--workdir={workdir}",
                            "--num_samples=1", "--eval_take=2"], capture_output=True, text=True,
                           env=env, cwd=str(REPO_ROOT), timeout=300)
@@ -208,7 +208,7 @@ def test_evaluation_that_writes_is_refused_while_another_process_holds_the_run(r
     after = (workdir / "eval.json").read_bytes() if (workdir / "eval.json").exists() else None
     assert after == before
     # Reading without writing needs no lock.
-    assert evaluate_cli.evaluate_workdir(str(workdir), num_samples=1, eval_take=2,
+    assert evaluation.evaluate_workdir(str(workdir), num_samples=1, eval_take=2,
                                          write=False)["num_images"] == 2
   finally:
     holder.kill()
@@ -239,7 +239,7 @@ def test_summary_line_format():
 
 def test_missing_run_directory_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="no config.json"):
-    evaluate_cli.evaluate_workdir(str(tmp_path / "nothing_here"))
+    evaluation.evaluate_workdir(str(tmp_path / "nothing_here"))
 
 
 def test_bad_num_samples_is_refused(run_dir):
@@ -276,7 +276,33 @@ def test_every_flag_a_data_error_suggests_is_a_flag_of_evaluate(run_dir, monkeyp
   monkeypatch.setattr(evaluation, "evaluate", capture)
   workdir, _ = run_dir
   with pytest.raises(Seen) as seen:
-    evaluate_cli.evaluate_workdir(str(workdir), data_dir="/data/elsewhere",
+    evaluation.evaluate_workdir(str(workdir), data_dir="/data/elsewhere",
                                   fashion_mnist_dir="/fm/elsewhere", write=False)
   data_cfg = seen.value.args[0]
   assert (data_cfg.data_dir, data_cfg.fashion_mnist_dir) == ("/data/elsewhere", "/fm/elsewhere")
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"elbo_bpd": 3.25, "iw_bpd": 3.125}, 3.125),
+    ({"elbo_bpd": 3.25, "iw_bpd": None}, 3.25),  # k = 1: no IW bound
+    ({"elbo_bpd": 3.25}, 3.25),
+    ({"elbo_bpd": 3.25, "iw_bpd": math.nan}, 3.25),  # a non-finite IW bound is not the headline
+    ({"elbo_bpd": None, "iw_bpd": None}, None),
+    ({"elbo_bpd": 3.25, "iw_bpd": 3.125, "test_bits_per_dim": 9.0}, 3.125),  # from the bounds
+])
+def test_one_rule_picks_the_tightest_bound(record, expected):
+  assert evaluation.tightest_bpd(record) == expected
+
+
+def test_eval_json_and_the_export_metadata_report_the_same_bound(tmp_path):
+  """train/evaluate write eval.json's "test_bits_per_dim" and the export metadata reads a record
+  back: both by `evaluation.tightest_bpd`, also for a record whose IW bound is null."""
+  workdir = str(tmp_path)
+  workdir_lib.write_json_atomic(workdir_lib.path(workdir, workdir_lib.CONFIG_FILE),
+                                {"data": {"eval_take": None}})
+  for iw, expected in ((3.125, 3.125), (None, 3.25)):
+    result = {"elbo_bpd": 3.25, "iw_bpd": iw, "k": 4, "seed": 0, "num_images": 8,
+              "eval_take": None}
+    written = evaluation.write_eval_json(workdir, result, 5, "ckpt-5", "sha")
+    meta = export.workdir_metadata(workdir, 5, "ckpt-5", (), "sha")
+    assert written["test_bits_per_dim"] == meta["test_bits_per_dim"] == expected

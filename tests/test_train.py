@@ -17,6 +17,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
+from vapnev_tf import evaluation
 from vapnev_tf import export as export_lib
 from vapnev_tf import figures
 from vapnev_tf import loading
@@ -28,7 +29,6 @@ from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
-from vapnev_tf.training import evaluation
 from vapnev_tf.training import finish
 from vapnev_tf.training import restore
 from vapnev_tf.training import run_record

@@ -14,13 +14,13 @@ import os
 from absl import logging
 import tensorflow as tf
 
+from vapnev_tf import evaluation
 from vapnev_tf import export as export_lib
 from vapnev_tf import figures as figures_lib
 from vapnev_tf import latent_report
 from vapnev_tf import loading
 from vapnev_tf import training
 from vapnev_tf import workdir as workdir_lib
-from vapnev_tf.training import evaluation
 from vapnev_tf.training import images
 
 

@@ -1,29 +1,31 @@
-"""Training and evaluation of VAPNEV: frozen `TrainConfig`, the distributed loop, the evaluation.
+"""Training of VAPNEV: frozen `TrainConfig`, the distributed loop, its evaluations.
 
     from vapnev_tf import training
     result = training.train(model_cfg, data_cfg, train_cfg, workdir)
 
-Library code only: configs come in as arguments (`vapnev_tf.train` turns flags into them).
+Library code only: configs come in as arguments (`vapnev_tf.train` turns flags into them). The
+run's products (export, figures, latent figures) are above training: `vapnev_tf.pipeline.train`
+is `train` with them. The evaluation routine is `vapnev_tf.evaluation` (re-exported here).
 
 Modules: `run` (`train`, a table of contents of the stages below), `rundir` (checks, lock, the
-config record), `restore` (state built or restored), `loop` (the steps and their cadences),
-`finish` (final evaluation, export, figures); their parts: `step` (the public training step),
-`reporting` (logs, TensorBoard, eval.json), `signals`, `eval_runner`, `evaluation`, `images`,
-`checkpointing`, `distribute`, `schedules`, `config`.
+config record), `run_record` (config.json as one dict, the resume comparison), `restore` (state
+built or restored), `loop` (the steps and their cadences), `finish` (final evaluation, then
+`at_end`); their parts: `step` (the public training step), `reporting` (logs, TensorBoard,
+eval.json), `signals`, `images`, `checkpointing`, `distribute`, `schedules`, `config`.
 """
 from vapnev_tf.errors import CheckpointError
 from vapnev_tf.errors import ConfigError
 from vapnev_tf.errors import NonFiniteTrainingError
+from vapnev_tf.evaluation import Evaluator
+from vapnev_tf.evaluation import evaluate
+from vapnev_tf.evaluation import summary_line
+from vapnev_tf.evaluation import write_eval_json
 from vapnev_tf.training.config import KL_SCHEDULES
 from vapnev_tf.training.config import LR_DECAYS
 from vapnev_tf.training.config import STRATEGIES
 from vapnev_tf.training.config import TrainConfig
 from vapnev_tf.training.distribute import configure_threads
 from vapnev_tf.training.distribute import make_strategy
-from vapnev_tf.training.evaluation import Evaluator
-from vapnev_tf.training.evaluation import evaluate
-from vapnev_tf.training.evaluation import summary_line
-from vapnev_tf.training.evaluation import write_eval_json
 from vapnev_tf.training.rundir import UnrestorableRunError
 from vapnev_tf.training.run import train
 from vapnev_tf.training.schedules import WarmupDecay

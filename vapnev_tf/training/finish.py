@@ -14,10 +14,10 @@ import signal
 from absl import logging
 import tensorflow as tf
 
+from vapnev_tf import evaluation
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.errors import NonFiniteTrainingError
 from vapnev_tf.training import distribute
-from vapnev_tf.training import evaluation
 
 
 def finish_run(workdir: str, run, outcome, train_cfg, evaluate, strategy, at_end=None) -> dict:

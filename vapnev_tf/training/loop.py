@@ -38,7 +38,7 @@ def run_loop(run, train_step, iterator, train_cfg: TrainConfig, reporter, evalua
   Args:
     run: a `restore.Run` (state and checkpoints).
     train_step: `step.make_train_step(...)`; iterator: the training stream at the start step.
-    reporter: a `reporting.Reporter`; evaluate: `eval_runner.EvalRunner`.
+    reporter: a `reporting.Reporter`; evaluate: `evaluation.EvalRunner`.
     stop: a `signals.StopRequest`, checked before every step (`stop.check`); a coordinated one
       (several workers) saves the agreed checkpoint itself.
 

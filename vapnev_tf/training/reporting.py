@@ -23,9 +23,9 @@ from absl import logging
 import tensorflow as tf
 
 from vapnev_tf import console
+from vapnev_tf import evaluation
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.metrics import bits_per_dim
-from vapnev_tf.training import evaluation
 from vapnev_tf.training import images
 
 

@@ -12,11 +12,11 @@ from absl import logging
 import tensorflow as tf
 
 from vapnev_tf import data as data_lib
+from vapnev_tf import evaluation
 from vapnev_tf import interrupts
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
-from vapnev_tf.training import eval_runner
 from vapnev_tf.training import finish
 from vapnev_tf.training import loop
 from vapnev_tf.training import reporting
@@ -81,7 +81,7 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
       train_step = step_lib.make_train_step(strategy, train_cfg, data_cfg.batch_size)
       with reporting.make_reporter(chief, workdir, model_cfg, data_cfg, train_cfg,
                                    commit=record.commit) as reporter:
-        evaluate = eval_runner.EvalRunner(run, data_cfg, train_cfg, strategy, reporter)
+        evaluate = evaluation.EvalRunner(run, data_cfg, train_cfg, strategy, reporter)
         with signals.make_stop_request(strategy) as stop:
           outcome = loop.run_loop(run, train_step, iterator, train_cfg, reporter, evaluate, stop)
         # A signal now raises: the export's temporary directory is removed on the way out.
