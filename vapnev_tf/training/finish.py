@@ -60,7 +60,7 @@ def latent_figures(workdir: str, checkpoint: str) -> dict | None:
   if not model.has_vae:
     logging.info("No latent figures: likelihood=%r has no latent z.", model.config.likelihood)
     return None
-  return latent_report.latent_workdir(workdir, checkpoint, model=model, step=step)
+  return latent_report.latent_workdir(workdir, checkpoint, model=model, step=step, reuse=True)
 
 
 def _check_finite(result: dict, step: int) -> None:
