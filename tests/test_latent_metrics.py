@@ -17,6 +17,7 @@ from vapnev_tf import evaluate as evaluate_cli
 from vapnev_tf import judge as judge_lib
 from vapnev_tf import latent_metrics
 from vapnev_tf import latent_report
+from vapnev_tf import loading
 from vapnev_tf import pipeline
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import VAPNEV
@@ -390,6 +391,41 @@ def test_a_dataset_without_labels_gets_the_other_figures_and_says_no_labels(tmp_
   assert "| no labels" in latent_metrics.summary_line(result)
 
 
+def test_the_finish_stage_reuses_latent_json_of_the_same_weights_and_settings(tmp_path,
+                                                                              monkeypatch):
+  """A finished run started again: its latent.json is reused, not recomputed, only when it holds
+  the figures of these very weights (weights_sha256) with the same settings."""
+  workdir = _run_dir(tmp_path, _labelled_npz(tmp_path / "plain.npz", with_labels=False))
+  checkpoint = str(workdir / "checkpoints" / "ckpt-5")
+  first = pipeline.latent_figures(str(workdir), checkpoint)
+  stored = json.loads((workdir / "latent.json").read_text())
+  model, _ = loading.restore_model(str(workdir), checkpoint)
+  assert stored["weights_sha256"] == workdir_lib.weights_fingerprint(model)
+  assert stored["settings"]["temperature"] == 0.7 and stored["settings"]["num_images"] == 0
+  real = latent_metrics.evaluate_latent
+  calls = []
+
+  def counting(*args, **kwargs):
+    calls.append(1)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(latent_metrics, "evaluate_latent", counting)
+  again = pipeline.latent_figures(str(workdir), checkpoint)
+  assert calls == [] and again["mi_nats"] == first["mi_nats"]
+  assert again["written_to"] == str(workdir / "latent.json")
+  # Other weights, other settings, or a file from before weights were recorded: recomputed.
+  for change in ({"weights_sha256": "0" * 64}, {"settings": dict(stored["settings"], seed=1)},
+                 {"weights_sha256": None, "settings": None}):
+    (workdir / "latent.json").write_text(json.dumps(dict(stored, **change)))
+    pipeline.latent_figures(str(workdir), checkpoint)
+    assert json.loads((workdir / "latent.json").read_text())["weights_sha256"] == (
+        stored["weights_sha256"])
+  assert len(calls) == 3
+  # `evaluate --latent` (no reuse) always computes.
+  latent_report.latent_workdir(str(workdir), write=False)
+  assert len(calls) == 4
+
+
 def test_the_finish_stage_skips_a_run_without_latent(tmp_path):
   workdir = _run_dir(tmp_path, "fashion_mnist", likelihood="realnvp")
   assert pipeline.latent_figures(str(workdir), str(workdir / "checkpoints" / "ckpt-5")) is None
@@ -438,6 +474,13 @@ def test_training_with_latent_eval_ends_with_the_figures(tmp_path, monkeypatch):
       latent["mi_nats"])
   assert latent["labels"] is None and latent["judge_cache"].startswith(str(tmp_path / "cache"))
   assert latent_metrics.summary_line(latent).startswith(f"latent ({latent['num_images']} images)")
+  # Started again on the finished run: the figures of the same weights come from latent.json.
+  real, calls = latent_metrics.evaluate_latent, []
+  monkeypatch.setattr(latent_metrics, "evaluate_latent",
+                      lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+  again = pipeline.train(*configs, str(workdir))
+  assert calls == [] and again["step"] == result["step"]
+  assert again["latent"]["mi_nats"] == latent["mi_nats"]
 
 
 

@@ -7,7 +7,9 @@ Restores the run (`workdir.load_run`), reads its test images (dequantised with t
 eval_seed, as its evaluation), their labels and the train split from the run's data config, gets
 the judge from its cache (trained on the train split when absent or unusable), computes
 `latent_metrics.evaluate_latent` and writes, holding the run directory's lock:
-  - WORKDIR/latent.json: the figures with their step, checkpoint and scope;
+  - WORKDIR/latent.json: the figures with their step, checkpoint, scope, the weights'
+    "weights_sha256" and the "settings" they were computed with (a finished run started again
+    reuses the file when both match: `stored_latent`);
   - WORKDIR/tensorboard/eval: every scalar figure as `latent/<name>` at the checkpoint's step.
 """
 import contextlib
@@ -50,7 +52,8 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
                    probe_train_take: int = 0, temperature: float | None = None,
                    seed: int | None = None, judge_cache_dir: str | None = None,
                    judge_epochs: int = 2, batch_size: int | None = None,
-                   write: bool = True, model=None, step: int | None = None) -> dict:
+                   write: bool = True, model=None, step: int | None = None,
+                   reuse: bool = False) -> dict:
   """The latent figures of the run in `workdir` (module docstring); returns them with "step",
   "checkpoint" and "written_to".
 
@@ -66,6 +69,8 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
     write: write latent.json and the scalars (holding the run's lock).
     model, step: an already restored model and its step (the training run's finish stage, which
       holds the lock itself); `checkpoint` then only labels the result.
+    reuse: with `model`, return WORKDIR/latent.json as it is when it holds the figures of these
+      very weights (its "weights_sha256") at `step` with the same settings (`stored_latent`).
   """
   judge_cache_dir = judge_lib.check_cache_dir(judge_cache_dir)
   stored = workdir_lib.read_config(workdir)
@@ -84,6 +89,16 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
     data_cfg = dataclasses.replace(
         data_cfg, eval_take=min(num_images, data_cfg.eval_take or num_images))
   data_cfg = dataclasses.replace(data_cfg, eval_batch_size=batch_size)
+  # Everything besides the weights that the figures depend on, recorded with them.
+  settings = {"num_images": num_images, "probe_train_take": probe_train_take,
+              "temperature": temperature, "seed": seed, "judge_epochs": judge_epochs,
+              "batch_size": batch_size}
+  if reuse and model is not None:
+    stored_result = stored_latent(workdir, step, workdir_lib.weights_fingerprint(model), settings)
+    if stored_result is not None:
+      logging.info("The latent figures of step %s were already computed for these weights (%s).",
+                   step, workdir_lib.path(workdir, LATENT_FILE))
+      return stored_result
   lock = (locking.workdir_lock(workdir, "latent evaluation", log=logging.warning)
           if write and model is None else contextlib.nullcontext())
   with lock:
@@ -105,10 +120,28 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
         seed=seed, temperature=temperature, batch_size=batch_size,
         pixel_probe_cache={"dataset": data_cfg.dataset, "cache_dir": judge_cache_dir})
     result.update(step=int(step), checkpoint=checkpoint, seed=seed, dataset=data_cfg.dataset,
-                  judge_cache=None if judge is None else judge.path, written_to=None)
+                  judge_cache=None if judge is None else judge.path, written_to=None,
+                  weights_sha256=workdir_lib.weights_fingerprint(model), settings=settings)
     if write:
       result["written_to"] = _write(workdir, result)
   return result
+
+
+def stored_latent(workdir: str, step: int, weights_sha256: str, settings: dict) -> dict | None:
+  """WORKDIR/latent.json (with "written_to" its path) if it holds the figures of `step`, of the
+  weights with this `weights_sha256` and with these `settings`; else None (absent, unreadable,
+  of other weights, or written before the file recorded its weights and settings)."""
+  filename = workdir_lib.path(workdir, LATENT_FILE)
+  if not tf.io.gfile.exists(filename):
+    return None
+  try:
+    stored = workdir_lib.read_json(filename)
+  except (OSError, ValueError):
+    return None
+  if (not isinstance(stored, dict) or stored.get("step") != step
+      or stored.get("weights_sha256") != weights_sha256 or stored.get("settings") != settings):
+    return None
+  return dict(stored, written_to=filename)
 
 
 def _inputs(data_cfg, seed: int, probe_train_take: int) -> dict:

@@ -45,13 +45,14 @@ def end_of_run(workdir: str, data_cfg, train_cfg):
 
 
 def latent_figures(workdir: str, checkpoint: str) -> dict | None:
-  """The latent figures of `checkpoint` (`vapnev_tf.latent_report`, written to latent.json), on a
-  fresh strategy-free copy of the model; None (logged) for a likelihood without a latent z."""
+  """The latent figures of `checkpoint` (`vapnev_tf.latent_report`, written to latent.json, or
+  reused from it when it holds them for these weights and settings), on a fresh strategy-free copy
+  of the model; None (logged) for a likelihood without a latent z."""
   model, step = loading.restore_model(workdir, checkpoint)
   if not model.has_vae:
     logging.info("No latent figures: likelihood=%r has no latent z.", model.config.likelihood)
     return None
-  return latent_report.latent_workdir(workdir, checkpoint, model=model, step=step)
+  return latent_report.latent_workdir(workdir, checkpoint, model=model, step=step, reuse=True)
 
 
 def export_and_figures(workdir: str, data_cfg, train_cfg, checkpoint: str, final: dict) -> None:
