@@ -288,7 +288,9 @@ def test_every_flag_a_data_error_suggests_is_a_flag_of_evaluate(run_dir, monkeyp
     ({"elbo_bpd": 3.25}, 3.25),
     ({"elbo_bpd": 3.25, "iw_bpd": math.nan}, 3.25),  # a non-finite IW bound is not the headline
     ({"elbo_bpd": None, "iw_bpd": None}, None),
-    ({"elbo_bpd": 3.25, "iw_bpd": 3.125, "test_bits_per_dim": 9.0}, 3.125),  # from the bounds
+    ({"elbo_bpd": 3.25, "iw_bpd": 3.125, "test_bits_per_dim": 3.125}, 3.125),  # stored headline
+    ({"test_bits_per_dim": 7.25}, 7.25),  # a record that states only its headline
+    ({"elbo_bpd": 3.25, "iw_bpd": 3.125, "test_bits_per_dim": None}, 3.125),
 ])
 def test_one_rule_picks_the_tightest_bound(record, expected):
   assert evaluation.tightest_bpd(record) == expected
