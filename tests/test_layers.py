@@ -14,6 +14,7 @@ LINT_IMPORTS = pathlib.Path(sys.executable).with_name("lint-imports")
 
 
 def _lint(root: pathlib.Path) -> subprocess.CompletedProcess:
+  assert LINT_IMPORTS.exists(), f"{LINT_IMPORTS} is missing: pip install -r requirements-dev.txt"
   env = dict(os.environ, PYTHONPATH=str(root))
   return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo", ".importlinter"],
                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
