@@ -270,6 +270,7 @@ def test_long_run_report_reads_a_real_training_run(tmp_path):
   import fault_hooks  # pylint: disable=g-import-not-at-top
   import run_fixtures  # pylint: disable=g-import-not-at-top
   from vapnev_tf import train as train_cli  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   workdir = tmp_path / "run"
   flags_text = train_cli.run_flags_text(run_fixtures.parse_train_flags(workdir))
   with fault_hooks.nan_loss(first=2):  # configs/smoke.flags with step 2 non-finite

@@ -95,12 +95,12 @@ def workdir_lock(workdir: str, purpose: str, log=None):
 
   try:
     fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
-  except OSError as e:  # a directory, an immutable or unwritable file
+  except OSError as e:  # a directory, an immutable, append-only or unwritable file
     raise LockFileError(
         f"workdir {workdir!r}: its lock file {filename} cannot be opened for writing "
         f"({type(e).__name__}: {e.strerror or e}); it must be a regular file this user can "
-        "write. Remove or fix it (e.g. rmdir it if it is a directory, chattr -i if immutable), "
-        "or use another --workdir.") from None
+        "write. Remove or fix it (e.g. rmdir it if it is a directory, chattr -i if immutable, "
+        "chattr -a if append-only), or use another --workdir.") from None
   unsupported = None
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
