@@ -13,7 +13,7 @@ import tensorflow_probability as tfp
 
 import flow_fixtures as ff
 import model_fixtures as mf
-from vapnev_tf.training import run_record
+from vapnev_tf import config_run
 import vapnev_tf
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.data import DataConfig
@@ -411,7 +411,7 @@ DEFAULTS = {"flow_receptive_field": "full", "committed_rate": 0.0, "prior": "sta
 
 
 def _run_config(model_cfg=TINY, **train_overrides):
-  return run_record.run_config_dict(model_cfg, DataConfig(), TrainConfig(**train_overrides))
+  return config_run.run_config_dict(model_cfg, DataConfig(), TrainConfig(**train_overrides))
 
 
 @pytest.mark.parametrize("section, field, value", CHANGES)
@@ -422,7 +422,7 @@ def test_a_resumed_run_refuses_a_changed_method_setting(section, field, value):
   else:
     requested = _run_config(**{field: value})
   old = stored[section][field]
-  assert run_record.config_differences(stored, requested) == [
+  assert config_run.config_differences(stored, requested) == [
       f"{section}.{field}: stored {old!r}, requested {value!r}"]
 
 
@@ -431,7 +431,7 @@ def test_a_resumed_run_refuses_a_changed_method_setting(section, field, value):
 def test_a_run_stored_before_a_method_existed_resumes_at_its_default(section, field):
   stored = _run_config()
   del stored[section][field]
-  assert run_record.config_differences(stored, _run_config()) == []
+  assert config_run.config_differences(stored, _run_config()) == []
   assert DEFAULTS[field] == dataclasses.asdict(
       TINY if section == "model" else TrainConfig())[field]
 

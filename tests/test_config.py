@@ -27,8 +27,8 @@ from vapnev_tf.config_fields import describe
 from vapnev_tf.config_fields import flag_name
 from vapnev_tf.data import DataConfig
 from vapnev_tf.training import checkpointing
-from vapnev_tf.training import run_record
-from vapnev_tf.training.config import TrainConfig
+from vapnev_tf import config_run
+from vapnev_tf.config import TrainConfig
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN_DIR = REPO_ROOT / "tests" / "golden_configs"
@@ -63,7 +63,7 @@ def parse(*extra, flagfile=None):
 
 
 def resolved(*extra, flagfile=None) -> dict:
-  return run_record.run_config_dict(*train_cli.configs_from_flags(parse(*extra,
+  return config_run.run_config_dict(*train_cli.configs_from_flags(parse(*extra,
                                                                         flagfile=flagfile)))
 
 
@@ -234,22 +234,22 @@ def test_from_dict_refuses_unknown_fields_naming_them(cls):
 
 def test_run_config_dict_and_its_inverse():
   configs = train_cli.configs_from_flags(parse(flagfile="configs/smoke.flags"))
-  run = run_record.run_config_dict(*configs)
+  run = config_run.run_config_dict(*configs)
   assert set(run) == {"model", "data", "train"}
   assert json.loads(json.dumps(run)) == run  # what config.json holds
-  assert run_record.configs_from_run_dict({**run, "version": "x"}) == configs
-  assert run_record.configs_from_run_dict(run, ("model",)) == configs[:1]
+  assert config_run.configs_from_run_dict({**run, "version": "x"}) == configs
+  assert config_run.configs_from_run_dict(run, ("model",)) == configs[:1]
   with pytest.raises(ValueError, match="no 'train' section"):
-    run_record.configs_from_run_dict({"model": run["model"], "data": run["data"]})
+    config_run.configs_from_run_dict({"model": run["model"], "data": run["data"]})
   with pytest.raises(ValueError, match="must be a TrainConfig"):
-    run_record.run_config_dict(configs[0], configs[1], configs[0])
+    config_run.run_config_dict(configs[0], configs[1], configs[0])
 
 
 def test_workdir_reads_the_configs_back(tmp_path):
   configs = train_cli.configs_from_flags(parse(flagfile="configs/smoke.flags"))
   workdir_lib.write_json_atomic(str(tmp_path / workdir_lib.CONFIG_FILE),
-                                {**run_record.run_config_dict(*configs), "version": "x"})
-  assert run_record.configs_from_run_dict(workdir_lib.read_config(str(tmp_path))) == configs
+                                {**config_run.run_config_dict(*configs), "version": "x"})
+  assert config_run.configs_from_run_dict(workdir_lib.read_config(str(tmp_path))) == configs
   assert loading.model_config(str(tmp_path)) == configs[0]
 
 
@@ -278,16 +278,16 @@ def test_config_differences_compare_run_defining_fields_only():
   stored = resolved(flagfile="configs/smoke.flags")
   same = resolved("--train_steps=60", "--eval_every=5", "--log_every=1", "--eval_batch_size=8",
                   "--strategy=one_device", "--export_at_end", flagfile="configs/smoke.flags")
-  assert run_record.config_differences(stored, same) == []
+  assert config_run.config_differences(stored, same) == []
   changed = resolved("--learning_rate=5e-4", "--kl_schedule=sigmoid", "--latent_dim=9",
                      "--batch_size=8", flagfile="configs/smoke.flags")
-  assert run_record.config_differences(stored, changed) == [
+  assert config_run.config_differences(stored, changed) == [
       "model.latent_dim: stored 8, requested 9",
       "data.batch_size: stored 16, requested 8",
       "train.kl_schedule: stored 'linear', requested 'sigmoid'",
       "train.learning_rate: stored 0.001, requested 0.0005"]
   del stored["train"]["clip_grad_norm"]
-  assert run_record.config_differences(stored, same) == [
+  assert config_run.config_differences(stored, same) == [
       "train.clip_grad_norm: stored <absent>, requested 0.0"]
 
 
@@ -298,13 +298,13 @@ def test_flow_layouts_are_compared_as_steps_and_replace_the_fields_they_override
   spaced = resolved("--flow_layout=  squeeze   (actnorm  invconv channel) * 2 ".replace(" * ", "*"),
                     "--flow_checkerboard=3", "--flow_channelwise=2", "--flow_scales=2",
                     flagfile="configs/smoke.flags")
-  assert run_record.config_differences(stored, spaced) == []
+  assert config_run.config_differences(stored, spaced) == []
   other = resolved("--flow_layout=squeeze (actnorm invconv channel)*3",
                    flagfile="configs/smoke.flags")
-  assert run_record.config_differences(stored, other) == [
+  assert config_run.config_differences(stored, other) == [
       f"model.flow_layout: stored {glow!r}, requested 'squeeze (actnorm invconv channel)*3'"]
   # without a layout on both sides the three fields define the flow and are compared
-  assert run_record.config_differences(
+  assert config_run.config_differences(
       resolved(flagfile="configs/smoke.flags"),
       resolved("--flow_checkerboard=2", flagfile="configs/smoke.flags")) == [
           "model.flow_checkerboard: stored 1, requested 2"]
@@ -314,8 +314,8 @@ def test_a_run_stored_before_a_field_existed_compares_as_the_fields_absent_means
   # kl_free_nats declares absent_means=0.0: runs stored before it trained without free bits
   stored = resolved(flagfile="configs/smoke.flags")
   del stored["train"]["kl_free_nats"]
-  assert run_record.config_differences(stored, resolved(flagfile="configs/smoke.flags")) == []
-  assert run_record.config_differences(
+  assert config_run.config_differences(stored, resolved(flagfile="configs/smoke.flags")) == []
+  assert config_run.config_differences(
       stored, resolved("--kl_free_nats=2", flagfile="configs/smoke.flags")) == [
           "train.kl_free_nats: stored 0.0, requested 2.0"]
 
@@ -324,7 +324,7 @@ def test_resume_check_refuses_a_changed_train_field(tmp_path):
   model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(
       parse(flagfile="configs/smoke.flags"))
   workdir_lib.write_json_atomic(str(tmp_path / workdir_lib.CONFIG_FILE),
-                                run_record.run_config_dict(model_cfg, data_cfg, train_cfg))
+                                config_run.run_config_dict(model_cfg, data_cfg, train_cfg))
   longer = dataclasses.replace(train_cfg, train_steps=100, eval_every=10)
   assert checkpointing.check_resume_config(str(tmp_path), model_cfg, data_cfg, longer) is not None
   faster = dataclasses.replace(train_cfg, learning_rate=5e-4)
@@ -338,18 +338,18 @@ def test_a_run_stored_with_retired_test_fields_still_resumes_and_loads(tmp_path)
   """config.json of runs made before the NaN test hook left the config (docs/design.md §20)."""
   model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(
       parse(flagfile="configs/smoke.flags"))
-  stored = run_record.run_config_dict(model_cfg, data_cfg, train_cfg)
+  stored = config_run.run_config_dict(model_cfg, data_cfg, train_cfg)
   stored["train"].update(debug_inject_nan_at_step=3, debug_inject_nan_num_steps=1)
   workdir_lib.write_json_atomic(str(tmp_path / workdir_lib.CONFIG_FILE), stored)
-  assert run_record.config_differences(
-      stored, run_record.run_config_dict(model_cfg, data_cfg, train_cfg)) == []
+  assert config_run.config_differences(
+      stored, config_run.run_config_dict(model_cfg, data_cfg, train_cfg)) == []
   assert checkpointing.check_resume_config(str(tmp_path), model_cfg, data_cfg,
                                            train_cfg) is not None
-  assert run_record.configs_from_run_dict(stored) == (model_cfg, data_cfg, train_cfg)
+  assert config_run.configs_from_run_dict(stored) == (model_cfg, data_cfg, train_cfg)
   # Only the retired names are dropped: any other unknown field is still refused by name.
   stored["train"]["debug_inject_nan_at_stepp"] = 3
   with pytest.raises(ValueError, match="debug_inject_nan_at_stepp"):
-    run_record.configs_from_run_dict(stored)
+    config_run.configs_from_run_dict(stored)
 
 
 def test_retired_test_flags_are_unknown_flags():

@@ -189,7 +189,7 @@ def test_live_line_redraws_in_place_on_a_terminal_only():
 def test_progress_line_has_step_rate_bits_per_dim_and_eta():
   from vapnev_tf.data import DataConfig  # pylint: disable=g-import-not-at-top
   from vapnev_tf.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
   reporter = reporting.Reporter(ModelConfig(image_shape=(28, 28, 1)), DataConfig(batch_size=8),
                                 TrainConfig(train_steps=100))
   reporter.window.start -= 2.0  # 2 s ago

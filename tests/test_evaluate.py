@@ -178,7 +178,7 @@ def test_another_runs_checkpoint_never_becomes_this_runs_result(tmp_path):
   assert meta["test_bits_per_dim"] is None and "other weights" in meta["eval_note"]
   assert export.workdir_metadata(str(a), 5, a_ckpt, weights_sha256=b_sha)["eval"] is not None
   from vapnev_tf.training import finish  # pylint: disable=g-import-not-at-top
-  from vapnev_tf.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
   train_cfg = TrainConfig(eval_num_samples=1, eval_seed=0, export_at_end=False)
   assert finish._stored_final_eval(str(a), 5, train_cfg, a_sha) is None
   assert finish._stored_final_eval(str(a), 5, train_cfg, b_sha) is not None

@@ -31,7 +31,7 @@ from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
 from vapnev_tf.training import finish
 from vapnev_tf.training import restore
-from vapnev_tf.training import run_record
+from vapnev_tf import config_run
 from vapnev_tf.training import schedules
 
 import fault_hooks
@@ -214,10 +214,10 @@ def test_contradicting_config_is_refused_naming_the_fields(smoke_run, tmp_path):
 
 def test_config_differences_ignore_locations_and_eval_batch(smoke_run):
   workdir, _ = smoke_run
-  requested = run_record.run_config_dict(*train_cli.configs_from_flags(
+  requested = config_run.run_config_dict(*train_cli.configs_from_flags(
       parse(workdir, "--eval_batch_size=8", "--data_dir=/elsewhere", "--eval_take=10")))
   stored = workdir_lib.read_config(str(workdir))
-  assert run_record.config_differences(stored, requested) == [
+  assert config_run.config_differences(stored, requested) == [
       "data.eval_take: stored 48, requested 10"]
 
 

@@ -28,7 +28,7 @@ from vapnev_tf import pipeline
 from vapnev_tf import training
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.training import cluster
-from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.config import TrainConfig
 
 # Flag order of --help: run and optimisation first, then data, then model.
 CONFIG_CLASSES = (TrainConfig, data_lib.DataConfig, ModelConfig)

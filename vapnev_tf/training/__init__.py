@@ -8,10 +8,10 @@ run's products (export, figures, latent figures) are above training: `vapnev_tf.
 is `train` with them. The evaluation routine is `vapnev_tf.evaluation` (re-exported here).
 
 Modules: `run` (`train`, a table of contents of the stages below), `rundir` (checks, lock, the
-config record), `run_record` (config.json as one dict, the resume comparison), `restore` (state
+config record; the record itself is `vapnev_tf.config_run`), `restore` (state
 built or restored), `loop` (the steps and their cadences), `finish` (final evaluation, then
 `at_end`); their parts: `step` (the public training step), `reporting` (logs, TensorBoard,
-eval.json), `signals`, `images`, `checkpointing`, `distribute`, `schedules`, `config`.
+eval.json), `signals`, `images`, `checkpointing`, `distribute`, `schedules`. `TrainConfig` is in `vapnev_tf.config`.
 """
 from vapnev_tf.errors import CheckpointError
 from vapnev_tf.errors import ConfigError
@@ -20,10 +20,10 @@ from vapnev_tf.evaluation import Evaluator
 from vapnev_tf.evaluation import evaluate
 from vapnev_tf.evaluation import summary_line
 from vapnev_tf.evaluation import write_eval_json
-from vapnev_tf.training.config import KL_SCHEDULES
-from vapnev_tf.training.config import LR_DECAYS
-from vapnev_tf.training.config import STRATEGIES
-from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.config import KL_SCHEDULES
+from vapnev_tf.config import LR_DECAYS
+from vapnev_tf.config import STRATEGIES
+from vapnev_tf.config import TrainConfig
 from vapnev_tf.training.distribute import configure_threads
 from vapnev_tf.training.distribute import make_strategy
 from vapnev_tf.training.rundir import UnrestorableRunError

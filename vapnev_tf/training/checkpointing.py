@@ -10,7 +10,7 @@ from vapnev_tf import data as data_lib
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.errors import CheckpointError
 from vapnev_tf.errors import ConfigError
-from vapnev_tf.training import run_record
+from vapnev_tf import config_run
 
 
 # A run needs room for a few checkpoints, summaries and an export; refuse to start below this.
@@ -44,7 +44,7 @@ def prepare_workdir(workdir: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
 def check_resume_config(workdir: str, model_cfg, data_cfg, train_cfg,
                         force: bool = False) -> dict | None:
   """Refuses to reuse a run directory written with different run-defining config values
-  (`run_record.config_differences`: every model field, the data and train fields whose metadata
+  (`config_run.config_differences`: every model field, the data and train fields whose metadata
   says RUN_DEFINING).
 
   Returns the stored config (None for a fresh directory). With `force`, differences are logged
@@ -54,8 +54,8 @@ def check_resume_config(workdir: str, model_cfg, data_cfg, train_cfg,
   if not tf.io.gfile.exists(filename):
     return None
   stored = workdir_lib.read_json(filename)
-  diffs = run_record.config_differences(
-      stored, run_record.run_config_dict(model_cfg, data_cfg, train_cfg))
+  diffs = config_run.config_differences(
+      stored, config_run.run_config_dict(model_cfg, data_cfg, train_cfg))
   if diffs and not force:
     raise ConfigError(
         f"workdir {workdir!r} holds a run with a different configuration ({filename}); refusing "

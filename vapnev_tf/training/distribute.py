@@ -4,7 +4,7 @@ import tensorflow as tf
 from vapnev_tf import data as data_lib
 from vapnev_tf.errors import ConfigError
 from vapnev_tf.training import cluster
-from vapnev_tf.training.config import STRATEGIES
+from vapnev_tf.config import STRATEGIES
 
 
 def configure_threads(intra_op: int, inter_op: int) -> None:

@@ -21,7 +21,7 @@ import dataclasses
 from absl import logging
 
 from vapnev_tf.errors import NonFiniteTrainingError
-from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.config import TrainConfig
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ from vapnev_tf.training import checkpointing
 from vapnev_tf.training import distribute
 from vapnev_tf.training import loop
 from vapnev_tf.training import rundir
-from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.config import TrainConfig
 from vapnev_tf.training.step import TrainState
 
 CHECKPOINT_NAME = "ckpt"

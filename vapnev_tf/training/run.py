@@ -24,7 +24,7 @@ from vapnev_tf.training import restore
 from vapnev_tf.training import rundir
 from vapnev_tf.training import signals
 from vapnev_tf.training import step as step_lib
-from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.config import TrainConfig
 
 
 def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: TrainConfig,
@@ -37,7 +37,7 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
     workdir: the run directory (`vapnev_tf.workdir` layout); an existing one is resumed.
     strategy: default `distribute.make_strategy(train_cfg.strategy)`.
     force_config: resume even if config.json holds a different run-defining config
-      (`run_record.config_differences`).
+      (`config_run.config_differences`).
     flags_text: written to WORKDIR/flags.txt with config.json.
     at_end: `at_end(checkpoint, final, evaluated_now) -> dict`, run by the chief after a finite
       final evaluation (`finish.finish_run`); its dict is merged into the result.

@@ -26,7 +26,7 @@ from vapnev_tf import data as data_lib
 from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.training import checkpointing
-from vapnev_tf.training import run_record
+from vapnev_tf import config_run
 
 LOCK_PURPOSE = "training"
 
@@ -129,7 +129,7 @@ def refuse_unrestorable(workdir: str) -> None:
 
 def run_config(model_cfg, data_cfg, train_cfg, strategy: tf.distribute.Strategy) -> dict:
   """The content of WORKDIR/config.json: the resolved configs and the software that ran them."""
-  return {**run_record.run_config_dict(model_cfg, data_cfg, train_cfg),
+  return {**config_run.run_config_dict(model_cfg, data_cfg, train_cfg),
           "version": vapnev_tf.__version__,
           "tensorflow": tf.__version__, "keras": keras.__version__,
           "strategy": type(strategy).__name__, "num_replicas": strategy.num_replicas_in_sync,

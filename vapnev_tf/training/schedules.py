@@ -4,8 +4,8 @@ import math
 import keras
 import tensorflow as tf
 
-from vapnev_tf.training.config import KL_SCHEDULES
-from vapnev_tf.training.config import LR_DECAYS
+from vapnev_tf.config import KL_SCHEDULES
+from vapnev_tf.config import LR_DECAYS
 
 _SIGMOID_SHARPNESS = 12.0  # sigmoid schedule: logistic over [-6, 6] across the annealing window
 

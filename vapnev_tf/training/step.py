@@ -39,7 +39,7 @@ from vapnev_tf.config import ModelConfig
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import objective
 from vapnev_tf.training import schedules
-from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.config import TrainConfig
 
 
 def build_optimizer(train_cfg: TrainConfig) -> keras.optimizers.Optimizer:

@@ -15,7 +15,7 @@ from vapnev_tf import flow_steps
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.config_fields import RESUMABLE
 from vapnev_tf.data import DataConfig
-from vapnev_tf.training.config import TrainConfig
+from vapnev_tf.config import TrainConfig
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 # Fields older config.json files may hold that no config has any more. They never changed what a
