@@ -16,7 +16,6 @@ step's number as logged). Every gradient of that loss is then NaN, as a numerica
 it. The wrappers are traced into the step; the step must be built inside the `with` block.
 """
 import contextlib
-import json
 import sys
 
 import tensorflow as tf

@@ -275,7 +275,7 @@ def test_sigterm_ends_the_wait_for_peers(monkeypatch):
   timer.start()
   try:
     with pytest.raises(cluster.PeerWaitInterrupted,
-                       match=rf"stopped by SIGTERM while waiting for peer\(s\) worker1") as e:
+                       match=r"stopped by SIGTERM while waiting for peer\(s\) worker1") as e:
       cluster.wait_for_cluster(resolver, 600)
   finally:
     timer.cancel()

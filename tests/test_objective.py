@@ -1,6 +1,5 @@
 """The training objective (`vapnev_tf.training.objective`): the annealed negative ELBO and free
 bits, checked against numpy, through autodiff and through one real training step."""
-import dataclasses
 
 import numpy as np
 import pytest

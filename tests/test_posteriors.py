@@ -3,7 +3,6 @@ gradients, checkpoints, training and the bounds."""
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 import flow_fixtures as ff
 import model_fixtures as mf
