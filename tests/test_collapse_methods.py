@@ -17,6 +17,7 @@ from vapnev_tf import config_run
 import vapnev_tf
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.data import DataConfig
+from vapnev_tf.flow import ConditionalRealNVP
 from vapnev_tf.layers import CouplingNetwork
 from vapnev_tf.layers import ResidualNet
 from vapnev_tf.posteriors import committed_rate_scale
@@ -321,6 +322,31 @@ def test_local_receptive_field_every_weight_trains_and_survives_a_checkpoint(tmp
   ff.perturb_multipliers(m, seed=1)
   mf.assert_every_weight_trains_and_survives_a_checkpoint(
       m, lambda: model(flow_receptive_field="local", **overrides), batch(3, seed=3), tmp_path)
+
+
+def _flow_dependence(layout, size=12):
+  """Where the centre coordinate of y = f_z(x) looks in x: a boolean `(size, size)` map."""
+  flow = ConditionalRealNVP((size, size, 1), latent_dim=3, layout=layout,
+                            filters=4, num_res_blocks=1, conditioning="shared",
+                            fused_networks=True, receptive_field="local")
+  ff.perturb_all(flow, seed=4)
+  x = ff.pixels((1, size, size, 1), seed=5)
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = flow.bijector(ff.latents((1,), seed=6)).forward(x)
+    centre = y[0, size // 2, size // 2, 0]
+  return np.abs(tape.gradient(centre, x).numpy()[0, :, :, 0]) > 0
+
+
+def test_a_flow_of_local_couplings_at_one_resolution_is_local_and_squeezes_are_not():
+  # k local checkerboard couplings at the image's resolution: y at a pixel depends on x within
+  # k pixels (each coupling adds its 3x3 neighbourhood); global structure must come from z.
+  rows, cols = np.nonzero(_flow_dependence("checkerboard*2"))
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 8, 4, 8)
+  # A squeeze doubles the reach of every later 3x3 convolution: local couplings then see far.
+  rows, cols = np.nonzero(_flow_dependence("checkerboard*2 squeeze channel*2 factor_out | "
+                                           "checkerboard*2 squeeze channel*2"))
+  assert rows.max() - rows.min() > 8 and cols.max() - cols.min() > 8
 
 
 def test_local_receptive_field_needs_a_flow():
