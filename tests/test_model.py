@@ -154,6 +154,7 @@ def _correlation(a, b):
   return np.sum(a * b, 1) / np.sqrt(np.sum(a * a, 1) * np.sum(b * b, 1))
 
 
+@pytest.mark.slow  # 1500 training steps (`make test-all`)
 def test_reconstructions_resemble_their_own_image(real_x):
   """Trained 1500 steps on a real batch with the KL weight at 0 (the start of KL annealing), the
   reconstruction of x_i correlates more with x_i than with another image x_j of the batch.
