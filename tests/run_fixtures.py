@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 import vapnev_tf
+from vapnev_tf import console
 from vapnev_tf import data
 from vapnev_tf import export
 from vapnev_tf import train as train_cli
@@ -54,16 +55,26 @@ def subprocess_env(with_repo=True):
   return env
 
 
+def console_env(**extra):
+  """The environment of a CLI process as a user starts it: none of the variables that change what
+  the console shows (TF_CPP_MIN_LOG_LEVEL, VAPNEV_TF_LOGS), no cluster; the repository on the
+  path."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CONFIG", console.ENV_VAR)}
+  env.update(PYTHONPATH=str(REPO_ROOT), **extra)
+  return env
+
+
 class Background:
   """A subprocess whose output goes to files (no pipe to fill), started now, checked later."""
 
-  def __init__(self, args, log_dir, name, cwd=None, with_repo=True):
+  def __init__(self, args, log_dir, name, cwd=None, with_repo=True, env=None):
     self.args, self.name = args, name
     self.stdout_file = pathlib.Path(log_dir) / f"{name}.stdout"
     self.stderr_file = pathlib.Path(log_dir) / f"{name}.stderr"
     with open(self.stdout_file, "w") as out, open(self.stderr_file, "w") as err:
-      self.proc = subprocess.Popen(args, cwd=cwd, env=subprocess_env(with_repo), stdout=out,
-                                   stderr=err, text=True)
+      self.proc = subprocess.Popen(args, cwd=cwd, env=env or subprocess_env(with_repo),
+                                   stdout=out, stderr=err, text=True)
 
   def wait(self, check=True, timeout=300):
     """(returncode, stdout, stderr); with `check`, asserts success."""
@@ -135,9 +146,11 @@ def make_tiny_run(workdir: pathlib.Path) -> pathlib.Path:
 
 
 def start_export_cli(run_dir: pathlib.Path, out: pathlib.Path) -> Background:
-  """`python -m vapnev_tf.export` of `run_dir` into `out`, started in the background."""
+  """`python -m vapnev_tf.export` of `run_dir` into `out`, started in the background in a user's
+  environment (`console_env`): its output is also the export CLI's console (`export_cli_output`)."""
   return Background([PYTHON, "-m", "vapnev_tf.export", f"--workdir={run_dir}",
-                     f"--export_dir={out}"], out.parent, "export_cli", cwd=str(REPO_ROOT))
+                     f"--export_dir={out}"], out.parent, "export_cli", cwd=str(REPO_ROOT),
+                    env=console_env())
 
 
 def finish_export_cli(proc: Background, out: pathlib.Path) -> pathlib.Path:
@@ -145,6 +158,12 @@ def finish_export_cli(proc: Background, out: pathlib.Path) -> pathlib.Path:
   assert json.loads(stdout.strip().splitlines()[-1])["export_dir"] == str(out)
   assert (out / export.METADATA_FILE).exists()
   return out
+
+
+def export_cli_output(out: pathlib.Path) -> str:
+  """All the export CLI process of `finish_export_cli(..., out)` printed: stdout, then stderr."""
+  return "".join((out.parent / f"export_cli.{stream}").read_text()
+                 for stream in ("stdout", "stderr"))
 
 
 # ------------------------------------------------------------------------- training processes

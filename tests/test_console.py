@@ -3,7 +3,6 @@ export output, one-line usage errors, the live progress line on a terminal, VAPN
 and flags.txt holding the run's own flags. The subprocesses start together (module fixture)."""
 import contextlib
 import io
-import os
 import pathlib
 import re
 import subprocess
@@ -17,6 +16,8 @@ from vapnev_tf import console
 from vapnev_tf import train as train_cli
 from vapnev_tf.training import reporting
 
+import run_fixtures
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 # Lines TensorFlow, absl and Keras print that a user did not ask for.
@@ -26,16 +27,10 @@ BOILERPLATE = re.compile(
 MAX_TRAIN_BYTES = 4000  # the whole smoke training (2 evaluations, export, figures)
 
 
-def _env(**extra):
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CONFIG", console.ENV_VAR)}  # the defaults
-  env.update(PYTHONPATH=str(REPO_ROOT), **extra)
-  return env
-
-
 def _start(root, name, args, **env):
   out = open(root / f"{name}.log", "w")
-  proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=_env(**env), stdout=out,
+  proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT,
+                          env=run_fixtures.console_env(**env), stdout=out,
                           stderr=subprocess.STDOUT)
   return proc, root / f"{name}.log"
 
@@ -138,13 +133,9 @@ def test_training_output_is_small_and_has_no_tensorflow_boilerplate(jobs):
   assert (root / "run" / "export" / "saved_model.pb").exists()
 
 
-def test_export_cli_output_has_no_renaming_line(jobs, tmp_path):
-  root, started = jobs
-  code, log = _wait(started["train"])
-  assert code == 0, log[-3000:]
-  code, log = _wait(_start(tmp_path, "export", [
-      "-m", "vapnev_tf.export", f"--workdir={root / 'run'}", f"--export_dir={tmp_path / 'e'}"]))
-  assert code == 0, log[-3000:]
+def test_export_cli_output_has_no_renaming_line(tiny_export):
+  """The export CLI's process is the session's `tiny_export` (started in a user's environment)."""
+  log = run_fixtures.export_cli_output(tiny_export)
   assert not BOILERPLATE.search(log), BOILERPLATE.search(log).group(0)
   assert len(log.encode()) < 1000, log
   assert '"export_dir"' in log
