@@ -204,6 +204,60 @@ def finish_process(proc, log):
   return proc.returncode, pathlib.Path(log).read_text()
 
 
+# --------------------------------------------------------------------------- console processes
+
+# name: (argv after `-m`, what the error line says); one process per CLI (tests/test_console.py).
+CONSOLE_USAGE_ERRORS = {
+    "train_bad_value": (["vapnev_tf.train", "--flagfile=configs/smoke.flags", "--workdir=/tmp/x",
+                         "--batch_size=0"], "--batch_size must be an int >= 1, got 0"),
+    "evaluate_missing_workdir": (["vapnev_tf.evaluate"], "--workdir"),
+    "export_unknown_flag": (["vapnev_tf.export", "--workdir=/tmp/x", "--nonsense"],
+                            "Unknown command line flag 'nonsense'"),
+    "sample_bad_value": (["vapnev_tf.sample", "--num=-3"], "--num"),
+}
+_console_jobs = {}  # "root": the jobs' directory, "started": {name: (Popen, log path)}
+
+
+def _start_console_process(root, name, args, **env):
+  out = open(root / f"{name}.log", "w")
+  proc = subprocess.Popen([PYTHON, *args], cwd=REPO_ROOT, env=console_env(**env), stdout=out,
+                          stderr=subprocess.STDOUT)
+  return proc, root / f"{name}.log"
+
+
+def start_console_jobs(root: pathlib.Path) -> None:
+  """Starts, in a user's environment and all at once, the CLI processes whose console
+  tests/test_console.py checks: one usage error per CLI, a smoke training with its export, and
+  `import vapnev_tf` with and without VAPNEV_TF_LOGS. conftest.py starts them when the session's
+  tests are collected, so they run beside the in-process tests that come first."""
+  if _console_jobs:
+    return
+  root.mkdir(parents=True, exist_ok=True)
+  started = {name: _start_console_process(root, name, ["-m", *argv])
+             for name, (argv, _) in CONSOLE_USAGE_ERRORS.items()}
+  started["train"] = _start_console_process(root, "train", [
+      "-m", "vapnev_tf.train", "--flagfile=configs/smoke.flags", f"--workdir={root / 'run'}",
+      "--export_at_end"])
+  probe = "import vapnev_tf, tensorflow as tf; print(int(tf.constant(1) + 1))"
+  started["quiet_import"] = _start_console_process(root, "quiet_import", ["-c", probe])
+  started["loud_import"] = _start_console_process(root, "loud_import", ["-c", probe],
+                                                  **{console.ENV_VAR: "all"})
+  _console_jobs.update(root=root, started=started)
+
+
+def console_jobs(root: pathlib.Path) -> tuple:
+  """(root, {name: (Popen, log path)}) of the console processes, started now unless already."""
+  start_console_jobs(root)
+  return _console_jobs["root"], _console_jobs["started"]
+
+
+def stop_console_jobs() -> None:
+  for proc, _ in _console_jobs.get("started", {}).values():
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
 # ------------------------------------------------------------------------------- lock holders
 
 # `vapnev_tf/locking.py` needs only the standard library: a helper process loads that file alone

@@ -1,12 +1,12 @@
 """The console of the CLIs (`vapnev_tf.console`): no TensorFlow boilerplate, small training and
 export output, one-line usage errors, the live progress line on a terminal, VAPNEV_TF_LOGS=all,
-and flags.txt holding the run's own flags. The subprocesses start together (module fixture)."""
+and flags.txt holding the run's own flags. The CLI processes start together when the session's
+tests are collected (`console_jobs`, tests/conftest.py)."""
 import contextlib
 import io
 import pathlib
 import re
 import subprocess
-import sys
 
 from absl import app
 from absl import flags
@@ -27,14 +27,6 @@ BOILERPLATE = re.compile(
 MAX_TRAIN_BYTES = 4000  # the whole smoke training (2 evaluations, export, figures)
 
 
-def _start(root, name, args, **env):
-  out = open(root / f"{name}.log", "w")
-  proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT,
-                          env=run_fixtures.console_env(**env), stdout=out,
-                          stderr=subprocess.STDOUT)
-  return proc, root / f"{name}.log"
-
-
 def _wait(job):
   proc, log = job
   try:
@@ -46,14 +38,7 @@ def _wait(job):
   return proc.returncode, log.read_text()
 
 
-USAGE_ERRORS = {  # name: (argv after `-m`, what the error line says); one process per CLI
-    "train_bad_value": (["vapnev_tf.train", "--flagfile=configs/smoke.flags", "--workdir=/tmp/x",
-                         "--batch_size=0"], "--batch_size must be an int >= 1, got 0"),
-    "evaluate_missing_workdir": (["vapnev_tf.evaluate"], "--workdir"),
-    "export_unknown_flag": (["vapnev_tf.export", "--workdir=/tmp/x", "--nonsense"],
-                            "Unknown command line flag 'nonsense'"),
-    "sample_bad_value": (["vapnev_tf.sample", "--num=-3"], "--num"),
-}
+USAGE_ERRORS = run_fixtures.CONSOLE_USAGE_ERRORS
 IN_PROCESS_USAGE_ERRORS = {  # the same console path, on the training CLI's flags in this process
     "train_unknown_flag": (["vapnev_tf.train", "--workdir=/tmp/x", "--bacth_size=4"],
                            "Unknown command line flag 'bacth_size'"),
@@ -73,21 +58,8 @@ def _assert_one_line_and_a_hint(prog, expected, log):
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("console")
-  started = {name: _start(root, name, ["-m", *argv]) for name, (argv, _) in USAGE_ERRORS.items()}
-  started["train"] = _start(root, "train", [
-      "-m", "vapnev_tf.train", "--flagfile=configs/smoke.flags", f"--workdir={root / 'run'}",
-      "--export_at_end"])
-  probe = "import vapnev_tf, tensorflow as tf; print(int(tf.constant(1) + 1))"
-  started["quiet_import"] = _start(root, "quiet_import", ["-c", probe])
-  started["loud_import"] = _start(root, "loud_import", ["-c", probe],
-                                  **{console.ENV_VAR: "all"})
-  yield root, started
-  for proc, _ in started.values():
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+def jobs(console_jobs):
+  return console_jobs  # started when the session's tests were collected (conftest.py)
 
 
 @pytest.mark.parametrize("name", sorted(USAGE_ERRORS))
