@@ -2,7 +2,9 @@
 session fixtures every test module shares (built once, read-only; see tests/run_fixtures.py)."""
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -15,6 +17,38 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long-running; excluded from `make test`, run by `make test-all`.")
   # TFP 0.25 still uses distutils' LooseVersion at import time.
   config.addinivalue_line("filterwarnings", "ignore:distutils Version classes:DeprecationWarning")
+
+
+def pytest_collection_finish(session):
+  """The console's CLI processes start as soon as the tests are collected when a selected test
+  needs them: they then run beside the in-process tests before tests/test_console.py (mostly
+  Python tracing, one core) instead of holding it up."""
+  if any("console_jobs" in getattr(item, "fixturenames", ()) for item in session.items):
+    import run_fixtures  # pylint: disable=g-import-not-at-top
+    run_fixtures.start_console_jobs(_console_root(session.config))
+
+
+_CONSOLE_ROOT = pytest.StashKey[pathlib.Path]()
+
+
+def _console_root(config) -> pathlib.Path:
+  if _CONSOLE_ROOT not in config.stash:
+    config.stash[_CONSOLE_ROOT] = pathlib.Path(tempfile.mkdtemp(prefix="vapnev-console-"))
+  return config.stash[_CONSOLE_ROOT]
+
+
+def pytest_sessionfinish(session):
+  if _CONSOLE_ROOT in session.config.stash:
+    import run_fixtures  # pylint: disable=g-import-not-at-top
+    run_fixtures.stop_console_jobs()
+    shutil.rmtree(session.config.stash[_CONSOLE_ROOT], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def console_jobs(request):
+  """(root, {name: (Popen, log path)}): the CLI processes of `run_fixtures.start_console_jobs`."""
+  import run_fixtures  # pylint: disable=g-import-not-at-top
+  return run_fixtures.console_jobs(_console_root(request.config))
 
 
 @pytest.fixture(scope="session")

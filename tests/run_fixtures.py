@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 import vapnev_tf
+from vapnev_tf import console
 from vapnev_tf import data
 from vapnev_tf import export
 from vapnev_tf import pipeline
@@ -54,16 +55,26 @@ def subprocess_env(with_repo=True):
   return env
 
 
+def console_env(**extra):
+  """The environment of a CLI process as a user starts it: none of the variables that change what
+  the console shows (TF_CPP_MIN_LOG_LEVEL, VAPNEV_TF_LOGS), no cluster; the repository on the
+  path."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CONFIG", console.ENV_VAR)}
+  env.update(PYTHONPATH=str(REPO_ROOT), **extra)
+  return env
+
+
 class Background:
   """A subprocess whose output goes to files (no pipe to fill), started now, checked later."""
 
-  def __init__(self, args, log_dir, name, cwd=None, with_repo=True):
+  def __init__(self, args, log_dir, name, cwd=None, with_repo=True, env=None):
     self.args, self.name = args, name
     self.stdout_file = pathlib.Path(log_dir) / f"{name}.stdout"
     self.stderr_file = pathlib.Path(log_dir) / f"{name}.stderr"
     with open(self.stdout_file, "w") as out, open(self.stderr_file, "w") as err:
-      self.proc = subprocess.Popen(args, cwd=cwd, env=subprocess_env(with_repo), stdout=out,
-                                   stderr=err, text=True)
+      self.proc = subprocess.Popen(args, cwd=cwd, env=env or subprocess_env(with_repo),
+                                   stdout=out, stderr=err, text=True)
 
   def wait(self, check=True, timeout=300):
     """(returncode, stdout, stderr); with `check`, asserts success."""
@@ -135,9 +146,11 @@ def make_tiny_run(workdir: pathlib.Path) -> pathlib.Path:
 
 
 def start_export_cli(run_dir: pathlib.Path, out: pathlib.Path) -> Background:
-  """`python -m vapnev_tf.export` of `run_dir` into `out`, started in the background."""
+  """`python -m vapnev_tf.export` of `run_dir` into `out`, started in the background in a user's
+  environment (`console_env`): its output is also the export CLI's console (`export_cli_output`)."""
   return Background([PYTHON, "-m", "vapnev_tf.export", f"--workdir={run_dir}",
-                     f"--export_dir={out}"], out.parent, "export_cli", cwd=str(REPO_ROOT))
+                     f"--export_dir={out}"], out.parent, "export_cli", cwd=str(REPO_ROOT),
+                    env=console_env())
 
 
 def finish_export_cli(proc: Background, out: pathlib.Path) -> pathlib.Path:
@@ -145,6 +158,12 @@ def finish_export_cli(proc: Background, out: pathlib.Path) -> pathlib.Path:
   assert json.loads(stdout.strip().splitlines()[-1])["export_dir"] == str(out)
   assert (out / export.METADATA_FILE).exists()
   return out
+
+
+def export_cli_output(out: pathlib.Path) -> str:
+  """All the export CLI process of `finish_export_cli(..., out)` printed: stdout, then stderr."""
+  return "".join((out.parent / f"export_cli.{stream}").read_text()
+                 for stream in ("stdout", "stderr"))
 
 
 # ------------------------------------------------------------------------- training processes
@@ -193,6 +212,60 @@ def finish_process(proc, log):
     pytest.fail(f"job timed out after {TRAIN_TIMEOUT} s; log:\n"
                 f"{pathlib.Path(log).read_text()[-3000:]}")
   return proc.returncode, pathlib.Path(log).read_text()
+
+
+# --------------------------------------------------------------------------- console processes
+
+# name: (argv after `-m`, what the error line says); one process per CLI (tests/test_console.py).
+CONSOLE_USAGE_ERRORS = {
+    "train_bad_value": (["vapnev_tf.train", "--flagfile=configs/smoke.flags", "--workdir=/tmp/x",
+                         "--batch_size=0"], "--batch_size must be an int >= 1, got 0"),
+    "evaluate_missing_workdir": (["vapnev_tf.evaluate"], "--workdir"),
+    "export_unknown_flag": (["vapnev_tf.export", "--workdir=/tmp/x", "--nonsense"],
+                            "Unknown command line flag 'nonsense'"),
+    "sample_bad_value": (["vapnev_tf.sample", "--num=-3"], "--num"),
+}
+_console_jobs = {}  # "root": the jobs' directory, "started": {name: (Popen, log path)}
+
+
+def _start_console_process(root, name, args, **env):
+  out = open(root / f"{name}.log", "w")
+  proc = subprocess.Popen([PYTHON, *args], cwd=REPO_ROOT, env=console_env(**env), stdout=out,
+                          stderr=subprocess.STDOUT)
+  return proc, root / f"{name}.log"
+
+
+def start_console_jobs(root: pathlib.Path) -> None:
+  """Starts, in a user's environment and all at once, the CLI processes whose console
+  tests/test_console.py checks: one usage error per CLI, a smoke training with its export, and
+  `import vapnev_tf` with and without VAPNEV_TF_LOGS. conftest.py starts them when the session's
+  tests are collected, so they run beside the in-process tests that come first."""
+  if _console_jobs:
+    return
+  root.mkdir(parents=True, exist_ok=True)
+  started = {name: _start_console_process(root, name, ["-m", *argv])
+             for name, (argv, _) in CONSOLE_USAGE_ERRORS.items()}
+  started["train"] = _start_console_process(root, "train", [
+      "-m", "vapnev_tf.train", "--flagfile=configs/smoke.flags", f"--workdir={root / 'run'}",
+      "--export_at_end"])
+  probe = "import vapnev_tf, tensorflow as tf; print(int(tf.constant(1) + 1))"
+  started["quiet_import"] = _start_console_process(root, "quiet_import", ["-c", probe])
+  started["loud_import"] = _start_console_process(root, "loud_import", ["-c", probe],
+                                                  **{console.ENV_VAR: "all"})
+  _console_jobs.update(root=root, started=started)
+
+
+def console_jobs(root: pathlib.Path) -> tuple:
+  """(root, {name: (Popen, log path)}) of the console processes, started now unless already."""
+  start_console_jobs(root)
+  return _console_jobs["root"], _console_jobs["started"]
+
+
+def stop_console_jobs() -> None:
+  for proc, _ in _console_jobs.get("started", {}).values():
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
 
 
 # ------------------------------------------------------------------------------- lock holders

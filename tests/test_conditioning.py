@@ -244,7 +244,10 @@ def test_invalid_options_raise_value_errors_naming_them():
     mf.tiny_config(conditioning="global")
 
 
-@pytest.mark.parametrize("name", list(OPTIONS))
+# `make test` trains the model with every option at once; each option alone runs under `slow`.
+@pytest.mark.parametrize("name", [
+    name if name == "shared_fused_bf16" else pytest.param(name, marks=pytest.mark.slow)
+    for name in OPTIONS])
 def test_a_vapnev_model_with_the_option_trains_with_finite_loss(name):
   keras.utils.set_random_seed(0)
   model = vapnev_tf.VAPNEV(mf.tiny_config(**OPTIONS[name]))

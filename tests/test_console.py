@@ -1,13 +1,12 @@
 """The console of the CLIs (`vapnev_tf.console`): no TensorFlow boilerplate, small training and
 export output, one-line usage errors, the live progress line on a terminal, VAPNEV_TF_LOGS=all,
-and flags.txt holding the run's own flags. The subprocesses start together (module fixture)."""
+and flags.txt holding the run's own flags. The CLI processes start together when the session's
+tests are collected (`console_jobs`, tests/conftest.py)."""
 import contextlib
 import io
-import os
 import pathlib
 import re
 import subprocess
-import sys
 
 from absl import app
 from absl import flags
@@ -17,6 +16,8 @@ from vapnev_tf import console
 from vapnev_tf import train as train_cli
 from vapnev_tf.training import reporting
 
+import run_fixtures
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 # Lines TensorFlow, absl and Keras print that a user did not ask for.
@@ -24,20 +25,6 @@ BOILERPLATE = re.compile(
     r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|oneDNN|cpu_feature_guard|cudart_stub|"
     r"rebuild TensorFlow|INFO:tensorflow|Sharding callback|input_\d+|Traceback", re.MULTILINE)
 MAX_TRAIN_BYTES = 4000  # the whole smoke training (2 evaluations, export, figures)
-
-
-def _env(**extra):
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CONFIG", console.ENV_VAR)}  # the defaults
-  env.update(PYTHONPATH=str(REPO_ROOT), **extra)
-  return env
-
-
-def _start(root, name, args, **env):
-  out = open(root / f"{name}.log", "w")
-  proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=_env(**env), stdout=out,
-                          stderr=subprocess.STDOUT)
-  return proc, root / f"{name}.log"
 
 
 def _wait(job):
@@ -51,14 +38,7 @@ def _wait(job):
   return proc.returncode, log.read_text()
 
 
-USAGE_ERRORS = {  # name: (argv after `-m`, what the error line says); one process per CLI
-    "train_bad_value": (["vapnev_tf.train", "--flagfile=configs/smoke.flags", "--workdir=/tmp/x",
-                         "--batch_size=0"], "--batch_size must be an int >= 1, got 0"),
-    "evaluate_missing_workdir": (["vapnev_tf.evaluate"], "--workdir"),
-    "export_unknown_flag": (["vapnev_tf.export", "--workdir=/tmp/x", "--nonsense"],
-                            "Unknown command line flag 'nonsense'"),
-    "sample_bad_value": (["vapnev_tf.sample", "--num=-3"], "--num"),
-}
+USAGE_ERRORS = run_fixtures.CONSOLE_USAGE_ERRORS
 IN_PROCESS_USAGE_ERRORS = {  # the same console path, on the training CLI's flags in this process
     "train_unknown_flag": (["vapnev_tf.train", "--workdir=/tmp/x", "--bacth_size=4"],
                            "Unknown command line flag 'bacth_size'"),
@@ -78,21 +58,8 @@ def _assert_one_line_and_a_hint(prog, expected, log):
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("console")
-  started = {name: _start(root, name, ["-m", *argv]) for name, (argv, _) in USAGE_ERRORS.items()}
-  started["train"] = _start(root, "train", [
-      "-m", "vapnev_tf.train", "--flagfile=configs/smoke.flags", f"--workdir={root / 'run'}",
-      "--export_at_end"])
-  probe = "import vapnev_tf, tensorflow as tf; print(int(tf.constant(1) + 1))"
-  started["quiet_import"] = _start(root, "quiet_import", ["-c", probe])
-  started["loud_import"] = _start(root, "loud_import", ["-c", probe],
-                                  **{console.ENV_VAR: "all"})
-  yield root, started
-  for proc, _ in started.values():
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+def jobs(console_jobs):
+  return console_jobs  # started when the session's tests were collected (conftest.py)
 
 
 @pytest.mark.parametrize("name", sorted(USAGE_ERRORS))
@@ -138,13 +105,9 @@ def test_training_output_is_small_and_has_no_tensorflow_boilerplate(jobs):
   assert (root / "run" / "export" / "saved_model.pb").exists()
 
 
-def test_export_cli_output_has_no_renaming_line(jobs, tmp_path):
-  root, started = jobs
-  code, log = _wait(started["train"])
-  assert code == 0, log[-3000:]
-  code, log = _wait(_start(tmp_path, "export", [
-      "-m", "vapnev_tf.export", f"--workdir={root / 'run'}", f"--export_dir={tmp_path / 'e'}"]))
-  assert code == 0, log[-3000:]
+def test_export_cli_output_has_no_renaming_line(tiny_export):
+  """The export CLI's process is the session's `tiny_export` (started in a user's environment)."""
+  log = run_fixtures.export_cli_output(tiny_export)
   assert not BOILERPLATE.search(log), BOILERPLATE.search(log).group(0)
   assert len(log.encode()) < 1000, log
   assert '"export_dir"' in log

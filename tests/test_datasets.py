@@ -20,9 +20,13 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as celeb_lib
 
 from vapnev_tf import data
+from vapnev_tf import train as train_cli
+from vapnev_tf import training
 from vapnev_tf.datasets import celeb_a
 from vapnev_tf.datasets import cifar10
 from vapnev_tf.datasets import locate
+
+import run_fixtures
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CIFAR_LABELS = "airplane automobile bird cat deer dog frog horse ship truck".split()
@@ -378,18 +382,20 @@ def test_missing_dataset_fails_at_once_with_both_fixes(tmp_path, name, no_downlo
     data.check_available(_config(tmp_path, name, tmp_path / "absent"))
 
 
-def test_celeba_flagfile_with_an_empty_data_dir_fails_fast(tmp_path):
+def test_celeba_flagfile_with_an_empty_data_dir_fails_fast(tmp_path, capfd):
+  """What `python -m vapnev_tf.train --flagfile=configs/celeba.flags` runs, in this process."""
   empty = tmp_path / "empty"
   empty.mkdir()
-  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run(  # the timeout only guards against a hang (measured: a few seconds)
-      [sys.executable, "-m", "vapnev_tf.train", "--flagfile=configs/celeba.flags",
-       f"--workdir={tmp_path / 'run'}", f"--data_dir={empty}"],
-      cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=300, env=env, check=False)
-  assert proc.returncode != 0
-  assert "dataset 'celeb_a' is not available" in proc.stderr, proc.stderr[-3000:]
-  assert str(empty) in proc.stderr and "--data_dir=DIR" in proc.stderr
-  assert "Retrying" not in proc.stderr and "download" not in proc.stdout.lower()
+  fv = run_fixtures.parse_train_flags(tmp_path / "run", f"--data_dir={empty}",
+                                      flagfile="configs/celeba.flags")
+  with pytest.raises(training.ConfigError) as e:  # the CLI logs it in one line and exits 1
+    training.train(*train_cli.configs_from_flags(fv), str(tmp_path / "run"))
+  assert isinstance(e.value.__cause__, data.DatasetUnavailableError)
+  message = str(e.value)
+  assert "dataset 'celeb_a' is not available" in message, message
+  assert str(empty) in message and "--data_dir=DIR" in message
+  out, err = capfd.readouterr()
+  assert "Retrying" not in err and "download" not in out.lower()
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -187,8 +187,9 @@ def test_another_runs_checkpoint_never_becomes_this_runs_result(tmp_path):
 _HOLD_LOCK = LOCK_HOLDER  # loads locking.py alone: no TensorFlow start-up
 
 
-def test_evaluation_that_writes_is_refused_while_another_process_holds_the_run(run_dir):
-  """The CLI exits non-zero with one line naming the holder; nothing is written."""
+def test_evaluation_that_writes_is_refused_while_another_process_holds_the_run(run_dir, capsys):
+  """The CLI's main (in this process; tests/test_console.py starts the CLI itself) returns 1 with
+  one line naming the holder; nothing is written."""
   workdir, _ = run_dir
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="3")
   holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(workdir)],
@@ -198,13 +199,15 @@ def test_evaluation_that_writes_is_refused_while_another_process_holds_the_run(r
     before = (workdir / "eval.json").read_bytes() if (workdir / "eval.json").exists() else None
     with pytest.raises(locking.WorkdirLockedError, match=f"pid {holder.pid}"):
       evaluation.evaluate_workdir(str(workdir), num_samples=1, eval_take=2)
-    proc = subprocess.run([sys.executable, "-m", "vapnev_tf.evaluate", f"--workdir={workdir}",
-                           "--num_samples=1", "--eval_take=2"], capture_output=True, text=True,
-                          env=env, cwd=str(REPO_ROOT), timeout=300)
-    assert proc.returncode != 0
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("vapnev_tf.evaluate: error:")]
+    fv = flags.FlagValues()
+    evaluate_cli.define_flags(fv)
+    argv = fv(["vapnev_tf.evaluate", f"--workdir={workdir}", "--num_samples=1", "--eval_take=2"])
+    capsys.readouterr()
+    assert evaluate_cli.main(argv, fv) == 1
+    stderr = capsys.readouterr().err
+    errors = [l for l in stderr.splitlines() if l.startswith("vapnev_tf.evaluate: error:")]
     assert len(errors) == 1 and f"pid {holder.pid}" in errors[0] and "training" in errors[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
     after = (workdir / "eval.json").read_bytes() if (workdir / "eval.json").exists() else None
     assert after == before
     # Reading without writing needs no lock.

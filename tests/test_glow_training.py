@@ -2,6 +2,7 @@
 first batch of a NEW run only (Glow's data-dependent init), the result is checkpointed, and a
 resumed run keeps it."""
 import numpy as np
+import pytest
 
 from run_fixtures import run_smoke
 from vapnev_tf import flow_steps
@@ -21,6 +22,7 @@ _SMALL = ("--train_steps=2", "--eval_every=0", "--checkpoint_every=1", "--eval_t
           "--eval_batch_size=16", "--eval_num_samples=1")
 
 
+@pytest.mark.slow  # two training runs end to end (`make test-all`)
 def test_glow_layout_initialises_actnorm_once_and_keeps_it_on_resume(tmp_path):
   workdir = tmp_path / "run"
   result = run_smoke(workdir, f"--flow_layout={GLOW}", *_SMALL)

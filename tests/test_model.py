@@ -46,11 +46,14 @@ def real_x():
 
 @pytest.fixture(scope="module")
 def trained(real_x):
-  """Each likelihood trained 120 steps on one real batch: (model, losses)."""
+  """Each likelihood trained 50 steps on one real batch: (model, losses).
+
+  Measured: the mean of the last 10 losses is 0.59 (vapnev), 0.77 (realnvp), 0.91 and 0.95 (the
+  pixel likelihoods) of the first 10's, against the tests' 0.97."""
   results = {}
   for likelihood in vapnev_tf.LIKELIHOODS:
     model = vapnev_tf.VAPNEV(mf.tiny_config(likelihood=likelihood))
-    results[likelihood] = (model, mf.train(model, real_x, 120, learning_rate=3e-3))
+    results[likelihood] = (model, mf.train(model, real_x, 50, learning_rate=3e-3))
   return results
 
 
@@ -154,6 +157,7 @@ def _correlation(a, b):
   return np.sum(a * b, 1) / np.sqrt(np.sum(a * a, 1) * np.sum(b * b, 1))
 
 
+@pytest.mark.slow  # 1500 training steps (`make test-all`)
 def test_reconstructions_resemble_their_own_image(real_x):
   """Trained 1500 steps on a real batch with the KL weight at 0 (the start of KL annealing), the
   reconstruction of x_i correlates more with x_i than with another image x_j of the batch.

@@ -146,7 +146,9 @@ def test_every_iaf_weight_gets_a_gradient_and_is_checkpointed(tmp_path):
                                                           tmp_path)
 
 
-@pytest.mark.parametrize("dequantization", ["uniform", "variational"])
+# The variational one trains q(u|x_int) and the IAF together in `make test`; the other under `slow`.
+@pytest.mark.parametrize("dequantization", [pytest.param("uniform", marks=pytest.mark.slow),
+                                            "variational"])
 def test_a_few_training_steps_give_finite_falling_losses(dequantization):
   m = model(dequantization=dequantization, dequantization_filters=4)
   x = mf.real_batch(8)[:, 10:18, 10:18, :]

@@ -3,6 +3,7 @@ against the autodiff Jacobian, and finiteness at the edges of the pixel domain."
 import hypothesis
 from hypothesis import strategies as st
 import numpy as np
+import pytest
 
 import flow_fixtures as ff
 from vapnev_tf.flow import ConditionalRealNVP
@@ -31,13 +32,18 @@ def _build(cfg):
   return flow
 
 
-SETTINGS = hypothesis.settings(max_examples=12, deadline=None, derandomize=True,
-                               suppress_health_check=list(hypothesis.HealthCheck))
+def _settings(max_examples):
+  return hypothesis.settings(max_examples=max_examples, deadline=None, derandomize=True,
+                             suppress_health_check=list(hypothesis.HealthCheck))
 
 
-@SETTINGS
-@hypothesis.given(flow_configs())
-def test_random_flows_are_invertible_with_exact_log_det(cfg):
+# Each property runs on a few examples in `make test` and on the full count under `slow`
+# (`make test-all`); derandomized, so each draws the same examples on every run.
+QUICK = _settings(max_examples=3)
+FULL = _settings(max_examples=12)
+
+
+def _check_invertible_with_exact_log_det(cfg):
   flow = _build(cfg)
   dtype = cfg["dtype"]
   z = ff.latents((1,), dtype, seed=cfg["seed"])
@@ -54,9 +60,7 @@ def test_random_flows_are_invertible_with_exact_log_det(cfg):
     assert abs(fldj - expected) < 1e-4
 
 
-@SETTINGS
-@hypothesis.given(flow_configs(), st.sampled_from([0.0, 1.0]))
-def test_log_prob_is_finite_at_the_pixel_domain_edges(cfg, noise):
+def _check_finite_at_the_pixel_domain_edges(cfg, noise):
   """Pixels 0 and 255 with dequantisation noise at both ends of [0, 1)."""
   flow = _build(cfg)
   dtype = cfg["dtype"]
@@ -67,3 +71,29 @@ def test_log_prob_is_finite_at_the_pixel_domain_edges(cfg, noise):
   y = bij.forward(x)
   assert np.all(np.isfinite(y.numpy()))
   assert np.all(np.isfinite(bij.forward_log_det_jacobian(x, event_ndims=3).numpy()))
+
+
+@QUICK
+@hypothesis.given(flow_configs())
+def test_random_flows_are_invertible_with_exact_log_det(cfg):
+  _check_invertible_with_exact_log_det(cfg)
+
+
+@pytest.mark.slow  # the full example count (`make test-all`)
+@FULL
+@hypothesis.given(flow_configs())
+def test_random_flows_are_invertible_with_exact_log_det_full(cfg):
+  _check_invertible_with_exact_log_det(cfg)
+
+
+@QUICK
+@hypothesis.given(flow_configs(), st.sampled_from([0.0, 1.0]))
+def test_log_prob_is_finite_at_the_pixel_domain_edges(cfg, noise):
+  _check_finite_at_the_pixel_domain_edges(cfg, noise)
+
+
+@pytest.mark.slow  # the full example count (`make test-all`)
+@FULL
+@hypothesis.given(flow_configs(), st.sampled_from([0.0, 1.0]))
+def test_log_prob_is_finite_at_the_pixel_domain_edges_full(cfg, noise):
+  _check_finite_at_the_pixel_domain_edges(cfg, noise)
