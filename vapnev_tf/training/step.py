@@ -35,6 +35,7 @@ import keras
 import tensorflow as tf
 
 from vapnev_tf import seeds
+from vapnev_tf import weight_averages
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import objective
@@ -43,14 +44,16 @@ from vapnev_tf.config import TrainConfig
 
 
 def build_optimizer(train_cfg: TrainConfig) -> keras.optimizers.Optimizer:
-  """Adam (Keras 3) with the configured hyper-parameters and learning-rate schedule."""
+  """Adam (Keras 3) with the configured hyper-parameters and learning-rate schedule; with
+  `ema_decay` > 0 it also keeps the Polyak averages of the weights (`weight_averages`)."""
   lr = train_cfg.learning_rate
   if train_cfg.warmup_steps or train_cfg.lr_decay != "none":
     lr = schedules.WarmupDecay(train_cfg.learning_rate, train_cfg.warmup_steps,
                                train_cfg.lr_decay, train_cfg.train_steps,
                                train_cfg.min_lr_fraction)
   return keras.optimizers.Adam(learning_rate=lr, beta_1=train_cfg.adam_beta1,
-                               beta_2=train_cfg.adam_beta2, epsilon=train_cfg.adam_epsilon)
+                               beta_2=train_cfg.adam_beta2, epsilon=train_cfg.adam_epsilon,
+                               **weight_averages.optimizer_options(train_cfg.ema_decay))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: one trace per state
