@@ -17,6 +17,7 @@ from vapnev_tf import weight_averages
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import TrainConfig
 from vapnev_tf.data import DataConfig
+from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import TrainState
 from vapnev_tf.training import make_train_step
 from vapnev_tf.training import restore
@@ -140,8 +141,10 @@ def ema_run(tmp_path_factory):
   return workdir, run_fixtures.run_smoke(workdir, f"--ema_decay={DECAY}")
 
 
-def test_a_checkpoint_restores_the_averages_bit_exactly(tmp_path):
-  train_cfg = TrainConfig(train_steps=4, learning_rate=1e-2, ema_decay=DECAY, export_at_end=False)
+@pytest.mark.parametrize("lr_decay", ["none", "cosine"])  # a constant rate is a checkpointed
+def test_a_checkpoint_restores_the_averages_bit_exactly(tmp_path, lr_decay):  # variable
+  train_cfg = TrainConfig(train_steps=4, learning_rate=1e-2, ema_decay=DECAY, lr_decay=lr_decay,
+                          export_at_end=False)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   workdir = str(tmp_path / "run")
   build = lambda: restore.build_or_restore(run_fixtures.tiny_config(), train_cfg, strategy,
@@ -153,7 +156,7 @@ def test_a_checkpoint_restores_the_averages_bit_exactly(tmp_path):
       train_step(run.state, iterator)
     saved_averages = _values(weight_averages.averages(run.state.optimizer))
     saved_raw = _values(run.state.model.trainable_variables)
-    run.checkpoints.save(3)
+    prefix = run.checkpoints.save(3)
   assert any(not np.array_equal(a, r) for a, r in zip(saved_averages, saved_raw))
   with build() as run:
     assert run.restored_from and run.start_step == 3
@@ -161,6 +164,11 @@ def test_a_checkpoint_restores_the_averages_bit_exactly(tmp_path):
       assert a.tobytes() == s.tobytes()
     for r, s in zip(_values(run.state.model.trainable_variables), saved_raw):
       assert r.tobytes() == s.tobytes()
+  # What load_run does for such a run: a fresh model holding the averages.
+  model = VAPNEV(run_fixtures.tiny_config())
+  weight_averages.restore_averaged(model, prefix, DECAY)
+  for v, s in zip(_values(model.trainable_variables), saved_averages):
+    assert v.tobytes() == s.tobytes()
 
 
 def test_load_run_gives_the_averages_as_the_weights(ema_run, tmp_path):

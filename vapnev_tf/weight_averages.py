@@ -17,6 +17,8 @@ import keras
 import tensorflow as tf
 
 RAW, EMA = "raw", "ema"
+# The key of a constant learning rate in a checkpoint of `tf.train.Checkpoint(optimizer=...)`.
+_LEARNING_RATE_KEY = "optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def optimizer_options(ema_decay: float) -> dict:
@@ -72,7 +74,13 @@ def restore_averaged(model, checkpoint: str, ema_decay: float):
   """Restores `model` (built) and the averages of a training checkpoint written with `ema_decay`
   > 0, and leaves the averages in `model`'s trainable variables. Returns the restore status
   (`expect_partial`: Adam's moments and the counters are read but not needed)."""
-  optimizer = keras.optimizers.Adam(**optimizer_options(ema_decay))
+  # Keras checkpoints an optimiser's variables by position, and a constant learning rate is one
+  # of them (a schedule is not): the optimiser built here must have the same list as the one that
+  # wrote `checkpoint`, so it takes a schedule exactly when that one had no learning-rate variable.
+  keys = {name for name, _ in tf.train.list_variables(checkpoint)}
+  learning_rate = (1e-3 if _LEARNING_RATE_KEY in keys
+                   else keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=1))
+  optimizer = keras.optimizers.Adam(learning_rate=learning_rate, **optimizer_options(ema_decay))
   optimizer.build(model.trainable_variables)
   status = tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint)
   status.expect_partial()
