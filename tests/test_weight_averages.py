@@ -211,6 +211,11 @@ def test_the_run_evaluates_and_exports_the_averages(ema_run, tmp_path):
   assert result["eval"]["iw_bpd"] == pytest.approx(by_hand["iw_bpd"], rel=1e-6)
   assert raw_bound != pytest.approx(by_hand["elbo_bpd"], rel=1e-6), "the raw weights differ"
 
+  again = evaluation.evaluate_workdir(str(run_dir), write=False)  # vapnev_tf.evaluate's path
+  assert again["weights"] == weight_averages.EMA
+  assert again["weights_sha256"] == eval_json["weights_sha256"]
+  assert again["elbo_bpd"] == pytest.approx(by_hand["elbo_bpd"], rel=1e-6)
+
   out = export_lib.export_from_workdir(str(run_dir), str(tmp_path / "export"))
   meta = export_lib.load_metadata(out)
   assert meta["weights"] == weight_averages.EMA

@@ -20,7 +20,8 @@ directory's checkpoint (`vapnev_tf.evaluate` is its CLI) and writes, holding the
   - an evaluation of a checkpoint from outside the run (not in WORKDIR/checkpoints or
     WORKDIR/best) to WORKDIR/evaluations/foreign-<name>-<sha>-...json, never to eval.json.
 
-Every record carries "weights_sha256" (`workdir.weights_fingerprint` of the evaluated weights);
+Every record carries "weights" ("ema": a run's Polyak averages, "raw": its trained weights;
+docs/design.md §23) and "weights_sha256" (`workdir.weights_fingerprint` of the evaluated weights);
 export metadata and train's reuse of a final evaluation attach a record to a checkpoint only when
 that fingerprint matches the checkpoint's weights, never by step alone. Above the model and
 `loading`, below training (docs/design.md §21).
