@@ -62,7 +62,8 @@ class TrainState:
 
   Attributes:
     model: the `VAPNEV` being trained.
-    optimizer: a built Keras optimiser over `model.trainable_variables`.
+    optimizer: a built Keras optimiser over `model.trainable_variables` (it also keeps the
+      Polyak averages of those weights when `ema_decay` > 0: `weight_averages`).
     step: int64 variable, global steps run (good or skipped); the step's seeds fold it in.
     skipped_steps: int64 variable, steps whose update was skipped (non-finite loss or gradient).
   """
@@ -131,8 +132,8 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
     global_batch_size: the global batch the loss is averaged over.
 
   The returned function reads one global batch from `iterator` (each replica gets
-  `(global_batch_size / replicas, H, W, C)`), updates `state` (weights and Adam unless the step
-  is skipped, and the counters) and returns global scalars: {"loss", "log_px", "kl" (means over
+  `(global_batch_size / replicas, H, W, C)`), updates `state` (weights, Adam and, with
+  `ema_decay`, the Polyak averages unless the step is skipped; the counters) and returns global scalars: {"loss", "log_px", "kl" (means over
   the global batch), "grad_norm", "ok" (the update was applied), "weights_finite" (every
   trainable weight is finite after the step), "kl_weight", "learning_rate"
   (the one this update used), "per_replica_batch_size", and "grad_norm/GROUP" for each group of
