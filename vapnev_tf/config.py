@@ -268,6 +268,14 @@ class TrainConfig(ConfigBase):
   aggressive_encoder_updates: int = int_field(
       5, "Encoder-only updates per step during the first aggressive_steps steps.", lo=1, **_RUN,
       why="the updates applied at each step", absent_means=5)
+  ema_decay: float = float_field(
+      0.0, "Polyak averaging: keep an exponential moving average of every trainable weight, "
+      "average = ema_decay * average + (1 - ema_decay) * weight after each applied update (the "
+      "first update sets it), and evaluate, export and sample with the averages "
+      "(docs/design.md §23); 0 = off (the raw weights).", lo=0.0, hi=1.0, hi_open=True, **_RUN,
+      why="the averages are a running sum over the run's trajectory, checkpointed with it: a run "
+      "resumed with another decay would report weights that no single decay averaged, and one "
+      "switched on mid-run has no averages to resume", absent_means=0.0)
   log_every: int = int_field(100, "Steps between log lines and training summaries.", lo=1,
                              **_FREE, why=_CADENCE)
   eval_every: int = int_field(

@@ -20,7 +20,8 @@ directory's checkpoint (`vapnev_tf.evaluate` is its CLI) and writes, holding the
   - an evaluation of a checkpoint from outside the run (not in WORKDIR/checkpoints or
     WORKDIR/best) to WORKDIR/evaluations/foreign-<name>-<sha>-...json, never to eval.json.
 
-Every record carries "weights_sha256" (`workdir.weights_fingerprint` of the evaluated weights);
+Every record carries "weights" ("ema": a run's Polyak averages, "raw": its trained weights;
+docs/design.md §23) and "weights_sha256" (`workdir.weights_fingerprint` of the evaluated weights);
 export metadata and train's reuse of a final evaluation attach a record to a checkpoint only when
 that fingerprint matches the checkpoint's weights, never by step alone. Above the model and
 `loading`, below training (docs/design.md §21).
@@ -40,6 +41,7 @@ from vapnev_tf import data as data_lib
 from vapnev_tf import loading
 from vapnev_tf import locking
 from vapnev_tf import seeds
+from vapnev_tf import weight_averages
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.metrics import bits_per_dim
 
@@ -225,7 +227,9 @@ class EvalRunner:
 
   One `Evaluator` per k, so periodic evaluations reuse one traced step. A result whose
   ELBO beats the best so far is saved to best/ (`Checkpoints.save_if_best`); every result goes to
-  the reporter (log line; the chief's TensorBoard and eval.json).
+  the reporter (log line; the chief's TensorBoard, sample grids and eval.json). A run that keeps
+  Polyak averages is evaluated and reported with them swapped in (result "weights": "ema"); the
+  checkpoints are saved with the raw weights in place (they hold both).
   """
 
   def __init__(self, run, data_cfg, train_cfg, strategy, reporter):
@@ -234,18 +238,20 @@ class EvalRunner:
     self._evaluators = {}
 
   def __call__(self, step: int, num_samples: int) -> dict:
-    model = self.run.state.model
+    model, optimizer = self.run.state.model, self.run.state.optimizer
     if num_samples not in self._evaluators:
       self._evaluators[num_samples] = Evaluator(
           model, self.data_cfg, num_samples=num_samples, seed=self.train_cfg.eval_seed,
           chunk_size=self.train_cfg.eval_chunk_size, strategy=self.strategy)
-    result = self._evaluators[num_samples]()
+    with weight_averages.evaluated_weights(model, optimizer) as weights:
+      result = dict(self._evaluators[num_samples](), weights=weights)
     improved = self.run.checkpoints.save_if_best(step, result["elbo_bpd"])
     checkpoints = self.run.checkpoints
     # The record names a checkpoint only when one holds these weights (a periodic evaluation can
     # come before the step's save); its weights_sha256 identifies the weights either way.
     checkpoint = checkpoints.latest if checkpoints.saved_at == step else None
-    self.reporter.evaluation(step, result, improved, checkpoint, model)
+    with weight_averages.evaluated_weights(model, optimizer):
+      self.reporter.evaluation(step, result, improved, checkpoint, model)
     return result
 
 
@@ -299,7 +305,7 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
                  data_cfg.eval_take or "all", num_samples)
     result = evaluate(model, data_cfg, num_samples=num_samples, seed=seed,
                                  chunk_size=chunk_size)
-    result = dict(result, eval_take=data_cfg.eval_take)
+    result = dict(result, eval_take=data_cfg.eval_take, weights=info["weights"])
     full = workdir_lib.is_full_evaluation(result, stored)
     written_to = None
     if write and foreign:

@@ -8,6 +8,7 @@ import os
 
 import tensorflow as tf
 
+from vapnev_tf import weight_averages
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.model import VAPNEV
@@ -40,8 +41,12 @@ def load_run(workdir: str, checkpoint: str | None = None):
       corrupt) is skipped with an error in the log naming it and why, like a resumed training run.
       An explicit `checkpoint` is never replaced by another one.
 
+  A run trained with `ema_decay` > 0 is loaded with its Polyak averages as the model's weights
+  (what its evaluation, export and figures use; docs/design.md §23).
+
   Returns:
-    `(model, info)`: a `VAPNEV` holding the checkpoint's weights, and a dict with "checkpoint"
+    `(model, info)`: a `VAPNEV` holding the checkpoint's weights, and a dict with "weights"
+    ("ema": the averages, "raw": the trained weights themselves), "checkpoint"
     (the prefix actually restored), "step" (the checkpoint's own step counter, -1 if it has none),
     "skipped" (newer checkpoints that could not be read: [{"checkpoint", "reason"}]), "config"
     (the run's config.json) and "workdir".
@@ -59,28 +64,35 @@ def load_run(workdir: str, checkpoint: str | None = None):
       raise ValueError(f"no checkpoint found in {directory!r}.")
   config = workdir_lib.read_config(workdir)
   model = VAPNEV(model_config(workdir))
+  ema_decay = float(config.get("train", {}).get("ema_decay", 0.0))
+  restore = lambda prefix: _restore_weights(model, prefix, ema_decay)
   skipped = []
   if checkpoint:
     try:
-      _restore_weights(model, checkpoint)
+      restore(checkpoint)
     except Exception as e:  # pylint: disable=broad-except
       raise ValueError(f"checkpoint {checkpoint!r} could not be read: "
                        f"{workdir_lib.first_line(e)}") from e
   else:
     checkpoint, failed = workdir_lib.restore_newest(
-        candidates, lambda prefix: _restore_weights(model, prefix))
+        candidates, restore)
     skipped = [{"checkpoint": p, "reason": workdir_lib.first_line(e)} for p, e in failed]
     if checkpoint is None:
       raise ValueError(
           f"{len(candidates)} checkpoint(s) in {directory!r} but none can be read ("
           f"{'; '.join(os.path.basename(s['checkpoint']) + ': ' + s['reason'] for s in skipped)}).")
-  info = {"checkpoint": checkpoint, "step": workdir_lib.checkpoint_step(checkpoint),
+  info = {"weights": weight_averages.EMA if ema_decay > 0 else weight_averages.RAW,
+          "checkpoint": checkpoint, "step": workdir_lib.checkpoint_step(checkpoint),
           "skipped": skipped, "config": config, "workdir": workdir}
   return model, info
 
 
-def _restore_weights(model, checkpoint: str) -> None:
-  """Restores every weight of `model` (built) from `checkpoint`; raises if any is missing/bad."""
+def _restore_weights(model, checkpoint: str, ema_decay: float = 0.0) -> None:
+  """Restores every weight of `model` (built) from `checkpoint`, its Polyak averages when
+  `ema_decay` > 0; raises if any is missing/bad."""
+  if ema_decay > 0:
+    weight_averages.restore_averaged(model, checkpoint, ema_decay)
+    return
   status = tf.train.Checkpoint(model=model).restore(checkpoint)
   status.expect_partial()  # the optimizer and counters of a training checkpoint are not needed
   status.assert_existing_objects_matched()

@@ -59,11 +59,13 @@ def export_and_figures(workdir: str, data_cfg, train_cfg, checkpoint: str, final
   """WORKDIR/export (SavedModel) and WORKDIR/figures/panel_step{N}.png from `checkpoint`.
 
   The model is a fresh, strategy-free copy restored from `checkpoint` (exactly what
-  `loading.restore_model` gives users); N is that checkpoint's step.
+  `loading.load_run` gives users: the Polyak averages of a run with `ema_decay` > 0); N is that
+  checkpoint's step.
   """
-  model, step = loading.restore_model(workdir, checkpoint)
+  model, info = loading.load_run(workdir, checkpoint)
+  step = info["step"]
   metadata = {"step": int(step), "checkpoint": checkpoint,
-              "weights_sha256": workdir_lib.weights_fingerprint(model),
+              "weights_sha256": workdir_lib.weights_fingerprint(model), "weights": info["weights"],
               "test_bits_per_dim": evaluation.tightest_bpd(final), "eval": final,
               "run_config": workdir_lib.read_config(workdir)}
   out = export_lib.export_model(model, workdir_lib.path(workdir, workdir_lib.EXPORT_DIR),

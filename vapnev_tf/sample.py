@@ -79,10 +79,13 @@ def _check_source(workdir: str | None, saved_model: str | None) -> None:
 
 def load_source(workdir: str | None = None, checkpoint: str | None = None,
                 saved_model: str | None = None):
-  """(`figures.Endpoints`, run config dict or None) of a run directory or an export."""
+  """(`figures.Endpoints`, run config dict or None) of a run directory or an export; a run
+  directory gives the weights `loading.load_run` restores (its Polyak averages when it keeps
+  them)."""
   _check_source(workdir, saved_model)
   if workdir is not None:
-    model, _ = loading.restore_model(workdir, checkpoint)
+    model, info = loading.load_run(workdir, checkpoint)
+    logging.info("Sampling from %s with its %s weights.", info["checkpoint"], info["weights"])
     return figures.Endpoints(model), workdir_lib.read_config(workdir)
   if checkpoint is not None:
     raise ValueError("checkpoint applies to workdir only; an export holds one set of weights.")

@@ -73,9 +73,11 @@ def load_metadata(export_dir: str) -> dict:
 
 
 def workdir_metadata(workdir: str, step: int, checkpoint: str, skipped=(),
-                     weights_sha256: str | None = None) -> dict:
+                     weights_sha256: str | None = None, weights: str = "raw") -> dict:
   """What a run directory knows about the checkpoint `checkpoint` at step `step`, whose weights
-  have the fingerprint `weights_sha256` (`workdir.weights_fingerprint`).
+  have the fingerprint `weights_sha256` (`workdir.weights_fingerprint`); `weights` says which of
+  the checkpoint's weights were exported ("ema": its Polyak averages, "raw": the trained ones;
+  `loading.load_run`).
 
   The run config, and the run's full evaluation of those same weights at that step
   (`workdir.full_evaluation`): a partial evaluation, or one of other weights at the same step,
@@ -83,7 +85,7 @@ def workdir_metadata(workdir: str, step: int, checkpoint: str, skipped=(),
   why.
   """
   payload = {"workdir": os.path.abspath(workdir), "checkpoint": checkpoint, "step": step,
-             "weights_sha256": weights_sha256, "run_config": workdir_lib.read_config(workdir)}
+             "weights_sha256": weights_sha256, "weights": weights, "run_config": workdir_lib.read_config(workdir)}
   record, note = workdir_lib.full_evaluation(workdir, step, weights_sha256)
   payload["eval"] = record
   payload["test_bits_per_dim"] = None if record is None else evaluation.tightest_bpd(record)

@@ -121,5 +121,6 @@ def export_from_workdir(workdir: str, export_dir: str | None = None,
     model, info = loading.load_run(workdir, checkpoint)
     metadata = metadata_lib.workdir_metadata(workdir, info["step"], info["checkpoint"],
                                              info["skipped"],
-                                             workdir_lib.weights_fingerprint(model))
+                                             workdir_lib.weights_fingerprint(model),
+                                             info["weights"])
     return export_model(model, export_dir, metadata, overwrite, workdir=workdir)

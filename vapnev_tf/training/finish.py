@@ -15,6 +15,7 @@ from absl import logging
 import tensorflow as tf
 
 from vapnev_tf import evaluation
+from vapnev_tf import weight_averages
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.errors import NonFiniteTrainingError
 from vapnev_tf.training import distribute
@@ -76,11 +77,18 @@ def _facts(workdir, run, outcome, strategy) -> dict:
           "start_optimizer_iterations": run.start_iterations, "step": outcome.step,
           "optimizer_iterations": int(state.optimizer.iterations.numpy()),
           "skipped_steps": int(state.skipped_steps.numpy()),
-          "weights_sha256": weights_fingerprint(state.model),
+          "weights_sha256": _evaluated_fingerprint(state),
           "last_loss": None if last is None else float(last["loss"])}
 
 
 weights_fingerprint = workdir_lib.weights_fingerprint
+
+
+def _evaluated_fingerprint(state) -> str:
+  """The fingerprint of the weights the run evaluates and exports: its Polyak averages when it
+  keeps them (`weight_averages`), else its trained weights."""
+  with weight_averages.evaluated_weights(state.model, state.optimizer):
+    return weights_fingerprint(state.model)
 
 
 def _stored_final_eval(workdir: str, step: int, train_cfg, weights_sha256: str) -> dict | None:

@@ -35,6 +35,7 @@ import keras
 import tensorflow as tf
 
 from vapnev_tf import seeds
+from vapnev_tf import weight_averages
 from vapnev_tf.config import ModelConfig
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.training import objective
@@ -43,14 +44,16 @@ from vapnev_tf.config import TrainConfig
 
 
 def build_optimizer(train_cfg: TrainConfig) -> keras.optimizers.Optimizer:
-  """Adam (Keras 3) with the configured hyper-parameters and learning-rate schedule."""
+  """Adam (Keras 3) with the configured hyper-parameters and learning-rate schedule; with
+  `ema_decay` > 0 it also keeps the Polyak averages of the weights (`weight_averages`)."""
   lr = train_cfg.learning_rate
   if train_cfg.warmup_steps or train_cfg.lr_decay != "none":
     lr = schedules.WarmupDecay(train_cfg.learning_rate, train_cfg.warmup_steps,
                                train_cfg.lr_decay, train_cfg.train_steps,
                                train_cfg.min_lr_fraction)
   return keras.optimizers.Adam(learning_rate=lr, beta_1=train_cfg.adam_beta1,
-                               beta_2=train_cfg.adam_beta2, epsilon=train_cfg.adam_epsilon)
+                               beta_2=train_cfg.adam_beta2, epsilon=train_cfg.adam_epsilon,
+                               **weight_averages.optimizer_options(train_cfg.ema_decay))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: one trace per state
@@ -59,7 +62,8 @@ class TrainState:
 
   Attributes:
     model: the `VAPNEV` being trained.
-    optimizer: a built Keras optimiser over `model.trainable_variables`.
+    optimizer: a built Keras optimiser over `model.trainable_variables` (it also keeps the
+      Polyak averages of those weights when `ema_decay` > 0: `weight_averages`).
     step: int64 variable, global steps run (good or skipped); the step's seeds fold it in.
     skipped_steps: int64 variable, steps whose update was skipped (non-finite loss or gradient).
   """
@@ -128,8 +132,8 @@ def make_train_step(strategy: tf.distribute.Strategy, train_cfg: TrainConfig,
     global_batch_size: the global batch the loss is averaged over.
 
   The returned function reads one global batch from `iterator` (each replica gets
-  `(global_batch_size / replicas, H, W, C)`), updates `state` (weights and Adam unless the step
-  is skipped, and the counters) and returns global scalars: {"loss", "log_px", "kl" (means over
+  `(global_batch_size / replicas, H, W, C)`), updates `state` (weights, Adam and, with
+  `ema_decay`, the Polyak averages unless the step is skipped; the counters) and returns global scalars: {"loss", "log_px", "kl" (means over
   the global batch), "grad_norm", "ok" (the update was applied), "weights_finite" (every
   trainable weight is finite after the step), "kl_weight", "learning_rate"
   (the one this update used), "per_replica_batch_size", and "grad_norm/GROUP" for each group of
