@@ -578,6 +578,7 @@ def test_a_signal_during_an_export_removes_its_temporary_directory(model, tmp_pa
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.mark.slow  # three real exports; the sweep's rules are tests/test_staging.py's, in make test
 def test_an_export_sweeps_staging_dirs_of_killed_exports_and_nothing_else(model, tmp_path,
                                                                          monkeypatch):
   """A SIGKILL between staging and the rename leaves `EXPORT.tmp-<pid>-<hex>`; the next export to
