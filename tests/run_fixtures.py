@@ -168,7 +168,7 @@ def export_cli_output(out: pathlib.Path) -> str:
 
 # ------------------------------------------------------------------------- training processes
 
-TRAIN_TIMEOUT = 300  # seconds, per training process
+TRAIN_TIMEOUT = 1200  # seconds: a guard against a hung process, never a speed check
 
 
 def train_env(**extra):
