@@ -23,6 +23,7 @@ from vapnev_tf.layers import CONDITIONINGS
 from vapnev_tf.layers.coupling_network import RECEPTIVE_FIELDS
 from vapnev_tf.likelihoods import FLOW_LIKELIHOODS
 from vapnev_tf.likelihoods import LIKELIHOODS
+from vapnev_tf.likelihoods import VAE_LIKELIHOODS
 from vapnev_tf.posteriors import POSTERIORS
 from vapnev_tf.priors import PRIORS
 
@@ -49,6 +50,8 @@ class ModelConfig(ConfigBase):
     "pixel_gaussian"  classic VAE: diagonal Gaussian on pixels / 256
     "pixel_logistic"  classic VAE: discretised logistic on the 256 pixel levels
     "realnvp"         no VAE: the unconditional flow with a standard-normal base
+    "vapnev_fixed_z"  no VAE: vapnev's decoder and conditional flow at one fixed z, i.e. learned
+                      input-independent biases (docs/design.md §24)
   All give a bound on -log p(x) over dequantised x in [0, 256)^D, so bits/dim are comparable.
   The encoder has `encoder_blocks` blocks of `encoder_layers_per_block` 3x3 convs (the first conv
   of a block halves the resolution; filters double per block); the decoder mirrors it. Every field
@@ -58,7 +61,8 @@ class ModelConfig(ConfigBase):
   image_shape: tuple = shape_field(
       (28, 28, 1), "(H, W, C) of the images; derived from --dataset by vapnev_tf.train.",
       flag=None)
-  likelihood: str = choice_field("vapnev", "p(x|z) (or realnvp: no VAE).", LIKELIHOODS)
+  likelihood: str = choice_field("vapnev", "p(x|z) (or realnvp, vapnev_fixed_z: no VAE).",
+                                 LIKELIHOODS)
   latent_dim: int = int_field(256, "Size of z.", lo=1)
   encoder_filters: int = int_field(32, "Filters of the first encoder block (doubled per block).",
                                    lo=1)
@@ -163,7 +167,7 @@ class ModelConfig(ConfigBase):
 
   @property
   def has_vae(self) -> bool:
-    return self.likelihood != "realnvp"
+    return self.likelihood in VAE_LIKELIHOODS
 
   @property
   def num_dims(self) -> int:

@@ -31,7 +31,7 @@ class Endpoints:
   """Numpy-in/numpy-out access to the export's endpoints of a model (see the module docstring).
 
   Attributes:
-    has_vae: whether reconstruct/encode/decode exist (False for likelihood="realnvp").
+    has_vae: whether reconstruct/encode/decode exist (False for "realnvp", "vapnev_fixed_z").
     image_shape: `(H, W, C)`.
     latent_dim: size of z (None without a VAE).
   """
@@ -59,7 +59,7 @@ class Endpoints:
 
   def _call(self, name, **inputs):
     if name not in self._functions:
-      raise ValueError(f"{name}() needs a VAE; this model (likelihood='realnvp') exports only "
+      raise ValueError(f"{name}() needs a VAE; this model (no latent z) exports only "
                        f"{sorted(self._functions)}.")
     return self._functions[name](**inputs)
 
@@ -72,7 +72,7 @@ class Endpoints:
   def sample_mean(self, n: int, seed: int) -> np.ndarray:
     """`n` images on the mu_y path: z ~ N(0, I) from `seed`, decoded (`use_mean_y`)."""
     if not self.has_vae:
-      raise ValueError("use_mean_y needs a VAE; likelihood='realnvp' has no mu_y.")
+      raise ValueError("use_mean_y needs a VAE; a model without a latent z exports no decode().")
     z = tf.random.stateless_normal([n, self.latent_dim], seed=export_lib.stateless_seed(seed))
     return self.decode(z.numpy())
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 from vapnev_tf import data as data_lib
 from vapnev_tf import judge as judge_lib
 from vapnev_tf import latent_metrics
+from vapnev_tf import likelihoods
 from vapnev_tf import loading
 from vapnev_tf import locking
 from vapnev_tf import workdir as workdir_lib
@@ -38,8 +39,8 @@ def check_latent_run(stored: dict, workdir: str) -> data_lib.DataConfig:
   """The run's DataConfig; ValueError naming the reason when the run has no latent z or its data
   config (e.g. an unknown dataset) is unusable."""
   likelihood = stored.get("model", {}).get("likelihood")
-  if likelihood == "realnvp":
-    raise ValueError(f"{workdir}: likelihood='realnvp' has no latent z (no encoder); latent "
+  if likelihood in likelihoods.LIKELIHOODS and likelihood not in likelihoods.VAE_LIKELIHOODS:
+    raise ValueError(f"{workdir}: likelihood={likelihood!r} has no latent z (no encoder); latent "
                      "figures need a VAE likelihood such as 'vapnev'.")
   try:
     return data_lib.DataConfig(**stored["data"])

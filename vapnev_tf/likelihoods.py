@@ -1,9 +1,11 @@
-"""The five choices of p(x|z) (`ModelConfig.likelihood`) as small stateless objects, one interface.
+"""The six choices of p(x|z) (`ModelConfig.likelihood`) as small stateless objects, one interface.
 
 Every likelihood is a density over dequantised pixels x in [0, 256)^(H, W, C), so all bits/dim are
 comparable (docs/design.md §1). A likelihood says
 
   * `needs_vae`        whether there is an encoder/decoder (and so a z),
+  * `fixed_latent`     without a VAE, whether the decoder and the conditional flow are still
+                       evaluated, at one fixed z (their outputs are then learned biases),
   * `uses_flow`        whether p(x|z) goes through the real-NVP flow f_z, and
     `conditional_flow` whether f_z depends on z (Eq. 16) or only on x (Fig. 1's dotted line),
   * `parameters(head_mean, head_scale, min_scale)`  the decoder's two heads -> its parameters,
@@ -35,6 +37,7 @@ class Likelihood:
 
   name = None
   needs_vae = True
+  fixed_latent = False
   uses_flow = False
   conditional_flow = False
   reparameterization_type = tfd.FULLY_REPARAMETERIZED
@@ -55,7 +58,8 @@ class Likelihood:
 
     Args:
       params: `parameters(...)` of the decoder at z `(*batch, latent_dim)`, each
-        `(*batch, H, W, C)`; None without a VAE.
+        `(*batch, H, W, C)`; at the fixed z `(latent_dim,)` for `fixed_latent`; else None without a
+        VAE.
       bijector: f_z^{-1} (y -> pixels, `ConditionalRealNVP.to_pixels`) when `uses_flow`, else None.
       temperature: scales the base distribution's scale; 1 is the model itself.
       validate_args: whether `log_prob` checks x's values (`PixelChecks`).
@@ -157,7 +161,23 @@ class PixelLogistic(Likelihood):
     return tf.floor(tf.clip_by_value(params[0] + 0.5, 0.0, 255.0)) + 0.5
 
 
-REGISTRY = {cls.name: cls for cls in (Vapnev, VaeFlow, PixelGaussian, PixelLogistic, RealNVP)}
+class VapnevFixedZ(Vapnev):
+  """VAPNEV with z fixed: no encoder, no KL, no latent (docs/design.md §24).
+
+  The decoder and the conditional flow are those of "vapnev", evaluated at one constant
+  z_0 = (1, ..., 1) `(latent_dim,)` (batch `[]`; `VAPNEV.fixed_z`): mu_y, sigma_y and every
+  coupling's z features are learned, input-independent biases. p(x) =
+  TransformedDistribution(N(mu_y(z_0), T sigma_y(z_0)), f_{z_0}^{-1}) is then an unconditional
+  flow with an exact log-likelihood, batch `[]` like "realnvp"'s (Eq. 10-11 at z = z_0).
+  """
+
+  name = "vapnev_fixed_z"
+  needs_vae = False
+  fixed_latent = True
+
+
+REGISTRY = {cls.name: cls for cls in (Vapnev, VaeFlow, PixelGaussian, PixelLogistic, RealNVP,
+                                      VapnevFixedZ)}
 LIKELIHOODS = tuple(REGISTRY)
 FLOW_LIKELIHOODS = tuple(name for name, cls in REGISTRY.items() if cls.uses_flow)
 VAE_LIKELIHOODS = tuple(name for name, cls in REGISTRY.items() if cls.needs_vae)

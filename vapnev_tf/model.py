@@ -9,6 +9,8 @@
 x is always dequantised pixels in [0, 256); every pre-processing log-det is inside p(x|z), so
 `bits_per_dim(elbo, image_shape)` is directly comparable with the literature. The baselines
 (`config.likelihood`) differ only in their `vapnev_tf.likelihoods` object, chosen once in __init__.
+"vapnev_fixed_z" keeps the decoder and the conditional flow but no encoder: both see one fixed
+z_0, so p(x) is an unconditional flow with learned input-independent biases (docs/design.md §24).
 
 Two options change the bounds (docs/internals.md, "Variational dequantisation and IAF posterior"):
   * `config.dequantization="variational"` (Flow++): x_int = floor(x), u ~ q(u|x_int)
@@ -81,6 +83,7 @@ class VAPNEV(keras.Model):
         self.iaf = IAFPosterior(config.latent_dim, config.iaf_steps,
                                 config.iaf_hidden or 2 * config.latent_dim, dtype=config.dtype,
                                 name="iaf")
+    if self._likelihood.needs_vae or self._likelihood.fixed_latent:
       self.decoder = Decoder(config.image_shape, config.encoder_filters, config.encoder_blocks,
                              config.encoder_layers_per_block, num_heads=2, dtype=config.dtype,
                              compute_dtype=config.compute_dtype, name="decoder")
@@ -252,6 +255,30 @@ class VAPNEV(keras.Model):
       p.set_shape(static)
     return params
 
+  def fixed_z(self):
+    """z_0 = (1, ..., 1) `(latent_dim,)` (batch `[]`), the z of a `fixed_latent` likelihood.
+
+    Not 0: the decoder's and the conditioning networks' first layers are ReLU(W z + b) with b
+    initialised to 0, so at z = 0 every unit is at ReLU's kink with zero gradient and the stacks
+    stay at 0 forever. ||z_0||^2 = latent_dim = E||z||^2 under p(z), the input scale those layers
+    are initialised for; any constant gives the same function class (W z_0 + b is a bias).
+    """
+    return tf.ones((self.config.latent_dim,), self.compute_dtype)
+
+  def _conditioning_latent(self, z):
+    """What the decoder and a conditional flow see: z itself with a VAE, `fixed_z()` for a
+    `fixed_latent` likelihood, None otherwise."""
+    if self._likelihood.fixed_latent:
+      return self.fixed_z()
+    return z
+
+  def flow_latent(self, x):
+    """The z that conditions f_z for images x `(B, H, W, C)` of a conditional flow: the posterior
+    centre `encode_center(x)` with a VAE, `fixed_z()` `(latent_dim,)` without one."""
+    if self.has_vae:
+      return self.encode_center(x)
+    return self._conditioning_latent(None)
+
   def _flow_bijector(self, z):
     """f_z^{-1} (y -> x, `ConditionalRealNVP.to_pixels`); None without a flow; the unconditional
     flow ignores z."""
@@ -275,8 +302,9 @@ class VAPNEV(keras.Model):
     z is `(B, latent_dim)` or `(*batch, latent_dim)`; `log_prob(x)` (and the bijector) broadcast x
     `(*sample, H, W, C)` against that batch: z `(k, B, L)` with x `(B, H, W, C)` gives `(k, B)`,
     z `(3, L)` with x `(1, H, W, C)` gives `(3,)`. Without a VAE (`likelihood="realnvp"`) there is
-    no z: pass None and get the flow's p(x) (batch `[]`). `temperature` (finite, >= 0) scales the
-    base scale (sigma_y or the standard normal); 1 is the model itself.
+    no z: pass None and get the flow's p(x) (batch `[]`); for "vapnev_fixed_z" that is the
+    decoder's base and the conditional flow at z = `fixed_z()`. `temperature` (finite, >= 0)
+    scales the base scale (sigma_y or the standard normal); 1 is the model itself.
 
     x checks in `log_prob` (TFP's `validate_args` convention): dtype and trailing shape always (a
     float tensor of another dtype or integer pixels raise ValueError naming the dtype and
@@ -292,7 +320,7 @@ class VAPNEV(keras.Model):
       z = validation.check_latent(z, self.config.latent_dim, dtype=self.compute_dtype,
                                   batch_ranks=True, check_values=validate_args)
     else:
-      z = None
+      z = self._conditioning_latent(None)
     params = self._decode(z) if z is not None else None
     return self._likelihood.distribution(params, self._flow_bijector(z), temperature,
                                          validate_args=validate_args)
@@ -468,7 +496,8 @@ class VAPNEV(keras.Model):
   def _sample_x(self, z, temperature, use_mean_y, seed, n=None):
     """Samples of p(x|z) (n of them without a VAE), or its mean image; clipped to [0, 256)."""
     if use_mean_y:
-      params = self._decode(z) if self.has_vae else None
+      z = z if self.has_vae else self._conditioning_latent(None)
+      params = self._decode(z) if z is not None else None
       x = self._likelihood.mean_image(params, self._flow_bijector(z))
       if n is not None:
         x = tf.tile(x[None], [n, 1, 1, 1])

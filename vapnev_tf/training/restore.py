@@ -200,7 +200,7 @@ def initialize_from_data(run: Run, data_cfg, strategy: tf.distribute.Strategy) -
   """Glow's data-dependent initialisation of a NEW run's ActNorm steps (`flow_steps.glow`).
 
   Uses the first global batch of the training stream (a pipeline of its own, so the training
-  iterator, and with it exact resumption, is untouched); z is `model.encode_center(x)` for
+  iterator, and with it exact resumption, is untouched); z is `model.flow_latent(x)` for
   conditional flows. A restored run, or a model without ActNorm steps, is left as it is. The
   initialised values are part of the first checkpoint, so a resumed run never initialises again.
 
@@ -222,10 +222,10 @@ def needs_data_dependent_init(model) -> bool:
 
 def initialize_from_batch(model, batch, strategy: tf.distribute.Strategy) -> tuple:
   """Initialises `model`'s ActNorm steps from `batch` (a global batch of dequantised pixels, or a
-  distributed one); z is `model.encode_center(x)` for conditional flows. Returns the layer names."""
+  distributed one); z is `model.flow_latent(x)` for conditional flows. Returns the layer names."""
   if not needs_data_dependent_init(model):
     return ()
-  z = model.encode_center if model.likelihood.conditional_flow else None
+  z = model.flow_latent if model.likelihood.conditional_flow else None
   names = flow_steps.data_dependent_init(model.flow, batch, z=z, strategy=strategy)
   logging.info("Initialised %d ActNorm step(s) from the first batch: %s", len(names),
                ", ".join(names))
