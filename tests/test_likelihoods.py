@@ -41,7 +41,8 @@ def test_registry_matches_the_config_names_and_properties():
     cfg = mf.tiny_config(SHAPE, likelihood=name)
     obj = likelihoods.make_likelihood(name, SHAPE)
     assert (obj.needs_vae, obj.uses_flow) == (cfg.has_vae, cfg.uses_flow)
-    assert obj.conditional_flow == (name == "vapnev")
+    assert obj.conditional_flow == (name in ("vapnev", "vapnev_fixed_z"))
+    assert obj.fixed_latent == (name == "vapnev_fixed_z")
   with pytest.raises(ValueError, match="likelihood must be one of"):
     likelihoods.make_likelihood("mse", SHAPE)
 
@@ -68,6 +69,8 @@ def test_likelihood_objects_hold_no_weights_and_the_model_owns_the_layers(models
     assert not any(isinstance(v, (tf.Variable,)) for v in vars(model.likelihood).values())
     assert isinstance(model.likelihood, likelihoods.REGISTRY[name])
     assert hasattr(model, "encoder") == model.likelihood.needs_vae
+    assert hasattr(model, "decoder") == (model.likelihood.needs_vae
+                                         or model.likelihood.fixed_latent)
     assert hasattr(model, "flow") == model.likelihood.uses_flow
     if model.likelihood.uses_flow:
       assert model.flow.conditional == model.likelihood.conditional_flow
@@ -97,7 +100,7 @@ def test_pixel_logistic_mean_image_is_the_level_of_the_location(models):
 @pytest.mark.parametrize("value", [300.0, -100.0, np.nan, 256.0])
 def test_log_prob_refuses_pixels_outside_0_256(models, name, value):
   model = models[name]
-  z = None if name == "realnvp" else model.prior.sample(2, seed=(1, 1))
+  z = model.prior.sample(2, seed=(1, 1)) if model.has_vae else None
   p = model.p_x_given_z(z)
   x = _x(2).numpy()
   x[1, 0, 0, 0] = value
@@ -213,8 +216,9 @@ def test_log_prob_static_shapes_in_a_graph_with_unknown_batches(models):
     graph(z, _x(3))  # batches (3, 2) and (3,) do not broadcast
 
 
-def test_realnvp_p_x_has_an_empty_batch_and_takes_any_x_batch(models):
-  model = models["realnvp"]
+@pytest.mark.parametrize("name", ["realnvp", "vapnev_fixed_z"])
+def test_a_model_without_a_latent_has_p_x_with_an_empty_batch_taking_any_x_batch(models, name):
+  model = models[name]
   p = model.p_x_given_z(None)
   assert p.batch_shape == () and p.event_shape == SHAPE
   x = tf.reshape(_x(6), (2, 3) + SHAPE)
@@ -223,14 +227,14 @@ def test_realnvp_p_x_has_an_empty_batch_and_takes_any_x_batch(models):
   np.testing.assert_allclose(tf.reshape(got, [-1]), p.log_prob(_x(6)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["vapnev", "realnvp"])
+@pytest.mark.parametrize("name", ["vapnev", "realnvp", "vapnev_fixed_z"])
 def test_log_prob_and_sample_agree_in_eager_function_and_xla(models, name):
   """Every execution regime gives the same density (TFP runs its tests in each). Samples agree
   between eager and tf.function; under XLA the stateless RNG may pick another algorithm, so its
   samples are checked for range and a finite density instead."""
   model = models[name]
   x = _x(2)
-  z = model.prior.sample([2], seed=(3, 3)) if name == "vapnev" else None
+  z = model.prior.sample([2], seed=(3, 3)) if model.has_vae else None
 
   def log_prob(x):
     return model.p_x_given_z(z, validate_args=False).log_prob(x)

@@ -190,7 +190,7 @@ def _flow_variable_count(cfg):
   from vapnev_tf import sizing  # pylint: disable=g-import-not-at-top
   h, w, _ = cfg.image_shape
   total = 0
-  conditional = cfg.likelihood == "vapnev"
+  conditional = cfg.likelihood in ("vapnev", "vapnev_fixed_z")
   for s in range(cfg.flow_scales):
     for size, count in (((h >> s, w >> s), cfg.flow_checkerboard),
                         ((h >> (s + 1), w >> (s + 1)), cfg.flow_channelwise)):
@@ -207,7 +207,8 @@ def test_variable_count_matches_the_config(likelihood):
   model = vapnev_tf.VAPNEV(cfg)
   layers = cfg.encoder_blocks * cfg.encoder_layers_per_block
   encoder = 2 * layers + 2 * 2 if cfg.has_vae else 0  # convs + mu_z, sigma_z dense
-  decoder = 2 + 2 * layers + 2 * 2 if cfg.has_vae else 0  # projection + deconvs + two heads
+  with_decoder = cfg.has_vae or cfg.likelihood == "vapnev_fixed_z"
+  decoder = 2 + 2 * layers + 2 * 2 if with_decoder else 0  # projection + deconvs + two heads
   flow = _flow_variable_count(cfg) if cfg.uses_flow else 0
   assert len(model.trainable_variables) == encoder + decoder + flow
   assert len({id(v) for v in model.trainable_variables}) == len(model.trainable_variables)
