@@ -26,6 +26,7 @@ import dataclasses
 import fractions
 import math
 import shlex
+import time
 
 from absl import app
 from absl import flags
@@ -38,6 +39,10 @@ flags.DEFINE_string("vapnev", "--flagfile=configs/quick.flags",
                     "are resolved from the repository root).")
 flags.DEFINE_integer("extra_res_blocks", 2,
                      "Also match with up to this many more --flow_res_blocks than the recipe's.")
+flags.DEFINE_integer("time_steps", 0,
+                     "If > 0, also time this many training steps of each row (the library's step "
+                     "on one in-memory batch of the run's --batch_size, after one untimed step) "
+                     "and print seconds per step: what a row costs at equal steps.")
 
 # Fields a model without a latent refuses (ModelConfig and the training CLI), reset to defaults.
 LATENT_ONLY = ("posterior", "prior", "committed_rate", "kl_free_nats", "kl_free_nats_mode",
@@ -145,10 +150,40 @@ def format_rows(rows: dict) -> list[str]:
   return out
 
 
+def seconds_per_step(args: list[str], steps: int) -> float:
+  """Median seconds of one training step of the model of training flags `args`, on one batch of
+  uniform pixels of the run's batch size, over `steps` steps after an untimed (tracing) one."""
+  import statistics  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.training import make_strategy  # pylint: disable=g-import-not-at-top
+  model_cfg, data_cfg, _ = _resolve(args)
+  strategy = make_strategy("one_device")
+  with strategy.scope():
+    model = VAPNEV(model_cfg)
+  x = tf.random.stateless_uniform((data_cfg.batch_size,) + model_cfg.image_shape, (0, 1), 0.0,
+                                  255.99)
+  run = common.library_train_step(model, x, strategy)[0]
+  run()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
 def main(argv):
   del argv
-  for text in format_rows(attribution(shlex.split(FLAGS.vapnev), FLAGS.extra_res_blocks)):
+  rows = attribution(shlex.split(FLAGS.vapnev), FLAGS.extra_res_blocks)
+  for text in format_rows(rows):
     print(text)
+  if FLAGS.time_steps > 0:
+    named = [(name, rows[name]) for name in ("vapnev", "vapnev_fixed_z", "realnvp_same_flow",
+                                             "realnvp_matched")]
+    named += [(f"alternative {i + 1}", row) for i, row in enumerate(rows["alternatives"])]
+    for name, row in named:
+      print(f"{name:<18} {seconds_per_step(row['flags'], FLAGS.time_steps):.3f} s/step")
 
 
 if __name__ == "__main__":
