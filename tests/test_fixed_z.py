@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 import flow_fixtures as ff
 import model_fixtures as mf
@@ -84,6 +85,20 @@ def test_every_bound_is_the_exact_log_likelihood_without_kl(model):
   np.testing.assert_allclose(model.elbo(x, seed=(1, 2)), exact, rtol=1e-6)
   np.testing.assert_allclose(model.log_likelihood_bound(x, num_samples=5, seed=(3, 4)), exact,
                              rtol=1e-6)
+
+
+def test_variational_dequantisation_bounds_charge_log_q_u_and_no_kl():
+  model = _model(dequantization="variational")
+  x = ff.pixels((3,) + SHAPE, seed=8)
+  terms = model.elbo_terms(x, seed=(1, 2))
+  np.testing.assert_array_equal(terms["kl"], np.zeros(3))
+  # The one-sample bound is log p(x_int + u) - log q(u|x_int) at elbo_terms' own u.
+  x_u, log_q_u = model.dequantize(x, seed=tfp.random.split_seed((1, 2))[0])
+  np.testing.assert_allclose(terms["log_q_u"], log_q_u, rtol=1e-6)
+  np.testing.assert_allclose(terms["log_px_given_z"],
+                             model.p_x_given_z(None).log_prob(x_u) - log_q_u, rtol=1e-5)
+  bound = model.log_likelihood_bound(x, num_samples=4, seed=(5, 6))
+  assert bound.shape == (3,) and np.all(np.isfinite(bound))
 
 
 def test_every_weight_trains_and_survives_a_checkpoint(model, tmp_path):
