@@ -40,9 +40,12 @@ flags.DEFINE_string("vapnev", "--flagfile=configs/quick.flags",
 flags.DEFINE_integer("extra_res_blocks", 2,
                      "Also match with up to this many more --flow_res_blocks than the recipe's.")
 flags.DEFINE_integer("time_steps", 0,
-                     "If > 0, also time this many training steps of each row (the library's step "
-                     "on one in-memory batch of the run's --batch_size, after one untimed step) "
-                     "and print seconds per step: what a row costs at equal steps.")
+                     "If > 0, also time each row's training step (the library's step on one "
+                     "in-memory batch of the run's --batch_size, after one untimed step) in "
+                     "windows of this many steps, the rows in turn, --time_rounds times, and "
+                     "print the median seconds per step and ratio to vapnev's: what a row costs "
+                     "at equal steps.")
+flags.DEFINE_integer("time_rounds", 3, "Rounds of --time_steps windows.")
 
 # Fields a model without a latent refuses (ModelConfig and the training CLI), reset to defaults.
 LATENT_ONLY = ("posterior", "prior", "committed_rate", "kl_free_nats", "kl_free_nats_mode",
@@ -150,10 +153,9 @@ def format_rows(rows: dict) -> list[str]:
   return out
 
 
-def seconds_per_step(args: list[str], steps: int) -> float:
-  """Median seconds of one training step of the model of training flags `args`, on one batch of
-  uniform pixels of the run's batch size, over `steps` steps after an untimed (tracing) one."""
-  import statistics  # pylint: disable=g-import-not-at-top
+def _train_step(args: list[str]):
+  """A callable taking one training step of the model of training flags `args` (the library's
+  step on one in-memory batch of uniform pixels of the run's batch size), already traced."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
   from vapnev_tf.training import make_strategy  # pylint: disable=g-import-not-at-top
@@ -165,12 +167,24 @@ def seconds_per_step(args: list[str], steps: int) -> float:
                                   255.99)
   run = common.library_train_step(model, x, strategy)[0]
   run()
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  return run
+
+
+def step_times(named_flags: dict, steps: int, rounds: int) -> dict:
+  """{name: (median seconds per step, median ratio to the first name's)} over `rounds` rounds of
+  one `steps`-step window per model, in turn, so a loaded machine slows every row alike."""
+  import statistics  # pylint: disable=g-import-not-at-top
+  runs = {name: _train_step(args) for name, args in named_flags.items()}
+  seconds = {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, run in runs.items():
+      t = time.perf_counter()
+      for _ in range(steps):
+        run()
+      seconds[name].append((time.perf_counter() - t) / steps)
+  first = next(iter(seconds.values()))
+  return {name: (statistics.median(v), statistics.median(a / b for a, b in zip(v, first)))
+          for name, v in seconds.items()}
 
 
 def main(argv):
@@ -179,11 +193,12 @@ def main(argv):
   for text in format_rows(rows):
     print(text)
   if FLAGS.time_steps > 0:
-    named = [(name, rows[name]) for name in ("vapnev", "vapnev_fixed_z", "realnvp_same_flow",
-                                             "realnvp_matched")]
-    named += [(f"alternative {i + 1}", row) for i, row in enumerate(rows["alternatives"])]
-    for name, row in named:
-      print(f"{name:<18} {seconds_per_step(row['flags'], FLAGS.time_steps):.3f} s/step")
+    named = {name: rows[name]["flags"] for name in ("vapnev", "vapnev_fixed_z",
+                                                    "realnvp_same_flow", "realnvp_matched")}
+    named.update({f"alternative {i + 1}": row["flags"]
+                  for i, row in enumerate(rows["alternatives"])})
+    for name, (seconds, ratio) in step_times(named, FLAGS.time_steps, FLAGS.time_rounds).items():
+      print(f"{name:<18} {seconds:.3f} s/step ({ratio:.2f}x vapnev's)")
 
 
 if __name__ == "__main__":
