@@ -265,19 +265,17 @@ class VAPNEV(keras.Model):
     """
     return tf.ones((self.config.latent_dim,), self.compute_dtype)
 
-  def _conditioning_latent(self, z):
-    """What the decoder and a conditional flow see: z itself with a VAE, `fixed_z()` for a
-    `fixed_latent` likelihood, None otherwise."""
-    if self._likelihood.fixed_latent:
-      return self.fixed_z()
-    return z
+  def _latent_without_vae(self):
+    """What the decoder and the flow see in a model without a VAE: `fixed_z()` for a
+    `fixed_latent` likelihood, None (no z at all) otherwise."""
+    return self.fixed_z() if self._likelihood.fixed_latent else None
 
   def flow_latent(self, x):
     """The z that conditions f_z for images x `(B, H, W, C)` of a conditional flow: the posterior
     centre `encode_center(x)` with a VAE, `fixed_z()` `(latent_dim,)` without one."""
     if self.has_vae:
       return self.encode_center(x)
-    return self._conditioning_latent(None)
+    return self.fixed_z()
 
   def _flow_bijector(self, z):
     """f_z^{-1} (y -> x, `ConditionalRealNVP.to_pixels`); None without a flow; the unconditional
@@ -320,7 +318,7 @@ class VAPNEV(keras.Model):
       z = validation.check_latent(z, self.config.latent_dim, dtype=self.compute_dtype,
                                   batch_ranks=True, check_values=validate_args)
     else:
-      z = self._conditioning_latent(None)
+      z = self._latent_without_vae()
     params = self._decode(z) if z is not None else None
     return self._likelihood.distribution(params, self._flow_bijector(z), temperature,
                                          validate_args=validate_args)
@@ -496,7 +494,7 @@ class VAPNEV(keras.Model):
   def _sample_x(self, z, temperature, use_mean_y, seed, n=None):
     """Samples of p(x|z) (n of them without a VAE), or its mean image; clipped to [0, 256)."""
     if use_mean_y:
-      z = z if self.has_vae else self._conditioning_latent(None)
+      z = z if self.has_vae else self._latent_without_vae()
       params = self._decode(z) if z is not None else None
       x = self._likelihood.mean_image(params, self._flow_bijector(z))
       if n is not None:
