@@ -35,10 +35,10 @@ data:
 
 # Whole suite; slow-marked tests are excluded here (see BUILD_NOTES.md: `make test-all`).
 test: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow" tests
 
 test-all: setup
-	$(PY) -m pytest -q tests
+	VAPNEV_TEST_COMPILED=1 $(PY) -m pytest -q tests
 
 train: setup
 	$(PY) -m vapnev_tf.train --flagfile=configs/quick.flags --workdir=$(WORKDIR)

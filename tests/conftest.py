@@ -15,6 +15,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long-running; excluded from `make test`, run by `make test-all`.")
+  config.addinivalue_line(
+      "markers", "eager: runs tf.functions eagerly (`tf.config.run_functions_eagerly`); for a "
+      "module or test whose subject is the arithmetic or the state of a few steps, not their "
+      "compilation (docs/design.md §19). VAPNEV_TEST_COMPILED=1 runs them compiled.")
+  config.addinivalue_line(
+      "markers", "compiled: runs compiled in an `eager` module (its subject is graph mode).")
   # TFP 0.25 still uses distutils' LooseVersion at import time.
   config.addinivalue_line("filterwarnings", "ignore:distutils Version classes:DeprecationWarning")
 
@@ -22,10 +28,41 @@ def pytest_configure(config):
 def pytest_collection_finish(session):
   """The console's CLI processes start as soon as the tests are collected when a selected test
   needs them: they then run beside the in-process tests before tests/test_console.py (mostly
-  Python tracing, one core) instead of holding it up."""
+  Python tracing, one core) instead of holding it up. Under pytest-xdist every worker collects
+  every test, so there the worker that gets tests/test_console.py starts them on first use."""
+  if hasattr(session.config, "workerinput"):
+    return
   if any("console_jobs" in getattr(item, "fixturenames", ()) for item in session.items):
     import run_fixtures  # pylint: disable=g-import-not-at-top
     run_fixtures.start_console_jobs(_console_root(session.config))
+
+
+def pytest_collection_modifyitems(config, items):
+  """Under pytest-xdist the console tests come first, so the worker that takes them starts the
+  CLI processes at once and they run beside the other worker's tests (same order in every
+  worker, as xdist requires)."""
+  if hasattr(config, "workerinput"):
+    items.sort(key=lambda item: item.path.name != "test_console.py")
+
+
+def _runs_eagerly(item) -> bool:
+  if os.environ.get("VAPNEV_TEST_COMPILED") == "1" or item.get_closest_marker("compiled"):
+    return False
+  return item.get_closest_marker("eager") is not None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+  """Sets the function mode of `item` before its fixtures are built, so a module fixture of an
+  `eager` module is built eagerly too (the shared session runs are built compiled: `compiled`)."""
+  if "tensorflow" in sys.modules:
+    sys.modules["tensorflow"].config.run_functions_eagerly(_runs_eagerly(item))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+  if "tensorflow" in sys.modules:
+    sys.modules["tensorflow"].config.run_functions_eagerly(False)
 
 
 _CONSOLE_ROOT = pytest.StashKey[pathlib.Path]()
@@ -57,7 +94,8 @@ def smoke_run(tmp_path_factory):
   6 steps, evaluation at step 3 and at the end (k=2). Read-only: copy it to change it."""
   import run_fixtures  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("smoke") / "run"
-  return workdir, run_fixtures.run_smoke(workdir)
+  with run_fixtures.compiled():
+    return workdir, run_fixtures.run_smoke(workdir)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +104,8 @@ def _tiny_run_and_export_cli(tmp_path_factory):
   runs while in-process tests do; `tiny_export` waits for it)."""
   import run_fixtures  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("tiny")
-  run_dir = run_fixtures.make_tiny_run(root / "tiny_run")
+  with run_fixtures.compiled():
+    run_dir = run_fixtures.make_tiny_run(root / "tiny_run")
   out = root / "tiny_export"
   proc = run_fixtures.start_export_cli(run_dir, out)
   yield run_dir, proc, out

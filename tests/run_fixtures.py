@@ -97,6 +97,18 @@ def run_checked(args, cwd=None, with_repo=True, timeout=300):
   return proc
 
 
+@contextlib.contextmanager
+def compiled():
+  """tf.functions run as graphs inside, whatever the test's mode (conftest.py's `eager` marker):
+  for the shared runs, which stand for the product's compiled path."""
+  was = tf.config.functions_run_eagerly()
+  tf.config.run_functions_eagerly(False)
+  try:
+    yield
+  finally:
+    tf.config.run_functions_eagerly(was)
+
+
 def copy_run(run_dir, dest) -> pathlib.Path:
   """A private copy of a shared run directory (without its lock file) for a test to change."""
   shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns(".lock"))

@@ -26,6 +26,10 @@ from vapnev_tf.model import VAPNEV
 
 from run_fixtures import LOCK_HOLDER
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(image_shape=(28, 28, 1), latent_dim=8, encoder_filters=4, encoder_blocks=2,
                     encoder_layers_per_block=1, flow_scales=1, flow_checkerboard=1,

@@ -23,6 +23,10 @@ from vapnev_tf import latent_report
 from vapnev_tf import train as train_cli
 from vapnev_tf.training import restore
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 SHAPE = (8, 8, 1)
 FIXED_Z = "vapnev_fixed_z"
 

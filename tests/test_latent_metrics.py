@@ -22,6 +22,10 @@ from vapnev_tf import pipeline
 from vapnev_tf import workdir as workdir_lib
 from vapnev_tf.model import VAPNEV
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 SHAPE = (8, 8, 1)
 
 

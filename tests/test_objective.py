@@ -11,6 +11,10 @@ from vapnev_tf.training import TrainState
 from vapnev_tf.training import make_train_step
 from vapnev_tf.training import objective
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 RNG = np.random.default_rng(7)
 LOG_PX = RNG.normal(-500.0, 20.0, size=8)
 KL = RNG.uniform(0.5, 3.0, size=8)  # mean ~1.75 nats

@@ -16,6 +16,10 @@ from vapnev_tf.training import TrainState
 from vapnev_tf.training import make_train_step
 from vapnev_tf.training import reporting
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 TINY = mf.tiny_config((8, 8, 1), latent_dim=4, encoder_blocks=2, encoder_layers_per_block=1,
                       flow_scales=1, flow_res_blocks=0)
 GLOW = "squeeze (actnorm invconv channel)*2"

@@ -10,6 +10,10 @@ import vapnev_tf
 from vapnev_tf.posteriors import IAFPosterior
 from vapnev_tf.posteriors import made_masks
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 SHAPE = (8, 8, 1)
 L = 5
 

@@ -8,6 +8,10 @@ import pytest
 import flow_fixtures as ff
 from vapnev_tf.flow import ConditionalRealNVP
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 
 @st.composite
 def flow_configs(draw):

@@ -11,6 +11,10 @@ from vapnev_tf.training import TrainConfig
 from vapnev_tf.training import TrainState
 from vapnev_tf.training import make_train_step
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 LAYOUT = (
     "checkerboard z_affine squeeze channel*2 factor_out | z_affine checkerboard:1 squeeze channel")
 

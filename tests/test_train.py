@@ -37,6 +37,10 @@ from vapnev_tf.training import schedules
 import fault_hooks
 import run_fixtures
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_TAGS = {"loss", "elbo_bpd", "recon_bpd", "kl_nats", "kl_bpd", "kl_weight", "learning_rate",
               "grad_norm", "images_per_sec", "steps_per_sec", "skipped_steps",

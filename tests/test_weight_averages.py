@@ -25,6 +25,10 @@ from vapnev_tf.training import restore
 import fault_hooks
 import run_fixtures
 
+# What these tests check is arithmetic and state, not compilation: tf.functions run eagerly
+# (tests/conftest.py, `eager`); the shared runs and the console processes run compiled.
+pytestmark = pytest.mark.eager
+
 DECAY = 0.5  # far from 1, so each step visibly moves the average
 
 
@@ -136,9 +140,11 @@ def test_a_resumed_run_refuses_another_ema_decay():
 
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
-  """configs/smoke.flags trained in process with --ema_decay (eval at steps 3 and 6)."""
+  """configs/smoke.flags trained in process with --ema_decay (eval at steps 3 and 6), compiled:
+  the product's path with averages."""
   workdir = tmp_path_factory.mktemp("ema") / "run"
-  return workdir, run_fixtures.run_smoke(workdir, f"--ema_decay={DECAY}")
+  with run_fixtures.compiled():
+    return workdir, run_fixtures.run_smoke(workdir, f"--ema_decay={DECAY}")
 
 
 @pytest.mark.parametrize("lr_decay", ["none", "cosine"])  # a constant rate is a checkpointed
