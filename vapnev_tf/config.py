@@ -118,8 +118,9 @@ class ModelConfig(ConfigBase):
       "a 3x3 neighbourhood and global structure must come through z (docs/design.md §18).",
       RECEPTIVE_FIELDS, absent_means="full")
   compute_dtype: str = choice_field(
-      "float32", "Compute dtype of the convolutional networks (bfloat16 = mixed_bfloat16: "
-      "float32 variables; coupling arithmetic, log-dets and losses stay float32).",
+      "float32", "Compute dtype of the hidden layers of the convolutional networks "
+      "(bfloat16 = mixed_bfloat16: float32 variables and optimizer state; each network's output "
+      "layer, the coupling arithmetic, log-dets, KL and losses stay float32; docs/design.md §25).",
       COMPUTE_DTYPES)
 
   def _check_consistency(self):
