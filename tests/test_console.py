@@ -102,6 +102,8 @@ def test_training_output_is_small_and_has_no_tensorflow_boilerplate(jobs):
   for event in ("Starting a new run in", "eval @ step 3:", "step 2: checkpoint", "Exported",
                 "test bits/dim: ELBO", "Done: step 6"):
     assert event in log, (event, log)
+  # The thread pools, chosen from the machine in this fresh process, are said once.
+  assert log.count("Threads: ") == 1 and "(automatic for " in log, log
   assert (root / "run" / "export" / "saved_model.pb").exists()
 
 

@@ -122,8 +122,9 @@ class ModelConfig(ConfigBase):
       "a 3x3 neighbourhood and global structure must come through z (docs/design.md §18).",
       RECEPTIVE_FIELDS, absent_means="full")
   compute_dtype: str = choice_field(
-      "float32", "Compute dtype of the convolutional networks (bfloat16 = mixed_bfloat16: "
-      "float32 variables; coupling arithmetic, log-dets and losses stay float32).",
+      "float32", "Compute dtype of the hidden layers of the convolutional networks "
+      "(bfloat16 = mixed_bfloat16: float32 variables and optimizer state; each network's output "
+      "layer, the coupling arithmetic, log-dets, KL and losses stay float32; docs/design.md §25).",
       COMPUTE_DTYPES)
 
   def _check_consistency(self):
@@ -216,12 +217,13 @@ class TrainConfig(ConfigBase):
       False, "XLA-compile the loss and gradients.", **_FREE,
       why="a compilation choice for the same computation")
   intra_op_threads: int = int_field(
-      0, "Threads TensorFlow uses inside one op (0: TF's choice). On a 2-core CPU, "
-      "--intra_op_threads=1 --inter_op_threads=2 runs small convolutions side by side "
-      "(docs/results.md, Per-op overhead).", lo=0, **_FREE,
-      why="how ops are scheduled on the CPU, not what they compute")
+      0, "Threads TensorFlow uses inside one op; 0 = chosen from the cores this process may "
+      "use, max(1, cores // 2) (docs/design.md §25). "
+      "The choice is logged at start and recorded in config.json's \"threads\".", lo=0,
+      **_FREE, why="how ops are scheduled on the CPU, not what they compute")
   inter_op_threads: int = int_field(
-      0, "Ops TensorFlow runs in parallel (0: TF's choice); see --intra_op_threads.", lo=0,
+      0, "Ops TensorFlow runs in parallel; 0 = chosen from the cores this process may use: "
+      "min(2, cores) (docs/design.md §25). See --intra_op_threads.", lo=0,
       **_FREE, why="how ops are scheduled on the CPU, not what they compute")
   learning_rate: float = float_field(
       1e-3, "Adam learning rate (peak).", lo=0.0, lo_open=True, **_RUN, why=_OPTIMISER)

@@ -148,6 +148,7 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
     except ValueError as e:
       raise app.UsageError(f"--latent_eval: {e}") from e
   try:
+    # Before the strategy starts TensorFlow; training.train logs and records the choice.
     training.configure_threads(train_cfg.intra_op_threads, train_cfg.inter_op_threads)
     strategy = training.make_strategy(train_cfg.strategy, fv.peer_timeout_seconds)
     result = pipeline.train(model_cfg, data_cfg, train_cfg, fv.workdir, strategy=strategy,

@@ -16,9 +16,10 @@ Options (the defaults are the paper's and create exactly the attributes above):
 - `receptive_field="local"` (against posterior collapse, docs/design.md §18): l1/m1 keep their
   first 3x3 convolution and use 1x1 convolutions after it, so each coupling sees a 3x3
   neighbourhood of x only; global structure must come through z (l2/m2 are unchanged).
-- `compute_dtype="bfloat16"`: l1/m1/l2/m2 compute in bfloat16 (`vapnev_tf.layers.precision`);
-  their outputs are cast back to the model dtype before Eq. 16, so the multipliers, tanh bound and
-  log-dets stay float32.
+- `compute_dtype="bfloat16"`: the hidden convolutions of l1/m1/l2/m2 compute in bfloat16
+  (`vapnev_tf.layers.precision`); the last, linear layer of each (its output convolution or 1x1
+  head) computes in the model dtype on the bfloat16 features, so l1..m2 carry float32 precision
+  into Eq. 16, the tanh bound and the log-dets (docs/design.md §25).
 """
 import keras
 import tensorflow as tf
@@ -33,24 +34,26 @@ RECEPTIVE_FIELDS = ("full", "local")
 class ResidualNet(keras.layers.Layer):
   """l1 / m1: conv in, `num_blocks` residual blocks, conv out. Shape-preserving in space.
 
-  Input `(B, h, w, c_in)` -> output `(B, h, w, out_channels)`. No batch statistics are used, so the
-  flow's log-density is identical in training and evaluation (docs/design.md §7). conv_in is 3x3,
-  the later convolutions `kernel_size` x `kernel_size`: with 3 the receptive field is
-  3 + 2 (2 num_blocks + 1) pixels wide, with 1 it is conv_in's 3x3 alone.
+  Input `(B, h, w, c_in)` -> output `(B, h, w, out_channels)` in the layer's dtype. No batch
+  statistics are used, so the flow's log-density is identical in training and evaluation
+  (docs/design.md §7). conv_in is 3x3, the later convolutions `kernel_size` x `kernel_size`: with 3
+  the receptive field is 3 + 2 (2 num_blocks + 1) pixels wide, with 1 it is conv_in's 3x3 alone.
+  `compute_dtype="bfloat16"` runs conv_in and the residual blocks in bfloat16; conv_out, whose
+  output is l1 / m1, stays in the layer's dtype (docs/design.md §25).
   """
 
   def __init__(self, filters: int, out_channels: int, num_blocks: int = 2, kernel_size: int = 3,
-               **kwargs):
+               compute_dtype: str = "float32", **kwargs):
     super().__init__(**kwargs)
     self.num_blocks = num_blocks
     k = int(kernel_size)
-    self.conv_in = keras.layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy,
-                                       name="conv_in")
+    hidden = precision.network_policy(compute_dtype, self.dtype_policy)
+    self.conv_in = keras.layers.Conv2D(filters, 3, padding="same", dtype=hidden, name="conv_in")
     for i in range(num_blocks):
       setattr(self, f"block{i}_conv_a", keras.layers.Conv2D(
-          filters, k, padding="same", dtype=self.dtype_policy, name=f"block{i}_conv_a"))
+          filters, k, padding="same", dtype=hidden, name=f"block{i}_conv_a"))
       setattr(self, f"block{i}_conv_b", keras.layers.Conv2D(
-          filters, k, padding="same", dtype=self.dtype_policy, name=f"block{i}_conv_b"))
+          filters, k, padding="same", dtype=hidden, name=f"block{i}_conv_b"))
     self.conv_out = keras.layers.Conv2D(out_channels, k, padding="same", dtype=self.dtype_policy,
                                         name="conv_out")
 
@@ -60,7 +63,7 @@ class ResidualNet(keras.layers.Layer):
       r = getattr(self, f"block{i}_conv_a")(tf.nn.relu(h))
       r = getattr(self, f"block{i}_conv_b")(tf.nn.relu(r))
       h = h + r
-    return self.conv_out(tf.nn.relu(h))
+    return self.conv_out(precision.to_model_dtype(self, tf.nn.relu(h)))
 
 
 class LatentDeconvNet(keras.layers.Layer):
@@ -69,18 +72,22 @@ class LatentDeconvNet(keras.layers.Layer):
   A dense projection to a `start x start x filters` map (2x2 for square images), then one stride-2
   transposed convolution per doubling, each centre-cropped to the size the ceil-halving walk
   prescribes (docs/design.md §5), then a linear 1x1 convolution to `out_channels`.
+  `compute_dtype="bfloat16"` runs the projection and the transposed convolutions in bfloat16; the
+  1x1 output convolution (l2 / m2) stays in the layer's dtype (docs/design.md §25).
   """
 
-  def __init__(self, filters: int, out_channels: int, height: int, width: int, **kwargs):
+  def __init__(self, filters: int, out_channels: int, height: int, width: int,
+               compute_dtype: str = "float32", **kwargs):
     super().__init__(**kwargs)
     num_up = sizing.halvings_to_reach(max(height, width))
     self.start, self.targets = sizing.upsampling_plan(height, width, num_up)
     self.filters = filters
-    self.project = keras.layers.Dense(self.start[0] * self.start[1] * filters,
-                                      dtype=self.dtype_policy, name="project")
+    hidden = precision.network_policy(compute_dtype, self.dtype_policy)
+    self.project = keras.layers.Dense(self.start[0] * self.start[1] * filters, dtype=hidden,
+                                      name="project")
     for i in range(len(self.targets)):
       setattr(self, f"up{i}", keras.layers.Conv2DTranspose(
-          filters, 3, strides=2, padding="same", dtype=self.dtype_policy, name=f"up{i}"))
+          filters, 3, strides=2, padding="same", dtype=hidden, name=f"up{i}"))
     self.conv_out = keras.layers.Conv2D(out_channels, 1, dtype=self.dtype_policy, name="conv_out")
 
   def call(self, z):
@@ -89,7 +96,7 @@ class LatentDeconvNet(keras.layers.Layer):
     for i, (th, tw) in enumerate(self.targets):
       h = tf.nn.relu(getattr(self, f"up{i}")(h))
       h = centre_crop(h, th, tw)
-    return self.conv_out(h)
+    return self.conv_out(precision.to_model_dtype(self, h))
 
 
 def centre_crop(x, height: int, width: int):
@@ -113,7 +120,8 @@ class CouplingNetwork(keras.layers.Layer):
     conditioning: "per_coupling" (the paper: l2/m2 deconvolve z) or "shared" (l2/m2 are 1x1 heads
       on the shared trunk's features; `call` then takes those features instead of z).
     fused_networks: one network with two heads for (l1, m1) and one for (l2, m2).
-    compute_dtype: "float32" (the model's dtype) or "bfloat16" for l1/m1/l2/m2.
+    compute_dtype: "float32" (the model's dtype) or "bfloat16" for the hidden layers of
+      l1/m1/l2/m2 (their output layers stay in the model's dtype).
     receptive_field: "full" (the paper's 3x3 convolutions throughout l1/m1) or "local" (1x1
       after l1/m1's first 3x3 convolution).
 
@@ -137,23 +145,22 @@ class CouplingNetwork(keras.layers.Layer):
     self.conditioning = conditioning
     self.fused_networks = bool(fused_networks)
     self.log_scale_bound = float(log_scale_bound)
-    policy = precision.network_policy(compute_dtype, self.dtype_policy)
+    # The networks' hidden layers may compute in bfloat16; every network's output (l1..m2) is
+    # computed in this layer's dtype, so Eq. 16 and the log-det see full-precision values.
+    own = dict(compute_dtype=compute_dtype, dtype=self.dtype_policy)
     if self.fused_networks:
-      self.lm1 = ResidualNet(filters, 2 * out_channels, num_res_blocks, kernel, dtype=policy,
-                             name="lm1")
+      self.lm1 = ResidualNet(filters, 2 * out_channels, num_res_blocks, kernel, name="lm1", **own)
     else:
-      self.l1 = ResidualNet(filters, out_channels, num_res_blocks, kernel, dtype=policy,
-                            name="l1")
-      self.m1 = ResidualNet(filters, out_channels, num_res_blocks, kernel, dtype=policy,
-                            name="m1")
+      self.l1 = ResidualNet(filters, out_channels, num_res_blocks, kernel, name="l1", **own)
+      self.m1 = ResidualNet(filters, out_channels, num_res_blocks, kernel, name="m1", **own)
     if not conditional:
       return
     heads = ("lm2", 2 * out_channels) if self.fused_networks else None
     for name, channels in ([heads] if heads else [("l2", out_channels), ("m2", out_channels)]):
       if conditioning == "per_coupling":
-        net = LatentDeconvNet(filters, channels, height, width, dtype=policy, name=name)
-      else:
-        net = keras.layers.Conv2D(channels, 1, dtype=policy, name=name)
+        net = LatentDeconvNet(filters, channels, height, width, name=name, **own)
+      else:  # a linear head on the shared trunk's features (already in this layer's dtype)
+        net = keras.layers.Conv2D(channels, 1, dtype=self.dtype_policy, name=name)
       setattr(self, name, net)
 
   def build(self, input_shape=None):
@@ -175,15 +182,15 @@ class CouplingNetwork(keras.layers.Layer):
 
   def _x_path(self, x_unchanged):
     if self.fused_networks:
-      return tf.split(precision.to_model_dtype(self, self.lm1(x_unchanged)), 2, axis=-1)
-    return precision.to_model_dtype(self, self.l1(x_unchanged), self.m1(x_unchanged))
+      return tf.split(self.lm1(x_unchanged), 2, axis=-1)
+    return self.l1(x_unchanged), self.m1(x_unchanged)
 
   def _z_path(self, z):
     if not self.conditional:
       return None, None
     if self.fused_networks:
-      return tf.split(precision.to_model_dtype(self, self.lm2(z)), 2, axis=-1)
-    return precision.to_model_dtype(self, self.l2(z), self.m2(z))
+      return tf.split(self.lm2(z), 2, axis=-1)
+    return self.l2(z), self.m2(z)
 
   def call(self, x_unchanged, z=None):
     """x_unchanged `(B, h, w, c_in)` -> shift, log_scale `(B, h, w, out_channels)`.

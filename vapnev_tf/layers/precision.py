@@ -1,11 +1,14 @@
-"""Compute dtypes of the convolutional networks (docs/design.md §7).
+"""Compute dtypes of the convolutional networks (docs/design.md §7, §25).
 
 `compute_dtype="float32"` keeps every network in the model's own dtype policy (the default,
-also for float64 models). `"bfloat16"` gives the convolutional networks Keras' "mixed_bfloat16"
-policy: variables stay float32, the convolutions compute in bfloat16. The coupling arithmetic
-(Eq. 12-16, exp/tanh, log-dets), the base distribution and the losses stay in the model's dtype:
-the layers that own those networks cast their outputs back (`to_model_dtype`), so log_prob is the
-exact float32 evaluation of the (bfloat16-computed) network outputs.
+also for float64 models). `"bfloat16"` gives the hidden layers of the convolutional networks
+Keras' "mixed_bfloat16" policy: variables (and so the optimizer's state) stay float32, those
+convolutions compute in bfloat16. Everything that decides the density stays in the model's dtype:
+each network's last, linear layer (coupling l1/m1/l2/m2 outputs, the decoder's mu_y/sigma_y heads,
+the encoder's posterior projections) reads its bfloat16 features cast up (`to_model_dtype`) and
+computes in float32, and so do Eq. 12-16, tanh/exp, the log-dets, the logit squash, the base
+distribution, the KL and the losses. log_prob is then the exact float32 evaluation of networks
+whose hidden features were rounded to bfloat16.
 """
 import keras
 import tensorflow as tf

@@ -24,7 +24,6 @@ from vapnev_tf.config import KL_SCHEDULES
 from vapnev_tf.config import LR_DECAYS
 from vapnev_tf.config import STRATEGIES
 from vapnev_tf.config import TrainConfig
-from vapnev_tf.training.distribute import configure_threads
 from vapnev_tf.training.distribute import make_strategy
 from vapnev_tf.training.rundir import UnrestorableRunError
 from vapnev_tf.training.run import train
@@ -32,8 +31,10 @@ from vapnev_tf.training.schedules import WarmupDecay
 from vapnev_tf.training.schedules import kl_weight
 from vapnev_tf.training.step import TrainState
 from vapnev_tf.training.step import make_train_step
+from vapnev_tf.training.threads import ThreadChoice
+from vapnev_tf.training.threads import configure_threads
 
 __all__ = ["CheckpointError", "ConfigError", "Evaluator", "KL_SCHEDULES", "LR_DECAYS",
-           "NonFiniteTrainingError", "STRATEGIES", "TrainConfig", "TrainState",
+           "NonFiniteTrainingError", "STRATEGIES", "ThreadChoice", "TrainConfig", "TrainState",
            "UnrestorableRunError", "WarmupDecay", "configure_threads", "evaluate", "kl_weight",
            "make_strategy", "make_train_step", "summary_line", "train", "write_eval_json"]

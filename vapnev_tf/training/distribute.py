@@ -7,29 +7,6 @@ from vapnev_tf.training import cluster
 from vapnev_tf.config import STRATEGIES
 
 
-def configure_threads(intra_op: int, inter_op: int) -> None:
-  """Sets TensorFlow's thread pools (0: TF's choice); before TF runs its first op.
-
-  Raises:
-    ConfigError: a non-default setting asked for after TensorFlow has started (its pools are
-      fixed then); settings equal to the ones in effect are always accepted.
-  """
-  threading = tf.config.threading
-  for name, value, get, set_ in (
-      ("intra_op_threads", intra_op, threading.get_intra_op_parallelism_threads,
-       threading.set_intra_op_parallelism_threads),
-      ("inter_op_threads", inter_op, threading.get_inter_op_parallelism_threads,
-       threading.set_inter_op_parallelism_threads)):
-    if int(value) == get():
-      continue
-    try:
-      set_(int(value))
-    except RuntimeError as e:
-      raise ConfigError(f"--{name}={value}: TensorFlow has already started with {get()} (0: its "
-                        "own choice); set it before any TensorFlow op runs, e.g. on the "
-                        f"command line of vapnev_tf.train ({e}).") from None
-
-
 def make_strategy(name: str, peer_timeout_seconds: float = cluster.PEER_TIMEOUT_SECONDS
                   ) -> tf.distribute.Strategy:
   """The strategy called `name`; create it before any other TensorFlow op runs.

@@ -24,6 +24,7 @@ from vapnev_tf.training import restore
 from vapnev_tf.training import rundir
 from vapnev_tf.training import signals
 from vapnev_tf.training import step as step_lib
+from vapnev_tf.training import threads
 from vapnev_tf.config import TrainConfig
 
 
@@ -66,12 +67,15 @@ def train(model_cfg: ModelConfig, data_cfg: data_lib.DataConfig, train_cfg: Trai
       step skipped, or a non-finite final bound.
   """
   _check_configs(model_cfg, data_cfg, train_cfg)
-  distribute.configure_threads(train_cfg.intra_op_threads, train_cfg.inter_op_threads)
+  thread_choice = threads.configure_threads(train_cfg.intra_op_threads,
+                                            train_cfg.inter_op_threads)
+  logging.info("Threads: %s", thread_choice.describe())
   strategy = strategy or distribute.make_strategy(train_cfg.strategy)
   distribute.check_batch_sizes(data_cfg, strategy)
   chief = distribute.is_chief(strategy)
-  record = rundir.RunRecord(workdir, rundir.run_config(model_cfg, data_cfg, train_cfg, strategy),
-                            flags_text, enabled=chief)
+  record = rundir.RunRecord(
+      workdir, rundir.run_config(model_cfg, data_cfg, train_cfg, strategy, thread_choice),
+      flags_text, enabled=chief)
   with rundir.prepared(workdir, chief):
     checkpointing.check_resume_config(workdir, model_cfg, data_cfg, train_cfg, force=force_config)
     with restore.build_or_restore(model_cfg, train_cfg, strategy, workdir, chief,

@@ -127,13 +127,22 @@ def refuse_unrestorable(workdir: str) -> None:
         "or delete this one yourself); to continue that run, restore its checkpoint files.")
 
 
-def run_config(model_cfg, data_cfg, train_cfg, strategy: tf.distribute.Strategy) -> dict:
-  """The content of WORKDIR/config.json: the resolved configs and the software that ran them."""
-  return {**config_run.run_config_dict(model_cfg, data_cfg, train_cfg),
-          "version": vapnev_tf.__version__,
-          "tensorflow": tf.__version__, "keras": keras.__version__,
-          "strategy": type(strategy).__name__, "num_replicas": strategy.num_replicas_in_sync,
-          "data_source": data_lib.source_files(data_cfg)}
+def run_config(model_cfg, data_cfg, train_cfg, strategy: tf.distribute.Strategy,
+               thread_choice=None) -> dict:
+  """The content of WORKDIR/config.json: the resolved configs and the software that ran them.
+
+  `thread_choice` (a `threads.ThreadChoice`) becomes the "threads" entry: the pool sizes in
+  effect for this process and where each came from; it is environment, not configuration, so
+  each start of the run records its own.
+  """
+  out = {**config_run.run_config_dict(model_cfg, data_cfg, train_cfg),
+         "version": vapnev_tf.__version__,
+         "tensorflow": tf.__version__, "keras": keras.__version__,
+         "strategy": type(strategy).__name__, "num_replicas": strategy.num_replicas_in_sync,
+         "data_source": data_lib.source_files(data_cfg)}
+  if thread_choice is not None:
+    out["threads"] = thread_choice.record()
+  return out
 
 
 class RunRecord:
