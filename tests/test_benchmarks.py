@@ -250,7 +250,8 @@ def test_flagfile_parsing_matches_configs():
   assert values["image_shape"] == (32, 32, 3)
   assert values["latent_dim"] == 256 and values["flow_filters"] == 64
   assert values["likelihood"] == "vapnev"  # from base.flags
-  assert common.model_config_values("quick")["flow_checkerboard"] == 2
+  quick = common.model_config_values("quick")
+  assert quick["flow_layout"] == "checkerboard*6" and quick["encoder_filters"] == 48
 
 
 def test_graph_flops_counts_a_conv():
