@@ -38,7 +38,7 @@ test: setup
 	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow" tests
 
 test-all: setup
-	VAPNEV_TEST_COMPILED=1 $(PY) -m pytest -q tests
+	VAPNEV_TEST_COMPILED=1 $(PY) -m pytest -q -n auto --dist loadfile tests
 
 train: setup
 	$(PY) -m vapnev_tf.train --flagfile=configs/quick.flags --workdir=$(WORKDIR)
