@@ -187,6 +187,52 @@ def test_temperature_rows(saved):
     figures.temperature_rows(saved, [-1.0], per_row=2, seed=0)
 
 
+def cells(grid, rows, cols):
+  """The `(rows, cols, H, W, C)` images of a grid of 8x8 images with 1-pixel separators."""
+  return np.stack([np.stack([grid[1 + r * CELL:r * CELL + CELL, 1 + c * CELL:c * CELL + CELL]
+                             for c in range(cols)]) for r in range(rows)])
+
+
+def test_noise_draw_rows_hold_z_and_vary_the_flow_noise(saved):
+  images = random_images(3, seed=7)
+  draws = 4
+  grid = figures.noise_draw_rows(saved, images, draws, temperature=0.8, seed=5)
+  assert grid.dtype == np.uint8 and grid.shape == grid_size(3, draws + 2) + (1,)
+  got = cells(grid, 3, draws + 2)
+  np.testing.assert_array_equal(got[:, 0], images)  # the originals
+  mu_z = saved.encode(images)[0]
+  np.testing.assert_array_equal(got[:, 1], saved.decode(mu_z))  # the mu_y path of z = mu_z
+  for row in got[:, 2:]:  # every draw of a row has its own noise
+    assert all(not np.array_equal(row[i], row[j]) for i in range(draws) for j in range(i))
+  # The draws are p(x|z) at that same z: without noise (T = 0) each is the row's mu_y decoding.
+  still = cells(figures.noise_draw_rows(saved, images, draws, temperature=0.0, seed=5), 3,
+                draws + 2)
+  for d in range(draws):
+    assert np.abs(still[:, 2 + d].astype(int) - got[:, 1].astype(int)).max() <= 1
+  # Seeded: the same seed gives the same picture, another seed other draws of the same rows.
+  np.testing.assert_array_equal(
+      grid, figures.noise_draw_rows(saved, images, draws, temperature=0.8, seed=5))
+  other = cells(figures.noise_draw_rows(saved, images, draws, temperature=0.8, seed=6), 3,
+                draws + 2)
+  np.testing.assert_array_equal(other[:, :2], got[:, :2])
+  assert not np.array_equal(other[:, 2:], got[:, 2:])
+
+
+@pytest.mark.parametrize("likelihood", ["realnvp", "vapnev_fixed_z"])
+def test_noise_draw_rows_refuse_a_model_without_a_latent(likelihood):
+  model = vapnev_tf.VAPNEV(tiny_config(likelihood=likelihood))
+  with pytest.raises(ValueError, match="draws needs a latent z"):
+    sample_lib.make_figure(model, "draws", images=random_images(2), rows=2, per_row=2)
+
+
+def test_noise_draws_from_an_export_without_sample_from_z_name_the_fix(tiny_loaded):
+  """An export written before `sample_from_z` existed keeps its other figures; draws say why not."""
+  older = type("Older", (), {"signatures": {name: f for name, f in tiny_loaded.signatures.items()
+                                            if name != "sample_from_z"}})()
+  with pytest.raises(ValueError, match="no sample_from_z.* signature.*export the run again"):
+    figures.noise_draw_rows(older, random_images(1), 2, temperature=0.8, seed=0)
+
+
 def test_samples_grid_and_mean_path(saved):
   assert figures.samples_grid(saved, 5, 0.8, seed=1).shape == grid_size(2, 3) + (1,)
   mean = figures.samples_grid(saved, 4, 0.8, seed=1, use_mean_y=True)
@@ -230,6 +276,24 @@ def test_make_figure_modes(saved, tmp_path):
   assert temps.shape == grid_size(2, 5) + (1,)
   with pytest.raises(ValueError, match="needs 2 \\* pairs = 8 images"):
     sample_lib.make_figure(saved, "interpolate", images=images, pairs=4)
+
+
+def test_draws_from_a_run_directory_and_from_its_export_agree(run_dir, exported, tmp_path):
+  """The draws mode through what the CLI's main calls: the run's first test images, as the panel
+  takes them, from the run directory and from its export, for the same seed."""
+  kwargs = dict(rows=3, per_row=2, temperature=0.8, seed=2)
+  from_run = sample_lib.write_figure(str(tmp_path / "run.png"), "draws", workdir=str(run_dir),
+                                     **kwargs)
+  from_export = sample_lib.write_figure(str(tmp_path / "export.png"), "draws",
+                                        saved_model=str(exported), **kwargs)
+  assert from_run.shape == from_export.shape == grid_size(3, 4) + (1,)
+  assert read_png(tmp_path / "run.png")[2] == (grid_size(3, 4)[1], grid_size(3, 4)[0])
+  image_shape, run_config = sample_lib.source_info(workdir=str(run_dir))
+  first = sample_lib.load_test_images(3, image_shape, run_config=run_config)  # as the panel's
+  np.testing.assert_array_equal(cells(from_export, 3, 4)[:, 0], first)
+  # Same seeds, same draws; float32 round-off may move a pixel across an integer.
+  assert np.abs(from_run.astype(int) - from_export.astype(int)).max() <= 1
+  assert np.mean(from_run != from_export) < 0.02
 
 
 def test_write_figure_from_saved_model_with_an_images_file(exported, tmp_path):
@@ -290,7 +354,7 @@ def test_make_figure_refuses_bad_temperatures(saved, temperature):
 
 
 @pytest.mark.parametrize("flag", ["--temperature=inf", "--temperature=-1", "--temperatures=0,nan",
-                                  "--num=0", "--chunk_size=0"])
+                                  "--num=0", "--chunk_size=0", "--rows=0", "--per_row=0"])
 def test_sample_cli_refuses_bad_flags_naming_the_flag(exported, tmp_path, flag):
   """The CLI's own flag definitions refuse each value at parse time, naming the flag (the
   console's one-line form of a parse error is checked on a real process in test_console.py)."""

@@ -1,4 +1,5 @@
-"""PNG figures: image grids, the paper's panels (Fig. 3/4), latent interpolations, temperatures.
+"""PNG figures: image grids, the paper's panels (Fig. 3/4), latent interpolations, temperatures,
+and flow-noise draws of one z (what the latent controls).
 
 Every figure function takes `model` as any of
   * a `VAPNEV` (wrapped in `vapnev_tf.export.VapnevModule`, i.e. the export's own functions),
@@ -59,6 +60,9 @@ class Endpoints:
 
   def _call(self, name, **inputs):
     if name not in self._functions:
+      if self.has_vae:  # an export written before this signature existed
+        raise ValueError(f"this export has no {name}() signature (it holds "
+                         f"{sorted(self._functions)}); export the run again with vapnev_tf.export.")
       raise ValueError(f"{name}() needs a VAE; this model (no latent z) exports only "
                        f"{sorted(self._functions)}.")
     return self._functions[name](**inputs)
@@ -88,6 +92,12 @@ class Endpoints:
   def decode(self, z) -> np.ndarray:
     """The mu_y-path images of z `(B, latent_dim)`, uint8."""
     return self._call("decode", z=tf.constant(z, tf.float32))["images"].numpy()
+
+  def sample_from_z(self, z, temperature: float, seed: int) -> np.ndarray:
+    """One draw of p(x|z) per row of z `(B, latent_dim)` at `temperature` on sigma_y, uint8."""
+    return self._call("sample_from_z", z=tf.constant(z, tf.float32),
+                      temperature=tf.constant(temperature, tf.float32),
+                      seed=_seed(seed))["images"].numpy()
 
 
 def endpoints(model) -> Endpoints:
@@ -201,6 +211,35 @@ def temperature_rows(model, temperatures, per_row: int, seed: int, *, pad: int =
   validation.check_int("per_row", per_row, 1)
   rows = [ep.sample(per_row, t, seed) for t in temperatures]
   return image_grid(np.concatenate(rows, axis=0), len(temperatures), per_row, pad=pad)
+
+
+def noise_draw_rows(model, images_uint8, draws: int, temperature: float, seed: int, *,
+                    pad: int = 1) -> np.ndarray:
+  """What the latent controls: one row per image, x | decode(z) | `draws` samples of p(x|z).
+
+  z = mu_z of the bin-centred image (the `encode` endpoint), the same z for the whole row;
+  decode(z) is its mu_y path (Sec. 3.4 with y = mu_y) and each draw is x = f_z^{-1}(y),
+  y ~ N(mu_y, (temperature sigma_y)^2) (Eq. 23-27 with z given; the `sample_from_z` endpoint, one
+  call for the whole grid with `seed`, so every draw has its own flow noise). What stays fixed
+  along a row is what z decides; what changes is left to the flow's noise.
+
+  Returns:
+    uint8 grid of `len(images_uint8)` rows and `draws + 2` columns.
+  """
+  ep = endpoints(model)
+  if not ep.has_vae:
+    raise ValueError("draws needs a latent z; this model (realnvp or vapnev_fixed_z) has no "
+                     "encoder, so there is no z to hold fixed.")
+  images = image_grids.as_uint8_images(images_uint8, "images_uint8", ep.image_shape)
+  validation.check_int("draws", draws, 1)
+  temperature = validation.check_temperature(temperature)
+  validation.check_int("seed", seed, 0)
+  mu_z = ep.encode(images)[0]  # (B, latent)
+  means = ep.decode(mu_z)
+  sampled = ep.sample_from_z(np.repeat(mu_z, draws, axis=0), temperature, seed)
+  sampled = sampled.reshape((images.shape[0], draws) + ep.image_shape)
+  rows = np.concatenate([images[:, None], means[:, None], sampled], axis=1)  # (B, draws + 2, ...)
+  return image_grid(rows.reshape((-1,) + ep.image_shape), images.shape[0], draws + 2, pad=pad)
 
 
 # ------------------------------------------------------------------------------------------- IO

@@ -1,21 +1,24 @@
 """Sampling CLI: a PNG grid from a run directory or from its SavedModel export.
 
     python -m vapnev_tf.sample (--workdir=DIR [--checkpoint=PREFIX] | --saved_model=OUT)
-        --out=FILE.png [--mode=samples|panel|interpolate|temperatures] [--num=64]
+        --out=FILE.png [--mode=samples|panel|interpolate|temperatures|draws] [--num=64]
         [--temperature=0.8] [--use_mean_y] [--seed=0] [--images=FILE.npy|.npz]
-        [--chunk_size=256]
+        [--chunk_size=256] [--rows=8] [--per_row=8]
 
 Modes (figures in `vapnev_tf.figures`):
   samples        `num` samples at `temperature` (or on the mu_y path with --use_mean_y).
   panel          the paper's Fig. 3/4: `num` test images | reconstructions | samples.
   interpolate    `pairs` rows of latent interpolations (`steps` points) between test images.
   temperatures   one row of `per_row` samples per value of --temperatures, one seed.
+  draws          what the latent controls: for each of the first `rows` test images (the panel's),
+                 the image | the mu_y decoding of its z = mu_z | `per_row` samples of p(x|z) for
+                 that same z at `temperature` (each its own flow noise; needs a latent).
 samples mode draws `chunk_size` images per call (`sample_images`), so --num=100000 never builds
 one huge batch; chunk j uses `chunk_seed(seed, j)` (seed itself for j = 0, so up to `chunk_size`
 images are exactly one `sample` call with `seed`).
-Test images (panel, interpolate) come from --images (a uint8 (N, H, W, C) .npy, or an .npz with
-`test_images` or `images`), else from the test split of the run's data config (`config.json`, or
-the export's metadata when it was exported from a run directory).
+Test images (panel, interpolate, draws) come from --images (a uint8 (N, H, W, C) .npy, or an .npz
+with `test_images` or `images`), else from the test split of the run's data config (`config.json`,
+or the export's metadata when it was exported from a run directory).
 """
 import json
 import os
@@ -34,7 +37,7 @@ from vapnev_tf import loading
 from vapnev_tf import validation
 from vapnev_tf import workdir as workdir_lib
 
-MODES = ("samples", "panel", "interpolate", "temperatures")
+MODES = ("samples", "panel", "interpolate", "temperatures", "draws")
 DEFAULT_TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
 SAMPLE_CHUNK_SIZE = 256  # images per sampling call: bounds memory (a 256-image flow batch)
 
@@ -142,7 +145,7 @@ def _read_image_file(path: str) -> np.ndarray:
 def make_figure(ep: figures.Endpoints, mode: str, *, num: int = 64, temperature: float = 0.8,
                 use_mean_y: bool = False, seed: int = 0, images=None, pairs: int = 8,
                 steps: int = 8, temperatures=DEFAULT_TEMPERATURES, per_row: int = 8,
-                chunk_size: int = SAMPLE_CHUNK_SIZE) -> np.ndarray:
+                chunk_size: int = SAMPLE_CHUNK_SIZE, rows: int = 8) -> np.ndarray:
   """The uint8 `(H', W', C)` figure of `mode` (see the module docstring)."""
   temperature = validation.check_temperature(temperature)
   if mode == "samples":
@@ -158,6 +161,8 @@ def make_figure(ep: figures.Endpoints, mode: str, *, num: int = 64, temperature:
     for t in temperatures:
       validation.check_temperature(t, "temperatures")
     return figures.temperature_rows(ep, temperatures, per_row, seed)
+  if mode == "draws":
+    return figures.noise_draw_rows(ep, images[:rows], per_row, temperature, seed)
   raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
 
 
@@ -184,10 +189,10 @@ def write_figure(out: str, mode: str = "samples", workdir: str | None = None,
   figures.check_png_path(out)
   image_shape, run_config = source_info(workdir, saved_model)
   images = None
-  if mode in ("panel", "interpolate"):
-    if mode == "panel":  # a panel of fewer images than asked is still a panel
-      images = load_test_images(kwargs.get("num", 64), image_shape, images_path, run_config,
-                                minimum=1)
+  if mode in ("panel", "interpolate", "draws"):
+    if mode != "interpolate":  # a panel (or draws grid) of fewer images than asked is still one
+      count = kwargs.get("num", 64) if mode == "panel" else kwargs.get("rows", 8)
+      images = load_test_images(count, image_shape, images_path, run_config, minimum=1)
     else:
       images = load_test_images(2 * kwargs.get("pairs", 8), image_shape, images_path, run_config)
   ep, _ = load_source(workdir, checkpoint, saved_model)
@@ -221,7 +226,9 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                        **d)
   flags.DEFINE_list("temperatures", [str(t) for t in DEFAULT_TEMPERATURES],
                     "temperatures mode: one row per value.", **d)
-  flags.DEFINE_integer("per_row", 8, "temperatures mode: samples per row.", **d)
+  flags.DEFINE_integer("per_row", 8, "temperatures mode: samples per row; draws mode: flow-noise "
+                       "draws per row.", lower_bound=1, **d)
+  flags.DEFINE_integer("rows", 8, "draws mode: test images (one row each).", lower_bound=1, **d)
   flags.DEFINE_integer("chunk_size", SAMPLE_CHUNK_SIZE, "samples mode: images per sampling call "
                        "(bounds memory; see the module docstring for the per-chunk seeds).",
                        lower_bound=1, **d)
@@ -251,7 +258,7 @@ def main(argv):
         images_path=f.images, num=f.num, temperature=f.temperature, use_mean_y=f.use_mean_y,
         seed=f.seed, pairs=f.pairs, steps=f.steps,
         temperatures=[float(t) for t in f.temperatures], per_row=f.per_row,
-        chunk_size=f.chunk_size)
+        chunk_size=f.chunk_size, rows=f.rows)
   except ValueError as e:  # bad input: the message, not a traceback
     raise app.UsageError(str(e)) from e
   print(json.dumps({"out": os.path.abspath(f.out), "mode": f.mode, "shape": list(figure.shape)}))

@@ -16,7 +16,11 @@ TF1-style loaders (`saved_model_cli run`, TF Serving):
                         num_samples int32 [], seed int64 []    bits_per_dim float32 (B,)
   encode                images uint8 (B, H, W, C)              mu_z, sigma_z float32 (B, latent)
   decode                z float32 (B, latent)                  images uint8, samples float32
+  sample_from_z         z float32 (B, latent),                 images uint8, samples float32
+                        temperature float32 [], seed int64 []  (B, H, W, C)
 
+`decode` is the mu_y path of z; `sample_from_z` draws y ~ N(mu_y, (temperature sigma_y)^2) for the
+given z, so one z repeated in the batch gives as many flow-noise draws of that z.
 `likelihood="realnvp"` models have no encoder/decoder: only `sample` and `log_likelihood_bound` (the
 exact log p(x); `num_samples` is ignored) are exported. `samples` are the float pixels in [0, 256)
 before flooring to uint8. `temperature` scales sigma_y (0 gives the mu_y path of the flow
@@ -33,7 +37,8 @@ Seeding (so the export gives the in-Python model's numbers for the same seed):
   3. uint8 images are dequantised by `vapnev_tf.data.dequantize(images, dequantize_seed)`
      (x = pixel + u, u ~ U[0, 1)); `encode` has no seed and uses the bin centres x = pixel + 0.5;
   4. `model_seed` is the TFP seed of the model's own method: the signatures equal
-     `model.sample(n, temperature, seed=model_seed)`, `model.reconstruct(x, seed=model_seed)` and
+     `model.sample(n, temperature, seed=model_seed)`, `model.reconstruct(x, seed=model_seed)`,
+     `model.sample_from_z(z, temperature, seed=model_seed)` and
      `model.log_likelihood_bound(x, k, seed=model_seed)` (k may be a tensor: it is a graph loop).
 """
 import keras
@@ -46,7 +51,8 @@ from vapnev_tf.metrics import bits_per_dim
 from vapnev_tf.model import VAPNEV
 from vapnev_tf.model import to_uint8
 
-VAE_SIGNATURES = ("sample", "reconstruct", "log_likelihood_bound", "encode", "decode")
+VAE_SIGNATURES = ("sample", "reconstruct", "log_likelihood_bound", "encode", "decode",
+                  "sample_from_z")
 FLOW_SIGNATURES = ("sample", "log_likelihood_bound")
 
 
@@ -122,10 +128,12 @@ class VapnevModule(tf.Module):
       self.reconstruct = _traced(self._reconstruct, [images], seed, seed32)
       self.encode = tf.function(self._encode, input_signature=[images])
       self.decode = tf.function(self._decode, input_signature=[z])
+      self.sample_from_z = _traced(self._sample_from_z, [z, temperature], seed, seed32)
     self._signature_specs = {"sample": [num_samples, temperature, seed],
                              "log_likelihood_bound": [images, num_samples, seed],
                              "reconstruct": [images, seed], "encode": [images],
-                             "decode": [z] if cfg.has_vae else None}
+                             "decode": [z] if cfg.has_vae else None,
+                             "sample_from_z": [z, temperature, seed] if cfg.has_vae else None}
 
   @property
   def model(self) -> VAPNEV:
@@ -176,6 +184,14 @@ class VapnevModule(tf.Module):
 
   def _decode(self, z):
     return _image_outputs(self.model.decode_images(tf.cast(z, self.model.compute_dtype)))
+
+  def _sample_from_z(self, z, temperature, seed):
+    temperature = _checked(temperature, tf.debugging.assert_non_negative,
+                           "sample_from_z: temperature >= 0")
+    _, model_seed = derive_seeds(seed)
+    x = self.model.sample_from_z(tf.cast(z, self.model.compute_dtype),
+                                 tf.cast(temperature, self.model.compute_dtype), seed=model_seed)
+    return _image_outputs(x)
 
   def _dequantize(self, images, seed):
     x = data_lib.dequantize(self._checked_images(images), seed)  # float32 (B, H, W, C)
