@@ -115,6 +115,25 @@ def copy_run(run_dir, dest) -> pathlib.Path:
   return pathlib.Path(dest)
 
 
+def assert_flow_export_serves_the_model(model, out, image_shape) -> None:
+  """The export at `out` of a model without a latent holds the flow's signatures, its bound is
+  the model's for the same seed, and `sample` gives uint8 images of `image_shape`."""
+  assert sorted(export.load_metadata(str(out))["signatures"]) == sorted(export.FLOW_SIGNATURES)
+  loaded = tf.saved_model.load(str(out))
+  assert sorted(loaded.signatures) == sorted(export.FLOW_SIGNATURES)
+  images = random_images(2, seed=4, image_shape=image_shape)
+  got = loaded.signatures["log_likelihood_bound"](
+      images=tf.constant(images), num_samples=tf.constant(4), seed=tf.constant(3, tf.int64))
+  dequantize_seed, _ = export.derive_seeds(3)
+  np.testing.assert_allclose(got["log_likelihood"].numpy(),
+                             model.log_likelihood_bound(data.dequantize(images, dequantize_seed)),
+                             rtol=1e-6, atol=1e-4)
+  sample = loaded.signatures["sample"](num_samples=tf.constant(3), temperature=tf.constant(0.7),
+                                       seed=tf.constant(3, tf.int64))
+  assert sample["images"].shape == (3,) + tuple(image_shape)
+  assert sample["images"].dtype == tf.uint8
+
+
 # ------------------------------------------------------------------------------ training runs
 
 

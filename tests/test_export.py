@@ -28,6 +28,7 @@ from run_fixtures import REPO_ROOT
 from run_fixtures import STEP
 from run_fixtures import TEST_BITS_PER_DIM
 from run_fixtures import Background
+from run_fixtures import assert_flow_export_serves_the_model
 from run_fixtures import copy_run as _copy_run
 from run_fixtures import random_images
 from run_fixtures import subprocess_env
@@ -91,19 +92,7 @@ def test_realnvp_exports_two_signatures_and_overwrites(tmp_path):
   export.export_model(model, str(out), {"step": 1}, overwrite=True)
   assert export.load_metadata(str(out))["step"] == 1
   assert not [p for p in tmp_path.iterdir() if p.name != "export"]  # no temporary dirs left
-  assert sorted(export.load_metadata(str(out))["signatures"]) == sorted(export.FLOW_SIGNATURES)
-  loaded = tf.saved_model.load(str(out))
-  assert sorted(loaded.signatures) == sorted(export.FLOW_SIGNATURES)
-  images = random_images(2, seed=4)
-  got = loaded.signatures["log_likelihood_bound"](
-      images=tf.constant(images), num_samples=tf.constant(4), seed=tf.constant(3, tf.int64))
-  dequantize_seed, _ = export.derive_seeds(3)
-  np.testing.assert_allclose(got["log_likelihood"].numpy(),
-                             model.log_likelihood_bound(data.dequantize(images, dequantize_seed)),
-                             rtol=1e-6, atol=1e-4)
-  sample = loaded.signatures["sample"](num_samples=tf.constant(3), temperature=tf.constant(0.7),
-                                       seed=tf.constant(3, tf.int64))
-  assert sample["images"].shape == (3,) + IMAGE_SHAPE and sample["images"].dtype == tf.uint8
+  assert_flow_export_serves_the_model(model, out, IMAGE_SHAPE)
 
 
 def test_export_rejects_reserved_metadata_keys(model, tmp_path):

@@ -12,10 +12,9 @@ import tensorflow_probability as tfp
 import flow_fixtures as ff
 import model_fixtures as mf
 import vapnev_tf
+from run_fixtures import assert_flow_export_serves_the_model
 from run_fixtures import parse_train_flags
-from run_fixtures import random_images
 from run_fixtures import run_smoke
-from vapnev_tf import data
 from vapnev_tf import export
 from vapnev_tf import flow_steps
 from vapnev_tf import latent_metrics
@@ -168,19 +167,7 @@ def test_export_has_the_signatures_of_a_model_without_a_latent(tmp_path):
   model = _model()
   out = tmp_path / "export"
   export.export_model(model, str(out), {"step": 0})
-  assert sorted(export.load_metadata(str(out))["signatures"]) == sorted(export.FLOW_SIGNATURES)
-  loaded = tf.saved_model.load(str(out))
-  assert sorted(loaded.signatures) == sorted(export.FLOW_SIGNATURES)
-  images = random_images(2, seed=4, image_shape=SHAPE)
-  got = loaded.signatures["log_likelihood_bound"](
-      images=tf.constant(images), num_samples=tf.constant(4), seed=tf.constant(3, tf.int64))
-  dequantize_seed, _ = export.derive_seeds(3)
-  np.testing.assert_allclose(got["log_likelihood"].numpy(),
-                             model.log_likelihood_bound(data.dequantize(images, dequantize_seed)),
-                             rtol=1e-6, atol=1e-4)
-  sample = loaded.signatures["sample"](num_samples=tf.constant(3), temperature=tf.constant(0.7),
-                                       seed=tf.constant(3, tf.int64))
-  assert sample["images"].shape == (3,) + SHAPE and sample["images"].dtype == tf.uint8
+  assert_flow_export_serves_the_model(model, out, SHAPE)
 
 
 def test_three_training_steps_report_finite_bits_per_dim(tmp_path):
