@@ -398,8 +398,11 @@ class GlowFlow(tf.Module):
     """For the library's training step (its per-part gradient norms): one part."""
     return {"flow/glow": list(self.trainable_variables)}
 
-  def elbo_terms(self, x, seed=None):
+  def elbo_terms(self, x, seed=None, per_dim_kl: bool = False):
+    """The library's training-step interface; there is no latent, so no KL per dimension."""
     del seed
+    if per_dim_kl:
+      raise ValueError("per-dimension free bits need a latent; the Glow baseline has none.")
     log_px = self.log_prob(x)
     return {"log_px_given_z": log_px, "kl": tf.zeros_like(log_px)}
 

@@ -340,3 +340,14 @@ def test_timing_sizes_are_the_flagfiles_or_the_benchmark_size():
   assert common.timing_size("fashion_mnist", smoke=True) == common.size_values("smoke")
   with pytest.raises(ValueError, match="expected one of quick, benchmark, fashion_mnist"):
     common.timing_size("cifar10", smoke=False)
+
+
+def test_the_glow_baseline_takes_the_training_steps_arguments():
+  """The library's step calls `model.elbo_terms(x, seed=..., per_dim_kl=...)` on every model the
+  benchmarks train, the Glow baseline included (its end-to-end run is `slow`)."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(REPO_ROOT))
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  from vapnev_tf.model import VAPNEV  # pylint: disable=g-import-not-at-top
+  library = list(inspect.signature(VAPNEV.elbo_terms).parameters)
+  assert list(inspect.signature(common.GlowFlow.elbo_terms).parameters) == library
