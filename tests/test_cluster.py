@@ -13,6 +13,7 @@ import types
 import pytest
 import yaml
 
+from run_fixtures import TRAIN_TIMEOUT
 from vapnev_tf import train
 from vapnev_tf.training import cluster
 from vapnev_tf.training import distribute
@@ -183,11 +184,11 @@ def _run_workers(envs):
   outs = []
   for proc in procs:
     try:
-      out, err = proc.communicate(timeout=180)
+      out, err = proc.communicate(timeout=TRAIN_TIMEOUT)
     except subprocess.TimeoutExpired:
       for p in procs:
         p.kill()
-      pytest.fail("a worker did not finish in 180 s")
+      pytest.fail(f"a worker did not finish in {TRAIN_TIMEOUT} s (a hang guard)")
     assert proc.returncode == 0, err[-2000:]
     outs.append(json.loads(out.strip().splitlines()[-1]))
   return outs
@@ -316,9 +317,9 @@ def test_train_with_a_missing_peer_says_so_and_stops_on_sigterm(tmp_path):
   reader = threading.Thread(target=read, daemon=True)
   reader.start()
   try:
-    assert waiting.wait(180), "no line saying what it waits for:\n" + "".join(lines)[-2000:]
+    assert waiting.wait(TRAIN_TIMEOUT), "no line saying what it waits for:\n" + "".join(lines)[-2000:]
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    proc.wait(timeout=TRAIN_TIMEOUT)
   finally:
     if proc.poll() is None:
       proc.kill()
