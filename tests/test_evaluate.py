@@ -264,6 +264,23 @@ def test_cli_flags():
     fv(["evaluate", "--workdir=/x", "--num_samples=0"])
 
 
+def test_weights_flag_takes_raw_or_ema_and_not_with_latent(tmp_path, capsys):
+  fv = flags.FlagValues()
+  evaluate_cli.define_flags(fv)
+  assert fv(["evaluate", "--workdir=/x"]) and fv.weights is None  # the run's own
+  fv(["evaluate", "--workdir=/x", "--weights=raw"])
+  assert fv.weights == "raw"
+  with pytest.raises(flags.Error):
+    fv(["evaluate", "--workdir=/x", "--weights=best"])
+  fv = flags.FlagValues()
+  evaluate_cli.define_flags(fv)
+  argv = fv(["vapnev_tf.evaluate", f"--workdir={tmp_path}", "--latent", "--weights=raw"])
+  assert evaluate_cli.main(argv, fv) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["vapnev_tf.evaluate: error: --weights applies to the bounds; --latent reports "
+                 "the run's own weights."]
+
+
 def test_every_flag_a_data_error_suggests_is_a_flag_of_evaluate(run_dir, monkeypatch):
   fv = flags.FlagValues()
   evaluate_cli.define_flags(fv)

@@ -266,6 +266,7 @@ def test_sample_cli_from_workdir_and_from_saved_model(run_dir, exported, tmp_pat
   assert (fmt, mode, size) == ("PNG", "L", (width, height))
   report = json.loads(outputs["samples"].strip().splitlines()[-1])
   assert report["shape"] == [height, width, 1] and report["mode"] == "samples"
+  assert report["weights"] == "raw"  # the export's metadata: a run without Polyak averages
 
 
 def test_make_figure_modes(saved, tmp_path):
@@ -282,10 +283,12 @@ def test_draws_from_a_run_directory_and_from_its_export_agree(run_dir, exported,
   """The draws mode through what the CLI's main calls: the run's first test images, as the panel
   takes them, from the run directory and from its export, for the same seed."""
   kwargs = dict(rows=3, per_row=2, temperature=0.8, seed=2)
-  from_run = sample_lib.write_figure(str(tmp_path / "run.png"), "draws", workdir=str(run_dir),
-                                     **kwargs)
-  from_export = sample_lib.write_figure(str(tmp_path / "export.png"), "draws",
-                                        saved_model=str(exported), **kwargs)
+  drawn_from_run = sample_lib.write_figure(str(tmp_path / "run.png"), "draws",
+                                           workdir=str(run_dir), **kwargs)
+  drawn_from_export = sample_lib.write_figure(str(tmp_path / "export.png"), "draws",
+                                              saved_model=str(exported), **kwargs)
+  assert drawn_from_run.weights == drawn_from_export.weights == "raw"  # the run keeps no averages
+  from_run, from_export = drawn_from_run.image, drawn_from_export.image
   assert from_run.shape == from_export.shape == grid_size(3, 4) + (1,)
   assert read_png(tmp_path / "run.png")[2] == (grid_size(3, 4)[1], grid_size(3, 4)[0])
   image_shape, run_config = sample_lib.source_info(workdir=str(run_dir))

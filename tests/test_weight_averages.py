@@ -3,6 +3,7 @@ only, survive a checkpoint bit-exactly, and are the weights a run evaluates, fin
 exports; with the flag off nothing changes."""
 import dataclasses
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from vapnev_tf import config_run
 from vapnev_tf import evaluation
 from vapnev_tf import export as export_lib
 from vapnev_tf import loading
+from vapnev_tf import sample as sample_lib
 from vapnev_tf import train as train_cli
 from vapnev_tf import weight_averages
 from vapnev_tf import workdir as workdir_lib
@@ -55,16 +57,30 @@ def test_the_average_is_the_hand_computed_ema_of_the_applied_updates():
   train_step = make_train_step(strategy, train_cfg, global_batch_size=8)
   iterator = _batches(strategy)
   expected = None
-  for _ in range(3):
+  for t in range(12):  # past the warm-up: d_t reaches DECAY at t = 8
     assert bool(train_step(state, iterator)["ok"])
     weights = _values(state.model.trainable_variables)
+    d = np.float32(min(DECAY, (1 + t) / (10 + t)))
     expected = weights if expected is None else [
-        np.float32(DECAY) * a + np.float32(1 - DECAY) * w for a, w in zip(expected, weights)]
+        d * a + (np.float32(1) - d) * w for a, w in zip(expected, weights)]
   averaged = _values(weight_averages.averages(state.optimizer))
   assert len(averaged) == len(expected) == len(state.model.trainable_variables)
   for a, e in zip(averaged, expected):
     np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7)
   assert any(not np.array_equal(a, w) for a, w in zip(averaged, weights)), "an average, not a copy"
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.999, 0.9999])
+def test_the_decay_warms_up_from_zero_to_the_flags(decay):
+  """d_t = 0 at the first update, min(d, (1 + t) / (10 + t)) after: an average after t updates
+  keeps a vanishing share of the initial weights, not d^t of them."""
+  steps = np.array([0, 1, 2, 8, 9, 100, 1_000, 10_000, 100_000, 10**6])
+  got = weight_averages.warmed_up_decay(decay, tf.constant(steps, tf.int64)).numpy()
+  want = np.where(steps == 0, 0.0, np.minimum(decay, (1.0 + steps) / (10.0 + steps)))
+  np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-7)
+  assert got[-1] == np.float32(decay)
+  share = np.prod([weight_averages.warmed_up_decay(decay, t).numpy() for t in range(1, 1001)])
+  assert share <= min(1e-15, decay ** 1000)  # Keras' constant decay would keep decay ** 1000
 
 
 def test_a_skipped_step_leaves_the_averages_as_they_were():
@@ -237,3 +253,55 @@ def test_a_run_without_averages_evaluates_and_exports_its_raw_weights(smoke_run)
   assert info["weights"] == weight_averages.RAW
   assert eval_json["weights_sha256"] == workdir_lib.weights_fingerprint(model)
   assert dataclasses.asdict(TrainConfig())["ema_decay"] == 0.0
+
+
+def test_the_raw_weights_of_a_run_with_averages_are_evaluated_beside_them(ema_run, tmp_path):
+  """`load_run(weights="raw")` / `vapnev_tf.evaluate --weights=raw`: the trained weights of a run
+  that keeps averages, evaluated into WORKDIR/evaluations/ (named "raw"), eval.json untouched."""
+  workdir, result = ema_run
+  run_dir = run_fixtures.copy_run(workdir, tmp_path / "copy")
+  eval_file = run_dir / workdir_lib.EVAL_FILE
+  before = eval_file.read_bytes()
+  raw_model, info = loading.load_run(str(run_dir), weights=weight_averages.RAW)
+  assert info["weights"] == weight_averages.RAW
+  model_cfg, data_cfg, train_cfg = train_cli.configs_from_flags(
+      run_fixtures.parse_train_flags(workdir, f"--ema_decay={DECAY}"))
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  with restore.build_or_restore(model_cfg, train_cfg, strategy, str(run_dir), True,
+                                before_save=lambda: None) as run:
+    for v, r in zip(raw_model.trainable_variables, run.state.model.trainable_variables):
+      assert v.numpy().tobytes() == r.numpy().tobytes()
+  assert workdir_lib.weights_fingerprint(raw_model) != result["weights_sha256"]
+
+  raw = evaluation.evaluate_workdir(str(run_dir), weights=weight_averages.RAW)
+  assert raw["weights"] == weight_averages.RAW and raw["full"]
+  assert raw["weights_sha256"] == workdir_lib.weights_fingerprint(raw_model)
+  assert raw["written_to"].endswith("-raw.json")
+  assert raw["written_to"].startswith(str(run_dir / workdir_lib.EVALUATIONS_DIR))
+  record = json.loads(pathlib.Path(raw["written_to"]).read_text())
+  assert record["weights"] == weight_averages.RAW
+  assert record["elbo_bpd"] == pytest.approx(raw["elbo_bpd"])
+  assert eval_file.read_bytes() == before, "eval.json holds the run's own (averaged) weights only"
+  averaged = evaluation.evaluate_workdir(str(run_dir), weights=weight_averages.EMA, write=False)
+  assert averaged["weights_sha256"] == result["weights_sha256"]
+  assert averaged["elbo_bpd"] != pytest.approx(raw["elbo_bpd"], rel=1e-6)
+
+
+def test_weights_that_a_run_does_not_keep_are_refused(smoke_run):
+  workdir, _ = smoke_run
+  with pytest.raises(ValueError, match="keeps no Polyak averages.*ema_decay=0"):
+    loading.load_run(str(workdir), weights=weight_averages.EMA)
+  with pytest.raises(ValueError, match="weights must be None.*'raw' or 'ema', got 'best'"):
+    loading.load_run(str(workdir), weights="best")
+  model, info = loading.load_run(str(workdir), weights=weight_averages.RAW)  # its own weights
+  assert info["weights"] == weight_averages.RAW
+  eval_json = json.loads((workdir / workdir_lib.EVAL_FILE).read_text())
+  assert eval_json["weights_sha256"] == workdir_lib.weights_fingerprint(model)
+
+
+def test_drawn_figures_name_their_weights(ema_run, tmp_path):
+  workdir, _ = ema_run
+  drawn = sample_lib.write_figure(str(tmp_path / "s.png"), "samples", workdir=str(workdir),
+                                  num=2, seed=1)
+  assert drawn.weights == weight_averages.EMA
+  assert drawn.image.dtype == np.uint8 and drawn.image.ndim == 3

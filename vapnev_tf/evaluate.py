@@ -2,6 +2,7 @@
 
     python -m vapnev_tf.evaluate --workdir=DIR [--num_samples=k] [--checkpoint=PREFIX]
                                  [--eval_take=N] [--data_dir=DIR] [--fashion_mnist_dir=DIR]
+                                 [--weights=raw|ema]
     python -m vapnev_tf.evaluate --workdir=DIR --latent [--eval_take=N] [--probe_train_take=M]
 
 `--latent` computes how much the latent carries instead (`vapnev_tf.latent_report`: KL, active
@@ -58,6 +59,9 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       "~/.cache).", **d)
   flags.DEFINE_integer("judge_epochs", 2, "With --latent: epochs of a judge trained because none "
                        "is cached.", lower_bound=1, **d)
+  flags.DEFINE_enum("weights", None, ["raw", "ema"], "Which of the checkpoint's weights to "
+                    "evaluate (default: the run's own: its Polyak averages when it keeps them); "
+                    "'raw' of a run that keeps averages is written to WORKDIR/evaluations/.", **d)
   flags.DEFINE_bool("write", True, "Write the result: WORKDIR/eval.json when it covers the "
                     "run's whole test scope, else WORKDIR/evaluations/<scope>.json.", **d)
   flags.mark_flag_as_required("workdir", flag_values=fv)
@@ -67,12 +71,15 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
+    if fv.latent and fv.weights is not None:
+      raise ValueError("--weights applies to the bounds; --latent reports the run's own weights.")
     if fv.latent:
       result = _latent(fv)
     else:
       result = evaluation.evaluate_workdir(
           fv.workdir, fv.checkpoint, fv.num_samples, fv.eval_take, fv.eval_batch_size, fv.seed,
-          fv.chunk_size, fv.write, data_dir=fv.data_dir, fashion_mnist_dir=fv.fashion_mnist_dir)
+          fv.chunk_size, fv.write, data_dir=fv.data_dir, fashion_mnist_dir=fv.fashion_mnist_dir,
+          weights=fv.weights)
   except (ValueError, OSError, locking.WorkdirLockedError) as e:  # bad input, run in use: 1 line
     print(f"vapnev_tf.evaluate: error: {' '.join(str(e).split())}", file=sys.stderr)
     return 1

@@ -18,7 +18,9 @@ directory's checkpoint (`vapnev_tf.evaluate` is its CLI) and writes, holding the
     step{S}-images{N}-k{K}-seed{SEED}.json with its scope; it never replaces eval.json, so export
     metadata and a re-run of train (which read eval.json) only ever see full evaluations;
   - an evaluation of a checkpoint from outside the run (not in WORKDIR/checkpoints or
-    WORKDIR/best) to WORKDIR/evaluations/foreign-<name>-<sha>-...json, never to eval.json.
+    WORKDIR/best) to WORKDIR/evaluations/foreign-<name>-<sha>-...json, never to eval.json;
+  - an evaluation of the raw weights of a run that keeps Polyak averages (`weights="raw"`) to
+    WORKDIR/evaluations/step{S}-images{N}-k{K}-seed{SEED}-raw.json, never to eval.json.
 
 Every record carries "weights" ("ema": a run's Polyak averages, "raw": its trained weights;
 docs/design.md §23) and "weights_sha256" (`workdir.weights_fingerprint` of the evaluated weights);
@@ -259,12 +261,15 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
                      eval_take: int | None = None, eval_batch_size: int | None = None,
                      seed: int | None = None, chunk_size: int | None = None,
                      write: bool = True, data_dir: str | None = None,
-                     fashion_mnist_dir: str | None = None) -> dict:
+                     fashion_mnist_dir: str | None = None, weights: str | None = None) -> dict:
   """Restores `checkpoint` (default: the newest readable) of the run in `workdir`, evaluates it.
 
   `None` arguments take the run's own values from config.json; `eval_take=0` means all images.
   `data_dir` / `fashion_mnist_dir` say where the data is now (its location is not part of the
-  run; the data set's own error messages name these flags).
+  run; the data set's own error messages name these flags). `weights` picks the checkpoint's
+  weights (`loading.load_run`: None is the run's own choice); an evaluation of weights other than
+  the run's own (the raw weights of a run that keeps Polyak averages) is written to
+  WORKDIR/evaluations/, named by its weights, never to eval.json.
   With `write`, holds the run directory's lock (`locking.WorkdirLockedError` if it is in use) and
   writes a full evaluation to WORKDIR/eval.json, a partial one to WORKDIR/evaluations/ (module
   docstring); a checkpoint from outside the run always goes to WORKDIR/evaluations/. Returns the
@@ -293,8 +298,11 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
   lock = (locking.workdir_lock(workdir, "evaluation", log=logging.warning) if write
           else contextlib.nullcontext())
   with lock:
-    model, info = loading.load_run(workdir, checkpoint)
+    model, info = loading.load_run(workdir, checkpoint, weights)
     checkpoint, step = info["checkpoint"], info["step"]
+    own_weights = (weight_averages.EMA if float(train_section.get("ema_decay", 0.0)) > 0
+                   else weight_averages.RAW)
+    other_weights = info["weights"] != own_weights
     fingerprint = workdir_lib.weights_fingerprint(model)
     foreign = not workdir_lib.is_run_checkpoint(workdir, checkpoint)
     if foreign:
@@ -310,11 +318,12 @@ def evaluate_workdir(workdir: str, checkpoint: str | None = None, num_samples: i
     written_to = None
     if write and foreign:
       written_to = _write_foreign(workdir, result, step, checkpoint, fingerprint, full, stored)
-    elif write and full:
+    elif write and full and not other_weights:
       write_eval_json(workdir, result, step, checkpoint, fingerprint)
       written_to = workdir_lib.path(workdir, workdir_lib.EVAL_FILE)
     elif write:
-      written_to = _write_partial(workdir, result, step, checkpoint, stored, fingerprint)
+      written_to = _write_partial(workdir, result, step, checkpoint, stored, fingerprint,
+                                  info["weights"] if other_weights else None, full)
   return dict(result, step=step, checkpoint=checkpoint, weights_sha256=fingerprint, full=full,
               foreign=foreign, written_to=written_to)
 
@@ -341,17 +350,22 @@ def _write_foreign(workdir: str, result: dict, step: int, checkpoint: str, finge
 
 
 def _write_partial(workdir: str, result: dict, step: int, checkpoint: str, stored: dict,
-                   fingerprint: str) -> str:
-  """WORKDIR/evaluations/<scope>.json: a partial evaluation with its scope; eval.json untouched."""
+                   fingerprint: str, other_weights: str | None = None, full: bool = False) -> str:
+  """WORKDIR/evaluations/<scope>.json: a partial evaluation, or one of weights other than the
+  run's own (`other_weights`, named in the file name), with its scope; eval.json untouched."""
   filename = workdir_lib.partial_evaluation_path(workdir, step, result["num_images"],
-                                                 result["k"], result["seed"])
-  scope = {"full": False, "images": result["num_images"], "eval_take": result["eval_take"],
+                                                 result["k"], result["seed"], other_weights)
+  scope = {"full": full, "images": result["num_images"], "eval_take": result["eval_take"],
            "run_eval_take": stored.get("data", {}).get("eval_take"), "k": result["k"],
            "seed": result["seed"], "checkpoint": checkpoint, "step": step}
   tf.io.gfile.makedirs(workdir_lib.path(workdir, workdir_lib.EVALUATIONS_DIR))
   workdir_lib.write_json_atomic(filename, dict(
       result, step=int(step), checkpoint=checkpoint, weights_sha256=fingerprint, scope=scope,
       test_bits_per_dim=tightest_bpd(result)))
-  logging.info("A partial evaluation (%d of the run's test images): written to %s, not to %s.",
-               result["num_images"], filename, workdir_lib.EVAL_FILE)
+  if other_weights:
+    logging.info("An evaluation of the run's %s weights (not its own): written to %s, not to %s.",
+                 other_weights, filename, workdir_lib.EVAL_FILE)
+  else:
+    logging.info("A partial evaluation (%d of the run's test images): written to %s, not to %s.",
+                 result["num_images"], filename, workdir_lib.EVAL_FILE)
   return filename

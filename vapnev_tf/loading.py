@@ -27,7 +27,7 @@ def model_config(workdir: str) -> ModelConfig:
     raise ValueError(f"{filename}: {e}") from e
 
 
-def load_run(workdir: str, checkpoint: str | None = None):
+def load_run(workdir: str, checkpoint: str | None = None, weights: str | None = None):
   """Rebuilds the model of a run directory and restores its trained weights.
 
   The public way to use a trained run from one's own code (README, "Loading a trained run"):
@@ -41,8 +41,10 @@ def load_run(workdir: str, checkpoint: str | None = None):
       corrupt) is skipped with an error in the log naming it and why, like a resumed training run.
       An explicit `checkpoint` is never replaced by another one.
 
-  A run trained with `ema_decay` > 0 is loaded with its Polyak averages as the model's weights
-  (what its evaluation, export and figures use; docs/design.md §23).
+    weights: which of the checkpoint's weights to load: None (the run's own choice: its Polyak
+      averages when it was trained with `ema_decay` > 0, what its evaluation, export and figures
+      use; docs/design.md §23), "raw" (the trained weights themselves, also of a run that keeps
+      averages) or "ema" (the averages; an error for a run that keeps none).
 
   Returns:
     `(model, info)`: a `VAPNEV` holding the checkpoint's weights, and a dict with "weights"
@@ -52,8 +54,12 @@ def load_run(workdir: str, checkpoint: str | None = None):
     (the run's config.json) and "workdir".
 
   Raises:
-    ValueError: no config.json, no checkpoint, or no readable one (the message names them).
+    ValueError: no config.json, no checkpoint, or no readable one (the message names them);
+      `weights` not one of None, "raw", "ema", or "ema" for a run without averages.
   """
+  if weights not in (None, weight_averages.RAW, weight_averages.EMA):
+    raise ValueError(f"weights must be None (the run's own), {weight_averages.RAW!r} or "
+                     f"{weight_averages.EMA!r}, got {weights!r}.")
   directory = workdir_lib.path(workdir, workdir_lib.CHECKPOINT_DIR)
   if checkpoint:
     if not tf.io.gfile.exists(checkpoint + ".index"):
@@ -65,6 +71,11 @@ def load_run(workdir: str, checkpoint: str | None = None):
   config = workdir_lib.read_config(workdir)
   model = VAPNEV(model_config(workdir))
   ema_decay = float(config.get("train", {}).get("ema_decay", 0.0))
+  if weights == weight_averages.EMA and ema_decay == 0.0:
+    raise ValueError(f"{workdir!r} keeps no Polyak averages (trained with ema_decay=0): only its "
+                     f"{weight_averages.RAW!r} weights can be loaded.")
+  if weights == weight_averages.RAW:
+    ema_decay = 0.0  # the checkpoint holds the raw weights in the model's own slots
   restore = lambda prefix: _restore_weights(model, prefix, ema_decay)
   skipped = []
   if checkpoint:

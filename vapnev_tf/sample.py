@@ -22,6 +22,7 @@ or the export's metadata when it was exported from a run directory).
 """
 import json
 import os
+from typing import NamedTuple
 
 from absl import app
 from absl import flags
@@ -69,6 +70,13 @@ def sample_images(ep: figures.Endpoints, num: int, temperature: float, seed: int
   return np.concatenate(chunks, axis=0)
 
 
+class DrawnFigure(NamedTuple):
+  """A figure `write_figure` wrote: `image` `(H, W, C)` uint8 and `weights`, which weights drew
+  it ("ema", "raw", or None for an export whose metadata does not say)."""
+  image: np.ndarray
+  weights: str | None
+
+
 def _check_source(workdir: str | None, saved_model: str | None) -> None:
   """Exactly one of a run directory and a SavedModel directory, and it exists."""
   if (workdir is None) == (saved_model is None):
@@ -82,18 +90,20 @@ def _check_source(workdir: str | None, saved_model: str | None) -> None:
 
 def load_source(workdir: str | None = None, checkpoint: str | None = None,
                 saved_model: str | None = None):
-  """(`figures.Endpoints`, run config dict or None) of a run directory or an export; a run
-  directory gives the weights `loading.load_run` restores (its Polyak averages when it keeps
-  them)."""
+  """(`figures.Endpoints`, run config dict or None, weights label) of a run directory or an
+  export. A run directory gives the weights `loading.load_run` restores (its Polyak averages when
+  it keeps them); the label is "ema" or "raw" (an export's from its metadata; None when an export
+  does not say)."""
   _check_source(workdir, saved_model)
   if workdir is not None:
     model, info = loading.load_run(workdir, checkpoint)
     logging.info("Sampling from %s with its %s weights.", info["checkpoint"], info["weights"])
-    return figures.Endpoints(model), workdir_lib.read_config(workdir)
+    return figures.Endpoints(model), workdir_lib.read_config(workdir), info["weights"]
   if checkpoint is not None:
     raise ValueError("checkpoint applies to workdir only; an export holds one set of weights.")
   metadata = export_lib.load_metadata(saved_model)
-  return figures.Endpoints(tf.saved_model.load(saved_model)), metadata.get("run_config")
+  return (figures.Endpoints(tf.saved_model.load(saved_model)), metadata.get("run_config"),
+          metadata.get("weights"))
 
 
 def load_test_images(num: int, image_shape, images_path: str | None = None,
@@ -180,7 +190,8 @@ def write_figure(out: str, mode: str = "samples", workdir: str | None = None,
                  images_path: str | None = None, **kwargs) -> np.ndarray:
   """Loads the model, makes the figure of `mode` (kwargs of `make_figure`), writes it to `out`.
 
-  Inputs (source, test images) are checked before the model is loaded.
+  Inputs (source, test images) are checked before the model is loaded. Returns a `DrawnFigure`:
+  the figure `(H, W, C)` uint8 and which weights drew it (`load_source`).
   """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -195,10 +206,10 @@ def write_figure(out: str, mode: str = "samples", workdir: str | None = None,
       images = load_test_images(count, image_shape, images_path, run_config, minimum=1)
     else:
       images = load_test_images(2 * kwargs.get("pairs", 8), image_shape, images_path, run_config)
-  ep, _ = load_source(workdir, checkpoint, saved_model)
+  ep, _, weights = load_source(workdir, checkpoint, saved_model)
   figure = make_figure(ep, mode, images=images, **kwargs)
   figures.save_png(figure, out)
-  return figure
+  return DrawnFigure(figure, weights)
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -253,7 +264,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   try:
-    figure = write_figure(
+    drawn = write_figure(
         f.out, f.mode, workdir=f.workdir, checkpoint=f.checkpoint, saved_model=f.saved_model,
         images_path=f.images, num=f.num, temperature=f.temperature, use_mean_y=f.use_mean_y,
         seed=f.seed, pairs=f.pairs, steps=f.steps,
@@ -261,7 +272,8 @@ def main(argv):
         chunk_size=f.chunk_size, rows=f.rows)
   except ValueError as e:  # bad input: the message, not a traceback
     raise app.UsageError(str(e)) from e
-  print(json.dumps({"out": os.path.abspath(f.out), "mode": f.mode, "shape": list(figure.shape)}))
+  print(json.dumps({"out": os.path.abspath(f.out), "mode": f.mode,
+                    "shape": list(drawn.image.shape), "weights": drawn.weights}))
 
 
 def run():

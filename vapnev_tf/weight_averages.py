@@ -1,9 +1,13 @@
 """Polyak averages of a model's trainable weights (docs/design.md §23).
 
-Keras' optimiser keeps them (`use_ema=True`, `ema_momentum` = the decay d): after every update it
-applies,
-    average = d * average + (1 - d) * weight          (the first update sets average = weight),
-as optimiser variables. They are therefore created with the optimiser (under the strategy's
+Keras' optimiser keeps them (`use_ema=True`, `ema_momentum` = the decay d): after the update of
+index t = 0, 1, ... it applies,
+    average = d_t * average + (1 - d_t) * weight,    d_t = 0 for t = 0 (average = weight),
+                                                      d_t = min(d, (1 + t) / (10 + t)) after,
+as optimiser variables. The warm-up d_t (`tf.train.ExponentialMovingAverage`'s `num_updates`
+rule) is ours (`Adam`): with Keras' constant d the average after t updates still holds d^t of
+the initial weights (37% after 1,000 updates at d = 0.999), so a short run or an early evaluation
+would report mostly untrained weights. They are therefore created with the optimiser (under the strategy's
 scope, mirrored like Adam's moments), updated only when `apply_gradients` runs (a skipped step
 leaves them as they are) and saved and restored with the optimiser by `tf.train.Checkpoint`.
 This module reads them and lends them to the model:
@@ -19,6 +23,32 @@ import tensorflow as tf
 RAW, EMA = "raw", "ema"
 # The key of a constant learning rate in a checkpoint of `tf.train.Checkpoint(optimizer=...)`.
 _LEARNING_RATE_KEY = "optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def warmed_up_decay(decay: float, update_index):
+  """d_t of the update of index t (`update_index`, int or int tensor): 0 for t = 0, else
+  min(decay, (1 + t) / (10 + t)); a float32 tensor."""
+  t = tf.cast(update_index, tf.float32)
+  return tf.where(tf.equal(t, 0.0), tf.constant(0.0, tf.float32),
+                  tf.minimum(tf.constant(decay, tf.float32), (1.0 + t) / (10.0 + t)))
+
+
+class Adam(keras.optimizers.Adam):
+  """Keras' Adam whose Polyak averages (`use_ema=True`) warm up: decay `warmed_up_decay(d, t)`.
+
+  Same variables, checkpoints and distributed path as Keras' own: only the per-update decay of
+  the averages differs (Keras' method is replaced, called where Keras calls it, inside
+  `apply_gradients` after the weights' update and before `iterations` counts it).
+  """
+
+  def _update_model_variables_moving_average(self, trainable_variables):
+    if not self.use_ema:
+      return
+    decay = warmed_up_decay(self.ema_momentum, self.iterations)
+    for variable, average in zip(trainable_variables, self._model_variables_moving_average):
+      if average is not None:
+        d = tf.cast(decay, variable.dtype)
+        average.assign(d * average + (1.0 - d) * variable)
 
 
 def optimizer_options(ema_decay: float) -> dict:
@@ -80,7 +110,7 @@ def restore_averaged(model, checkpoint: str, ema_decay: float):
   keys = {name for name, _ in tf.train.list_variables(checkpoint)}
   learning_rate = (1e-3 if _LEARNING_RATE_KEY in keys
                    else keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=1))
-  optimizer = keras.optimizers.Adam(learning_rate=learning_rate, **optimizer_options(ema_decay))
+  optimizer = Adam(learning_rate=learning_rate, **optimizer_options(ema_decay))
   optimizer.build(model.trainable_variables)
   status = tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint)
   status.expect_partial()

@@ -262,9 +262,13 @@ def full_evaluation(workdir: str, step: int, weights_sha256: str | None):
                 f"{headline.get('step')}); {hint}")
 
 
-def partial_evaluation_path(workdir: str, step: int, num_images: int, k: int, seed: int) -> str:
-  """WORKDIR/evaluations/step{step}-images{n}-k{k}-seed{seed}.json: one file per scope."""
-  return path(workdir, EVALUATIONS_DIR, f"step{step}-images{num_images}-k{k}-seed{seed}.json")
+def partial_evaluation_path(workdir: str, step: int, num_images: int, k: int, seed: int,
+                            weights: str | None = None) -> str:
+  """WORKDIR/evaluations/step{step}-images{n}-k{k}-seed{seed}[-{weights}].json: one file per
+  scope; `weights` names weights other than the run's own (e.g. "raw" of a run keeping averages)."""
+  suffix = f"-{weights}" if weights else ""
+  return path(workdir, EVALUATIONS_DIR,
+              f"step{step}-images{num_images}-k{k}-seed{seed}{suffix}.json")
 
 
 def foreign_evaluation_path(workdir: str, checkpoint: str, weights_sha256: str, num_images: int,

@@ -51,9 +51,9 @@ def build_optimizer(train_cfg: TrainConfig) -> keras.optimizers.Optimizer:
     lr = schedules.WarmupDecay(train_cfg.learning_rate, train_cfg.warmup_steps,
                                train_cfg.lr_decay, train_cfg.train_steps,
                                train_cfg.min_lr_fraction)
-  return keras.optimizers.Adam(learning_rate=lr, beta_1=train_cfg.adam_beta1,
-                               beta_2=train_cfg.adam_beta2, epsilon=train_cfg.adam_epsilon,
-                               **weight_averages.optimizer_options(train_cfg.ema_decay))
+  return weight_averages.Adam(learning_rate=lr, beta_1=train_cfg.adam_beta1,
+                              beta_2=train_cfg.adam_beta2, epsilon=train_cfg.adam_epsilon,
+                              **weight_averages.optimizer_options(train_cfg.ema_decay))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: one trace per state
