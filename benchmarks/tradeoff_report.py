@@ -64,7 +64,8 @@ def training_windows(run_dir: str) -> list[tuple[int, float]]:
   if not os.path.isdir(directory):
     return []
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import (  # pylint: disable=g-import-not-at-top
+      event_accumulator)
   acc = event_accumulator.EventAccumulator(
       directory, size_guidance={event_accumulator.TENSORS: 0})
   acc.Reload()
@@ -162,7 +163,7 @@ def markdown(payload: dict) -> list[str]:
            f"{payload['calibration_steps']}-step calibration); base flagfile "
            f"`{payload['base_flagfile']}`; every row evaluated on "
            + ("the smoke subset" if payload.get("smoke") else "all test images")
-           + f", IW k from the base flagfile", "",
+           + ", IW k from the base flagfile", "",
            HEADER, RULE]
   lines += [table_line(row) for row in rows]
   pixels = next((r["latent"]["probe_pixels_accuracy"] for r in rows
