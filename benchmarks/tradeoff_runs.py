@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+from absl import flags
 from absl import logging
 
 from benchmarks import capacity
@@ -83,7 +84,7 @@ def plan_row(name: str, opts: dict) -> dict:
   args = tradeoff_rows.row_args(base, row_flags, smoke)
   try:
     model_cfg, data_cfg, train_cfg = tradeoff_rows.resolve(args)
-  except Exception as e:  # absl's IllegalFlagValueError and the configs' ValueError alike
+  except (ValueError, flags.Error) as e:  # a flag's own check, or the configs' together
     raise ValueError(f"row {name!r}: the training CLI refuses its flags {row_flags}: {e}") from None
   return {"name": name, "flags": row_flags, "args": args, "has_latent": model_cfg.has_vae,
           "params": capacity.count(model_cfg), "batch_size": data_cfg.batch_size,
@@ -104,7 +105,7 @@ def stored_row(plan: dict, row_dir: str) -> dict | None:
     except (OSError, ValueError) as e:
       raise RowDirectoryError(f"row {plan['name']!r}: {meta_path} is unreadable ({e}); move "
                               f"{row_dir} away or choose another --out_dir.") from None
-    if stored.get("identity") != plan["identity"]:
+    if not isinstance(stored, dict) or stored.get("identity") != plan["identity"]:
       raise RowDirectoryError(
           f"row {plan['name']!r}: {row_dir} holds a different configuration (its {ROW_FILE} "
           "records other flags, flagfile contents or budget); move it away or choose another "
@@ -123,9 +124,15 @@ def train_cli(args: list[str], log_path: str) -> int:
   with open(log_path, "a") as log:
     log.write(f"$ python -m vapnev_tf.train {' '.join(args)}\n")
     log.flush()
-    proc = subprocess.run([sys.executable, "-m", "vapnev_tf.train", *args],
-                          cwd=str(common.REPO_ROOT), stdout=log, stderr=subprocess.STDOUT)
-  return proc.returncode
+    proc = subprocess.Popen([sys.executable, "-m", "vapnev_tf.train", *args],
+                            cwd=str(common.REPO_ROOT), stdout=log, stderr=subprocess.STDOUT)
+    try:
+      return proc.wait()
+    except KeyboardInterrupt:
+      # Ctrl-C reached the training too (same process group): it saves a checkpoint and exits;
+      # killing it meanwhile (what subprocess.run does) would lose the steps since the last one.
+      proc.wait()
+      raise
 
 
 def calibrate(plan: dict, row_dir: str, steps: int) -> dict:

@@ -87,12 +87,14 @@ def test_every_built_in_row_is_accepted_by_the_training_cli_as_the_table_needs_i
         assert not model_cfg.has_vae and model_cfg.flow_layout == "checkerboard*6"
 
 
-def test_a_refused_row_is_one_error_naming_the_row(tmp_path):
+@pytest.mark.parametrize("row_flags, says", [
+    ("--likelihood=realnvp --kl_free_nats=4", "needs a latent"),  # the configs together
+    ("--latent_dim=0", "--latent_dim must be an int >= 1"),  # one flag's own check
+])
+def test_a_refused_row_is_one_error_naming_the_row(tmp_path, row_flags, says):
   opts = tradeoff_runs.make_options(base_flagfile=SMOKE, out_dir=str(tmp_path),
-                                    extra_rows=["bad=--likelihood=realnvp --kl_free_nats=4"],
-                                    rows="bad")
-  with pytest.raises(ValueError, match=r"row 'bad': the training CLI refuses its flags .*needs a "
-                     r"latent"):
+                                    extra_rows=[f"bad={row_flags}"], rows="bad")
+  with pytest.raises(ValueError, match=rf"row 'bad': the training CLI refuses its flags .*{says}"):
     tradeoff_runs.plan_row("bad", opts)
 
 
