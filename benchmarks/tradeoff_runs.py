@@ -198,8 +198,10 @@ def run_row(plan: dict, opts: dict, stored: dict | None) -> dict:
     record["reason"] = f"training exited with {code} (see {os.path.join(row_dir, LOG_FILE)})"
     return record
   record["reason"] = tradeoff_report.non_finite(record)
-  if record["reason"] is None and plan["has_latent"] and not record.get("latent"):
-    record["reason"] = "no latent.json"
+  if record["reason"] is None and not tradeoff_report.finished(run_dir, sched["train_steps"],
+                                                               plan["has_latent"]):
+    record["reason"] = (f"exit 0 without the final evaluation of step {sched['train_steps']}"
+                        + (" and its latent.json" if plan["has_latent"] else ""))
   if record["reason"] is None:
     record["status"] = "ok"
   return record

@@ -284,14 +284,21 @@ def test_a_failed_row_is_reported_and_the_others_still_run(tmp_path, monkeypatch
   assert "| bad | failed (exit 3) |" in markdown and "| recipe | ok |" in markdown
 
 
-def test_a_non_finite_bound_fails_the_row(tmp_path, monkeypatch):
-  def nan_run(args, log_path):
-    _write_run(_arg(args, "workdir"), int(_arg(args, "train_steps")), True,
-               log_every=int(_arg(args, "log_every")), elbo=float("nan"))
+@pytest.mark.parametrize("elbo, short, says", [
+    (float("nan"), 0, "non-finite elbo_bpd"),
+    (3.6, 1, "exit 0 without the final evaluation of step 120 and its latent.json")])
+def test_a_non_finite_bound_or_a_missing_final_evaluation_fails_the_row(tmp_path, monkeypatch,
+                                                                        elbo, short, says):
+  def bad_run(args, log_path):
+    del log_path
+    calibrating = "--latent_eval=false" in args
+    _write_run(_arg(args, "workdir"), int(_arg(args, "train_steps")) - short * (not calibrating),
+               True, log_every=int(_arg(args, "log_every")), elbo=elbo)
     return 0
-  monkeypatch.setattr(tradeoff_runs, "train_cli", nan_run)
+  monkeypatch.setattr(tradeoff_runs, "train_cli", bad_run)
   record = tradeoff_runs.run_row(_plan(), _opts(tmp_path), None)
-  assert record["status"] == "failed" and "non-finite elbo_bpd" in record["reason"]
+  assert record["status"] == "failed" and record["exit_code"] == 0
+  assert says in record["reason"]
 
 
 # ------------------------------------------------------------------------------ rendering
