@@ -76,9 +76,10 @@ class Background:
       self.proc = subprocess.Popen(args, cwd=cwd, env=env or subprocess_env(with_repo),
                                    stdout=out, stderr=err, text=True)
 
-  def wait(self, check=True, timeout=300):
-    """(returncode, stdout, stderr); with `check`, asserts success."""
-    returncode = self.proc.wait(timeout=timeout)
+  def wait(self, check=True, timeout=None):
+    """(returncode, stdout, stderr); with `check`, asserts success. `timeout` (default
+    TRAIN_TIMEOUT) guards against a hung process only."""
+    returncode = self.proc.wait(timeout=timeout or TRAIN_TIMEOUT)
     stdout, stderr = self.stdout_file.read_text(), self.stderr_file.read_text()
     if check:
       assert returncode == 0, f"{self.args} failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
@@ -90,9 +91,9 @@ class Background:
       self.proc.wait()
 
 
-def run_checked(args, cwd=None, with_repo=True, timeout=300):
+def run_checked(args, cwd=None, with_repo=True, timeout=None):
   proc = subprocess.run(args, cwd=cwd, env=subprocess_env(with_repo), capture_output=True,
-                        text=True, timeout=timeout)
+                        text=True, timeout=timeout or TRAIN_TIMEOUT)  # a hang guard only
   assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
   return proc
 

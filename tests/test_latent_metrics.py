@@ -381,6 +381,14 @@ def test_latent_workdir_writes_latent_json_tensorboard_and_one_line(tmp_path, ca
   again = latent_report.latent_workdir(str(workdir), num_images=4, write=False,
                                        judge_cache_dir=str(tmp_path / "judges"))
   assert again["judge_cache"] == stored["judge_cache"] and again["num_images"] == 4
+  # More images than the run's own test scope are asked for explicitly and given.
+  config = json.loads((workdir / "config.json").read_text())
+  config["data"]["eval_take"] = 6
+  (workdir / "config.json").write_text(json.dumps(config))
+  assert latent_report.latent_workdir(str(workdir), write=False, judge_cache_dir=str(
+      tmp_path / "judges"))["num_images"] == 6
+  assert latent_report.latent_workdir(str(workdir), num_images=10, write=False, judge_cache_dir=str(
+      tmp_path / "judges"))["num_images"] == 10
 
 
 def test_a_dataset_without_labels_gets_the_other_figures_and_says_no_labels(tmp_path):

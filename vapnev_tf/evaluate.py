@@ -35,7 +35,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer("num_samples", None, "k of the importance-weighted bound (default: the "
                        "run's eval_num_samples; 1 = ELBO only).", lower_bound=1, **d)
   flags.DEFINE_integer("eval_take", None, "Evaluate only the first N test images (default: the "
-                       "run's setting; 0 = all).", lower_bound=0, **d)
+                       "run's setting; 0 = all; with --latent, 0 = the run's setting and N may "
+                       "exceed it).", lower_bound=0, **d)
   flags.DEFINE_integer("eval_batch_size", None, "Global evaluation batch size (default: the "
                        "run's).", lower_bound=1, **d)
   flags.DEFINE_integer("seed", None, "Evaluation seed (default: the run's eval_seed).",

@@ -60,7 +60,8 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
 
   Args:
     checkpoint: checkpoint prefix (default: the newest readable).
-    num_images: the first N test images (0: every image of the run's test scope).
+    num_images: the first N test images, also beyond the run's own test scope (its eval_take;
+      the test split's size caps it); 0: every image of the run's test scope.
     probe_train_take: the probe's first N training images (0: the whole train split).
     temperature: of the sampled reconstructions (default: the run's sample_temperature, else 0.8).
     seed: default the run's eval_seed.
@@ -87,8 +88,7 @@ def latent_workdir(workdir: str, checkpoint: str | None = None, num_images: int 
   seed = train_section.get("eval_seed", 0) if seed is None else seed
   batch_size = batch_size or data_cfg.eval_batch_size
   if num_images:
-    data_cfg = dataclasses.replace(
-        data_cfg, eval_take=min(num_images, data_cfg.eval_take or num_images))
+    data_cfg = dataclasses.replace(data_cfg, eval_take=num_images)
   data_cfg = dataclasses.replace(data_cfg, eval_batch_size=batch_size)
   # Everything besides the weights that the figures depend on, recorded with them.
   settings = {"num_images": num_images, "probe_train_take": probe_train_take,
