@@ -18,6 +18,8 @@ from benchmarks import tradeoff_report
 from benchmarks import tradeoff_rows
 from benchmarks import tradeoff_runs
 
+import run_fixtures
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICK = tradeoff_rows.DEFAULT_BASE_FLAGFILE
 SMOKE = tradeoff_rows.SMOKE_BASE_FLAGFILE
@@ -356,7 +358,7 @@ def test_the_smoke_table_end_to_end_then_its_rerun_reuses_the_rows(tmp_path):
          "--rows=recipe,realnvp_same_flow", f"--out_dir={tmp_path / 'out'}"]
   for attempt in range(2):
     proc = subprocess.run(cmd, cwd=str(REPO_ROOT), capture_output=True, text=True,
-                          timeout=900, env=env)
+                          timeout=run_fixtures.TRAIN_TIMEOUT, env=env)  # a hang guard
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads((tmp_path / "out" / "tradeoff.json").read_text())
     recipe, flow = payload["rows"]
