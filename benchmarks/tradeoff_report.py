@@ -14,6 +14,7 @@ import math
 import os
 import shlex
 
+from benchmarks import tradeoff_pictures
 from benchmarks import tradeoff_rows
 
 DASH = "—"
@@ -180,6 +181,7 @@ def markdown(payload: dict) -> list[str]:
     lines += [f"- {r['name']}: {_status(r)}: {r.get('reason') or 'see its train.log'}"
               for r in failed]
     lines.append("")
+  lines += tradeoff_pictures.markdown(rows)
   lines += ["Calibration (steps/s after the first window of a short run; steps = round(rate x "
             "budget)):", ""]
   for r in rows:

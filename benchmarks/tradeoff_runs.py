@@ -7,7 +7,8 @@ docstring says what the table is, docs/design.md §26 why).
 
 Per row: OUT_DIR/ROW/row.json (the configuration's identity, the calibration and the schedule,
 written before training), OUT_DIR/ROW/run (the training workdir), OUT_DIR/ROW/train.log (the
-console of its calibration and training runs).
+console of its calibration and training runs), OUT_DIR/ROW/pictures (a row with a latent:
+benchmarks/tradeoff_pictures.py).
 """
 import json
 import os
@@ -22,6 +23,7 @@ from absl import logging
 
 from benchmarks import capacity
 from benchmarks import common
+from benchmarks import tradeoff_pictures
 from benchmarks import tradeoff_report
 from benchmarks import tradeoff_rows
 
@@ -204,6 +206,8 @@ def run_row(plan: dict, opts: dict, stored: dict | None) -> dict:
                         + (" and its latent.json" if plan["has_latent"] else ""))
   if record["reason"] is None:
     record["status"] = "ok"
+    if plan["has_latent"]:
+      record["pictures"] = tradeoff_pictures.draw_row_pictures(run_dir, row_dir)
   return record
 
 

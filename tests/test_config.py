@@ -41,7 +41,7 @@ FLAGS_ADDED_SINCE = ("flow_layout", "dequantization", "dequantization_filters", 
                      "intra_op_threads", "inter_op_threads", "kl_free_nats", "latent_eval", "committed_rate",
                      "prior", "prior_steps", "kl_cycles", "kl_cycle_ratio", "kl_free_nats_mode",
                      "aggressive_steps", "aggressive_encoder_updates", "flow_receptive_field",
-                     "ema_decay")
+                     "ema_decay", "decoder_filters")
 FLAG_NAMES = (
     "workdir force_config seed train_steps strategy num_cpu_devices jit_compile deterministic_ops "
     "learning_rate adam_beta1 adam_beta2 adam_epsilon warmup_steps lr_decay min_lr_fraction "

@@ -1,5 +1,6 @@
 """The VAPNEV keras.Model: API shapes, bounds, hand-computed likelihoods, sampling consistency,
 training signal for every likelihood, weights and bad input."""
+import dataclasses
 import math
 
 import keras
@@ -224,6 +225,25 @@ def test_variable_count_matches_the_config(likelihood):
   flow = _flow_variable_count(cfg) if cfg.uses_flow else 0
   assert len(model.trainable_variables) == encoder + decoder + flow
   assert len({id(v) for v in model.trainable_variables}) == len(model.trainable_variables)
+
+
+@pytest.mark.parametrize("likelihood", ["vapnev", "vapnev_fixed_z"])
+def test_decoder_filters_set_the_decoder_width_only(likelihood):
+  cfg = mf.tiny_config((16, 16, 1), likelihood=likelihood, encoder_blocks=2,
+                       encoder_layers_per_block=2, encoder_filters=4, decoder_filters=2)
+  model = vapnev_tf.VAPNEV(cfg)
+  decoder_widths = {name: getattr(model.decoder, name).filters
+                    for name in ("deconv0_0", "deconv0_1", "deconv1_0", "deconv1_1")}
+  # Blocks from the widest: deconv0_* is block 1 (2 * 2 filters), deconv1_* block 0 (2 filters).
+  assert decoder_widths == {"deconv0_0": 4, "deconv0_1": 4, "deconv1_0": 2, "deconv1_1": 2}
+  assert model.decoder.project.units == 4 * 4 * 4  # 4x4 start, the top block's 4 filters
+  if cfg.has_vae:
+    assert [model.encoder.conv0_0.filters, model.encoder.conv1_0.filters] == [4, 8]
+  mirror = vapnev_tf.VAPNEV(dataclasses.replace(cfg, decoder_filters=0))
+  assert mirror.decoder.deconv1_0.filters == 4
+  assert model.count_params() < mirror.count_params()
+  x = _images(2, cfg.image_shape)
+  assert np.all(np.isfinite(model.elbo(x, seed=(1, 2)).numpy()))
 
 
 def test_model_checkpoint_round_trip(trained, real_x, tmp_path):

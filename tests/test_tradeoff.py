@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from benchmarks import capacity
+from benchmarks import tradeoff_pictures
 from benchmarks import tradeoff_report
 from benchmarks import tradeoff_rows
 from benchmarks import tradeoff_runs
@@ -192,6 +193,19 @@ class FakeTrainCli:
     return 0
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+  """The rows the pictures were drawn for, with the real drawing replaced (fake runs have no
+  weights)."""
+  calls = []
+
+  def fake_draw(run_dir, row_dir):
+    calls.append((os.path.basename(row_dir), run_dir))
+    return {mode: tradeoff_pictures.picture_path(mode) for mode in tradeoff_pictures.PICTURES}
+  monkeypatch.setattr(tradeoff_pictures, "draw_row_pictures", fake_draw)
+  return calls
+
+
 def _plan(name="recipe", has_latent=True, flags_text="--latent_dim=32\n", budget=1.0):
   return {"name": name, "flags": [] if name == "recipe" else ["--likelihood=realnvp"],
           "args": [f"--flagfile={QUICK}"], "has_latent": has_latent, "params": 1234,
@@ -206,7 +220,7 @@ def _opts(tmp_path, budget=1.0, calibration_steps=60):
 
 
 def test_a_row_is_calibrated_in_a_scratch_directory_then_trained_for_the_budget(tmp_path,
-                                                                               monkeypatch):
+                                                                               monkeypatch, drawn):
   fake = FakeTrainCli(rate=2.0)
   monkeypatch.setattr(tradeoff_runs, "train_cli", fake)
   row_dir = tmp_path / "recipe"
@@ -229,10 +243,13 @@ def test_a_row_is_calibrated_in_a_scratch_directory_then_trained_for_the_budget(
   assert record["latent"]["mi_nats"] == 8.2 and record["eval"]["iw_bpd"] == pytest.approx(3.58)
   stored = json.loads((row_dir / "row.json").read_text())
   assert stored["identity"] == _plan()["identity"] and stored["schedule"]["train_steps"] == 120
+  assert drawn == [("recipe", str(row_dir / "run"))]
+  assert record["pictures"]["draws"] == os.path.join("pictures", "draws.png")
 
 
 def test_a_finished_row_is_skipped_and_an_unfinished_one_resumes_its_calibration(tmp_path,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch,
+                                                                                 drawn):
   fake = FakeTrainCli()
   monkeypatch.setattr(tradeoff_runs, "train_cli", fake)
   opts = _opts(tmp_path)
@@ -242,11 +259,14 @@ def test_a_finished_row_is_skipped_and_an_unfinished_one_resumes_its_calibration
   again = tradeoff_runs.run_row(_plan(), opts, stored)
   assert len(fake.calls) == 2 and again["reused"] and again["status"] == "ok"
   assert again["images_per_sec"] == pytest.approx(first["images_per_sec"])
+  assert [row for row, _ in drawn] == ["recipe", "recipe"]  # a reused row draws what is missing
+  flow = tradeoff_runs.run_row(_plan("realnvp_same_flow", has_latent=False), opts, None)
+  assert flow["status"] == "ok" and "pictures" not in flow and len(drawn) == 2
   # A run that stopped before its final step (or without latent.json) is trained again with the
   # recorded schedule, not recalibrated.
   (tmp_path / "recipe" / "run" / "latent.json").unlink()
   tradeoff_runs.run_row(_plan(), opts, stored)
-  assert len(fake.calls) == 3 and _arg(fake.calls[-1][1], "train_steps") == str(
+  assert len(fake.calls) == 5 and _arg(fake.calls[-1][1], "train_steps") == str(
       first["train_steps"])
 
 
@@ -268,7 +288,7 @@ def test_a_row_directory_of_another_configuration_is_refused_and_left_as_it_is(t
   assert tradeoff_runs.stored_row(_plan(), str(tmp_path / "new")) is None  # not started
 
 
-def test_a_failed_row_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+def test_a_failed_row_is_reported_and_the_others_still_run(tmp_path, monkeypatch, drawn):
   fake = FakeTrainCli(fail={"bad": 3})
   monkeypatch.setattr(tradeoff_runs, "train_cli", fake)
   plans = [_plan("bad"), _plan("recipe")]
@@ -290,7 +310,7 @@ def test_a_failed_row_is_reported_and_the_others_still_run(tmp_path, monkeypatch
     (float("nan"), 0, "non-finite elbo_bpd"),
     (3.6, 1, "exit 0 without the final evaluation of step 120 and its latent.json")])
 def test_a_non_finite_bound_or_a_missing_final_evaluation_fails_the_row(tmp_path, monkeypatch,
-                                                                        elbo, short, says):
+                                                                        drawn, elbo, short, says):
   def bad_run(args, log_path):
     del log_path
     calibrating = "--latent_eval=false" in args
@@ -346,6 +366,42 @@ def test_the_table_has_a_line_per_row_with_dashes_where_a_row_has_no_figure(tmp_
   text = "\n".join(lines)
   assert "raw pixels scores 0.840" in text and "- collapsed: failed (exit 1)" in text
   assert "- recipe: 1.500 steps/s over 60 steps -> 100 steps (warm-up 12, KL annealing 31)" in text
+  assert "Pictures" not in text  # no row has any
+
+
+def test_the_pictures_section_links_each_rows_figures_and_names_a_failed_one():
+  rows = [dict(_record("recipe"), pictures={"panel": "pictures/panel.png",
+                                            "interpolate": "pictures/interpolate.png",
+                                            "draws": "error: no | checkpoint"}),
+          _record("realnvp_same_flow", has_latent=False)]
+  lines = tradeoff_pictures.markdown(rows)
+  assert lines[2] == "| row | panel | interpolate | draws |"
+  assert lines[4] == ("| recipe | ![recipe panel](recipe/pictures/panel.png) | "
+                      "![recipe interpolate](recipe/pictures/interpolate.png) | "
+                      "error: no / checkpoint |")
+  assert len(lines) == 6 and tradeoff_pictures.markdown(rows[1:]) == []
+
+
+def test_the_pictures_of_a_run_are_drawn_once_and_a_run_without_weights_is_an_error(tmp_path,
+                                                                                  tiny_run):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  row_dir = tmp_path / "row"
+  drawn = tradeoff_pictures.draw_row_pictures(str(tiny_run), str(row_dir))
+  assert drawn == {m: os.path.join("pictures", f"{m}.png") for m in ("panel", "interpolate",
+                                                                      "draws")}
+  # tiny_run: 8x8 images in grids with 1-pixel borders; draws: 8 rows of image, mu_y and 8
+  # draws; interpolate: 8 rows.
+  shapes = {m: np.asarray(Image.open(row_dir / p)).shape for m, p in drawn.items()}
+  assert shapes["draws"][:2] == (8 * 9 + 1, 10 * 9 + 1), shapes
+  assert shapes["interpolate"][0] == 8 * 9 + 1, shapes
+  stamps = {m: os.stat(row_dir / p).st_mtime_ns for m, p in drawn.items()}
+  assert tradeoff_pictures.draw_row_pictures(str(tiny_run), str(row_dir)) == drawn
+  assert {m: os.stat(row_dir / p).st_mtime_ns for m, p in drawn.items()} == stamps
+  empty = tmp_path / "empty_run"
+  empty.mkdir()
+  failed = tradeoff_pictures.draw_row_pictures(str(empty), str(tmp_path / "row2"), ("panel",))
+  assert failed["panel"].startswith("error: ") and "run directory" in failed["panel"]
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -375,5 +431,13 @@ def test_the_smoke_table_end_to_end_then_its_rerun_reuses_the_rows(tmp_path):
                 "agreement_mean_y"):
       assert math.isfinite(recipe["latent"][key]), key
     assert recipe["eval"]["iw_bpd"] is not None and flow["latent"] is None
+    assert recipe["pictures"] == {m: os.path.join("pictures", f"{m}.png")
+                                  for m in tradeoff_pictures.PICTURES}
+    assert "pictures" not in flow
+    if attempt == 0:  # the rerun keeps the figures drawn by the first run
+      stamps = {p: os.stat(tmp_path / "out" / "recipe" / p).st_mtime_ns
+                for p in recipe["pictures"].values()}
+  assert stamps == {p: os.stat(tmp_path / "out" / "recipe" / p).st_mtime_ns for p in stamps}
   markdown = (tmp_path / "out" / "tradeoff.md").read_text()
   assert "| realnvp_same_flow | ok |" in markdown
+  assert "![recipe panel](recipe/pictures/panel.png)" in markdown

@@ -54,7 +54,8 @@ class ModelConfig(ConfigBase):
                       input-independent biases (docs/design.md §24)
   All give a bound on -log p(x) over dequantised x in [0, 256)^D, so bits/dim are comparable.
   The encoder has `encoder_blocks` blocks of `encoder_layers_per_block` 3x3 convs (the first conv
-  of a block halves the resolution; filters double per block); the decoder mirrors it. Every field
+  of a block halves the resolution; filters double per block); the decoder mirrors it, with
+  `decoder_filters` (0: `encoder_filters`) at its full-resolution block. Every field
   of a ModelConfig defines the run: a resumed run must use the same values.
   """
 
@@ -68,6 +69,10 @@ class ModelConfig(ConfigBase):
                                    lo=1)
   encoder_blocks: int = int_field(4, "Encoder/decoder blocks.", lo=1)
   encoder_layers_per_block: int = int_field(2, "Conv layers per block.", lo=1)
+  decoder_filters: int = int_field(
+      0, "Filters of the decoder's full-resolution block (doubled per block towards z); 0: "
+      "encoder_filters, the encoder's mirror (Sec. 4.2). A narrower decoder is cheaper per step "
+      "(docs/design.md §27).", lo=0, absent_means=0)
   flow_scales: int = int_field(2, "Scales of the multi-scale flow.", lo=1)
   flow_checkerboard: int = int_field(3, "Checkerboard couplings per scale.", lo=0)
   flow_channelwise: int = int_field(3, "Channel-wise couplings per scale.", lo=0)

@@ -84,7 +84,8 @@ class VAPNEV(keras.Model):
                                 config.iaf_hidden or 2 * config.latent_dim, dtype=config.dtype,
                                 name="iaf")
     if self._likelihood.needs_vae or self._likelihood.fixed_latent:
-      self.decoder = Decoder(config.image_shape, config.encoder_filters, config.encoder_blocks,
+      self.decoder = Decoder(config.image_shape, config.decoder_filters or config.encoder_filters,
+                             config.encoder_blocks,
                              config.encoder_layers_per_block, num_heads=2, dtype=config.dtype,
                              compute_dtype=config.compute_dtype, name="decoder")
     if self._likelihood.uses_flow:
