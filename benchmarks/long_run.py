@@ -173,7 +173,7 @@ def write_markdown(path: str, payload: dict) -> None:
   lines = ["# Long run: configs/fashion_mnist.flags", "",
            f"- report command: `{payload['command']}`", f"- date: {payload['date']}",
            f"- machine: {payload['machine']['nproc']} CPU ({payload['machine']['cpu']})",
-           f"- versions: " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()), "",
+           "- versions: " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()), "",
            "| run | steps | minutes | skipped steps | median steps/s | max grad norm (window mean) "
            "| largest train-ELBO jump (bpd, step) | best test ELBO | last test ELBO |",
            "|---|---:|---:|---:|---:|---:|---|---:|---:|"]

@@ -309,8 +309,8 @@ def write_markdown(path, payload):
       f"- machine: {m['nproc']} CPU ({m['cpu']}), {m['mem_gib']} GiB; load average at start "
       f"{m['load_average']}, at end {payload['load_average_end']} (about 2 is this benchmark "
       "alone on 2 cores; more means other jobs shared the CPU)",
-      f"- versions: " + ", ".join(f"{k} {v}" for k, v in h["versions"].items()),
-      f"- settings: budget "
+      "- versions: " + ", ".join(f"{k} {v}" for k, v in h["versions"].items()),
+      "- settings: budget "
       + (f"{payload['settings']['budget_steps']} steps/model, "
          if payload["settings"].get("budget_steps") else
          f"{payload['settings']['budget_minutes']} min/model (clock starts after the tracing "

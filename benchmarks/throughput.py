@@ -35,14 +35,12 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 
 from benchmarks import common
 
@@ -312,7 +310,7 @@ def pipeline_check(spec, batch_size):
 
 def worker_real_data(spec):
   """The library step fed by the real tf.data pipeline vs by an in-memory batch, alternating."""
-  tf = _tf()
+  _tf()  # TensorFlow (and its threads) before the library
   import keras  # pylint: disable=g-import-not-at-top
   from vapnev_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from vapnev_tf.training import make_strategy  # pylint: disable=g-import-not-at-top

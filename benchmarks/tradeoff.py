@@ -28,9 +28,12 @@ with a latent, latent.json) and resumes unfinished ones with their recorded cali
 directory that holds another configuration (other flags, flagfile contents or budget) is refused
 before anything runs, naming the row and the directory; nothing is deleted or overwritten. A row
 that fails (non-zero exit, a non-finite bound) is reported as failed with its exit code; the other
-rows still run and the tool exits 1 at the end.
+rows still run and the tool exits 1 at the end. A row whose training a signal stopped (Ctrl-C,
+SIGTERM, even when this process ignores them as a background job does) stops the table: exit 130,
+and the same command resumes it.
 """
 import os
+import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -77,7 +80,11 @@ def main(argv):
     plans, stored = tradeoff_runs.prepare(opts)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  payload = tradeoff_runs.run_table(opts, plans, stored, common.header())
+  try:
+    payload = tradeoff_runs.run_table(opts, plans, stored, common.header())
+  except tradeoff_runs.RowInterrupted as e:
+    print(f"Stopped: {e}")
+    return 128 + signal.SIGINT
   print("\n".join(tradeoff_report.markdown(payload)))
   return 1 if any(r["status"] != "ok" for r in payload["rows"]) else 0
 

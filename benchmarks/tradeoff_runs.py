@@ -13,6 +13,7 @@ benchmarks/tradeoff_pictures.py).
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from benchmarks import common
 from benchmarks import tradeoff_pictures
 from benchmarks import tradeoff_report
 from benchmarks import tradeoff_rows
+from vapnev_tf import interrupts
 
 DEFAULT_BUDGET_MINUTES = 20.0
 DEFAULT_CALIBRATION_STEPS = 60
@@ -39,6 +41,22 @@ LOG_FILE = "train.log"
 
 class RowDirectoryError(ValueError):
   """A row's directory holds something this command did not ask for."""
+
+
+# What a training CLI stopped by SIGINT/SIGTERM exits with (128 + signal after saving a
+# checkpoint; minus the signal when it died of it).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+INTERRUPTED_EXIT_CODES = frozenset([128 + s for s in STOP_SIGNALS] + [-s for s in STOP_SIGNALS])
+
+
+class RowInterrupted(Exception):
+  """A row's calibration or training was stopped by a signal: the table stops there (a rerun
+  resumes it), rather than reporting the row as failed and starting the next one."""
+
+  def __init__(self, name: str, exit_code: int):
+    super().__init__(f"row {name!r}: its training was stopped (exit {exit_code}); run the same "
+                     "command again to resume it.")
+    self.exit_code = exit_code
 
 
 def make_options(*, smoke: bool = False, budget_minutes: float | None = None,
@@ -129,10 +147,14 @@ def train_cli(args: list[str], log_path: str) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "vapnev_tf.train", *args],
                             cwd=str(common.REPO_ROOT), stdout=log, stderr=subprocess.STDOUT)
     try:
-      return proc.wait()
-    except KeyboardInterrupt:
-      # Ctrl-C reached the training too (same process group): it saves a checkpoint and exits;
-      # killing it meanwhile (what subprocess.run does) would lose the steps since the last one.
+      with interrupts.raising("a row's training"):
+        return proc.wait()
+    except interrupts.Interrupted:
+      # The training must stop too, checkpointed: a Ctrl-C reached it already (same process
+      # group), a `kill PID` did not. SIGTERM makes it save and exit either way (a second SIGINT
+      # would abandon the current step; killing it would lose the steps since its checkpoint).
+      if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
       proc.wait()
       raise
 
@@ -168,7 +190,12 @@ def run_row(plan: dict, opts: dict, stored: dict | None) -> dict:
   os.makedirs(row_dir, exist_ok=True)
   if stored is None:
     logging.info("%s: calibrating (%d steps)", plan["name"], opts["calibration_steps"])
-    cal = calibrate(plan, row_dir, opts["calibration_steps"])
+    try:
+      cal = calibrate(plan, row_dir, opts["calibration_steps"])
+    except interrupts.Interrupted as e:
+      raise RowInterrupted(plan["name"], 128 + e.signum) from None
+    if cal["exit_code"] in INTERRUPTED_EXIT_CODES:
+      raise RowInterrupted(plan["name"], cal["exit_code"])
     record["calibration"] = cal
     if cal["exit_code"] != 0 or cal["steps_per_sec"] is None:
       record.update(exit_code=cal["exit_code"],
@@ -192,7 +219,12 @@ def run_row(plan: dict, opts: dict, stored: dict | None) -> dict:
     code = 0
   else:
     logging.info("%s: training %d steps", plan["name"], sched["train_steps"])
-    code = train_cli(record["args"], os.path.join(row_dir, LOG_FILE))
+    try:
+      code = train_cli(record["args"], os.path.join(row_dir, LOG_FILE))
+    except interrupts.Interrupted as e:
+      raise RowInterrupted(plan["name"], 128 + e.signum) from None
+    if code in INTERRUPTED_EXIT_CODES:
+      raise RowInterrupted(plan["name"], code)
   record["wall_seconds"] = round(time.time() - start, 1)
   record.update(tradeoff_report.run_figures(run_dir, plan["batch_size"]))
   record["exit_code"] = code
@@ -228,7 +260,9 @@ def prepare(opts: dict) -> tuple[list, dict]:
 def run_table(opts: dict, plans: list, stored: dict, header: dict) -> dict:
   """Runs the rows in turn, rewriting OUT_DIR/tradeoff.{json,md} after each; the payload (the
   `header` fields, the options and "rows", the row records). A failed row does not stop the
-  others."""
+  others; an interrupted one (a signal stopped its training, even one this process does not
+  receive, e.g. a background job's ignored SIGINT) raises `RowInterrupted` with the rows before it
+  reported."""
   payload = dict(header, budget_minutes=opts["budget_minutes"],
                  calibration_steps=opts["calibration_steps"],
                  base_flagfile=opts["base_flagfile"], smoke=opts["smoke"], rows=[])

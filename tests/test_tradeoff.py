@@ -8,8 +8,11 @@ import json
 import math
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -20,6 +23,7 @@ from benchmarks import tradeoff_rows
 from benchmarks import tradeoff_runs
 
 import run_fixtures
+from vapnev_tf import interrupts
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICK = tradeoff_rows.DEFAULT_BASE_FLAGFILE
@@ -304,6 +308,76 @@ def test_a_failed_row_is_reported_and_the_others_still_run(tmp_path, monkeypatch
   assert [r["status"] for r in stored["rows"]] == ["failed", "ok"]
   markdown = (tmp_path / "tradeoff.md").read_text()
   assert "| bad | failed (exit 3) |" in markdown and "| recipe | ok |" in markdown
+
+
+_HEADER = {"command": "python -m benchmarks.tradeoff", "date": "today",
+           "machine": {"nproc": 2, "cpu": "cpu", "load_average": [0, 0, 0]},
+           "versions": {"tensorflow": "2.21"}}
+
+
+@pytest.mark.parametrize("stopped_in", ["calibration", "training"])
+def test_a_row_stopped_by_a_signal_stops_the_table_and_a_rerun_resumes_it(tmp_path, monkeypatch,
+                                                                         drawn, stopped_in):
+  fake = FakeTrainCli()
+  calls = {"n": 0}
+
+  def stopped_once(args, log_path):
+    calls["n"] += 1
+    stop_at = 1 if stopped_in == "calibration" else 2  # the second row's first or second call
+    if os.path.basename(os.path.dirname(log_path)) == "second" and calls["n"] == 2 + stop_at:
+      return 128 + signal.SIGINT  # what the training CLI exits with after Ctrl-C
+    return fake(args, log_path)
+  monkeypatch.setattr(tradeoff_runs, "train_cli", stopped_once)
+  plans = [_plan("recipe"), _plan("second"), _plan("third")]
+  opts = _opts(tmp_path)
+  with pytest.raises(tradeoff_runs.RowInterrupted, match="'second'.*exit 130.*resume"):
+    tradeoff_runs.run_table(opts, plans, {p["name"]: None for p in plans}, _HEADER)
+  assert [row for row, _ in fake.calls] == ["recipe", "recipe"] + (
+      ["second"] if stopped_in == "training" else [])  # "third" never started
+  assert [r["name"] for r in json.loads((tmp_path / "tradeoff.json").read_text())["rows"]] == [
+      "recipe"]
+  # The stopped row kept what it had: its calibration (training stopped) or nothing.
+  stored = {p["name"]: tradeoff_runs.stored_row(p, str(tmp_path / p["name"])) for p in plans}
+  assert (stored["second"] is not None) == (stopped_in == "training")
+  payload = tradeoff_runs.run_table(opts, plans, stored, _HEADER)
+  assert [(r["name"], r["status"], r["reused"]) for r in payload["rows"]] == [
+      ("recipe", "ok", True), ("second", "ok", False), ("third", "ok", False)]
+  if stopped_in == "training":  # resumed with the recorded calibration: one training call
+    assert [row for row, _ in fake.calls].count("second") == 2
+
+
+def test_a_signal_to_the_table_alone_stops_its_training_which_saves_and_exits(monkeypatch,
+                                                                           tmp_path):
+  """`kill PID` of the table (the training is not in the signal's reach): the training gets a
+  SIGTERM, which makes the training CLI checkpoint and exit, and the table raises."""
+  script = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(128 + signal.SIGTERM))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n")
+  started = []
+  real_popen = subprocess.Popen
+
+  def fake_popen(cmd, **kwargs):
+    proc = real_popen([sys.executable, "-c", script], **kwargs)
+    started.append(proc)
+    return proc
+  monkeypatch.setattr(tradeoff_runs.subprocess, "Popen", fake_popen)
+  default = signal.getsignal(signal.SIGTERM)
+  log = tmp_path / "train.log"
+
+  def kill_table_when_waiting():
+    deadline = time.time() + 60
+    while time.time() < deadline and (signal.getsignal(signal.SIGTERM) is default
+                                      or "ready" not in log.read_text()):
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+  killer = threading.Thread(target=kill_table_when_waiting, daemon=True)
+  killer.start()
+  with pytest.raises(interrupts.Interrupted):
+    tradeoff_runs.train_cli(["--workdir=unused"], str(log))
+  killer.join()
+  assert started[0].returncode == 128 + signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) is default  # the table's handler is gone again
 
 
 @pytest.mark.parametrize("elbo, short, says", [
