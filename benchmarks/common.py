@@ -45,17 +45,17 @@ def model_config_values(name: str) -> dict:
 
 # The architecture sizes the benchmarks use (ModelConfig values; the options are variants below).
 SIZE_KEYS = ("image_shape", "latent_dim", "encoder_filters", "encoder_blocks",
-             "encoder_layers_per_block", "flow_scales", "flow_checkerboard", "flow_channelwise",
-             "flow_filters", "flow_res_blocks")
+             "encoder_layers_per_block", "decoder_filters", "flow_scales", "flow_checkerboard",
+             "flow_channelwise", "flow_filters", "flow_res_blocks")
 # "benchmark": the quality benchmark's size, trains meaningfully in minutes on 2 cores: the paper's
 # layout (2 scales x (3 checkerboard + 3 channel-wise)) at 16 filters and 1 residual block; latent
 # 64; encoder 4 blocks x 1 conv from 16 filters (decoder mirrors).
 BENCHMARK_SIZE = dict(image_shape=(28, 28, 1), latent_dim=64, encoder_filters=16, encoder_blocks=4,
-                      encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=3,
+                      encoder_layers_per_block=1, decoder_filters=0, flow_scales=2, flow_checkerboard=3,
                       flow_channelwise=3, flow_filters=16, flow_res_blocks=1)
 # "smoke": tiny, for the benchmarks' own tests.
 SMOKE_SIZE = dict(image_shape=(16, 16, 1), latent_dim=8, encoder_filters=4, encoder_blocks=2,
-                  encoder_layers_per_block=1, flow_scales=2, flow_checkerboard=1,
+                  encoder_layers_per_block=1, decoder_filters=0, flow_scales=2, flow_checkerboard=1,
                   flow_channelwise=1, flow_filters=4, flow_res_blocks=1)
 
 

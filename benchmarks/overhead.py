@@ -116,7 +116,8 @@ def upsampling_shapes(size: dict) -> list:
   and the shared z-trunk of `size` (vapnev_tf.sizing walk), deduplicated."""
   from vapnev_tf import sizing  # pylint: disable=g-import-not-at-top
   h, w, _ = size["image_shape"]
-  blocks, filters = size["encoder_blocks"], size["encoder_filters"]
+  blocks = size["encoder_blocks"]
+  filters = size.get("decoder_filters") or size["encoder_filters"]  # 0: the encoder's mirror
   start, targets = sizing.upsampling_plan(h, w, blocks)
   shapes, c_in, cur = [], filters * 2 ** (blocks - 1), start
   for i, k in enumerate(reversed(range(blocks))):

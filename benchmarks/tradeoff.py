@@ -29,8 +29,8 @@ directory that holds another configuration (other flags, flagfile contents or bu
 before anything runs, naming the row and the directory; nothing is deleted or overwritten. A row
 that fails (non-zero exit, a non-finite bound) is reported as failed with its exit code; the other
 rows still run and the tool exits 1 at the end. A row whose training a signal stopped (Ctrl-C,
-SIGTERM, even when this process ignores them as a background job does) stops the table: exit 130,
-and the same command resumes it.
+SIGTERM; also a SIGINT this process ignores, as a background job does, that reached the training)
+stops the table with the training's exit code (130 or 143), and the same command resumes it.
 """
 import os
 import signal
@@ -84,7 +84,7 @@ def main(argv):
     payload = tradeoff_runs.run_table(opts, plans, stored, common.header())
   except tradeoff_runs.RowInterrupted as e:
     print(f"Stopped: {e}")
-    return 128 + signal.SIGINT
+    return e.exit_code if e.exit_code > 128 else 128 + signal.SIGINT
   print("\n".join(tradeoff_report.markdown(payload)))
   return 1 if any(r["status"] != "ok" for r in payload["rows"]) else 0
 

@@ -138,25 +138,45 @@ def stored_row(plan: dict, row_dir: str) -> dict | None:
   return None
 
 
+class TrainingStopped(Exception):
+  """This process got SIGINT/SIGTERM while a training ran; the training has exited since
+  (`exit_code`, 128 + signal after its checkpoint)."""
+
+  def __init__(self, exit_code: int):
+    super().__init__(f"the training was stopped (exit {exit_code})")
+    self.exit_code = exit_code
+
+
 def train_cli(args: list[str], log_path: str) -> int:
   """Runs `python -m vapnev_tf.train ARGS` from the repository root, its console appended to
-  `log_path`; its exit code."""
+  `log_path`; its exit code. A SIGINT/SIGTERM to this process (one it does not ignore, as a
+  background job ignores SIGINT) stops the training with its checkpoint, waits for it to exit and
+  raises `TrainingStopped`."""
+  watched = tuple(s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN)
   with open(log_path, "a") as log:
     log.write(f"$ python -m vapnev_tf.train {' '.join(args)}\n")
     log.flush()
-    proc = subprocess.Popen([sys.executable, "-m", "vapnev_tf.train", *args],
-                            cwd=str(common.REPO_ROOT), stdout=log, stderr=subprocess.STDOUT)
-    try:
-      with interrupts.raising("a row's training"):
+    with interrupts.raising("a row's training", watched):
+      proc = None
+      try:
+        proc = subprocess.Popen([sys.executable, "-m", "vapnev_tf.train", *args],
+                                cwd=str(common.REPO_ROOT), stdout=log, stderr=subprocess.STDOUT)
         return proc.wait()
-    except interrupts.Interrupted:
-      # The training must stop too, checkpointed: a Ctrl-C reached it already (same process
-      # group), a `kill PID` did not. SIGTERM makes it save and exit either way (a second SIGINT
-      # would abandon the current step; killing it would lose the steps since its checkpoint).
-      if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-      proc.wait()
-      raise
+      except interrupts.Interrupted as e:
+        if proc is None:
+          raise TrainingStopped(128 + e.signum) from None
+        # A Ctrl-C reached the training already (same process group), a `kill PID` did not:
+        # SIGTERM makes it checkpoint and exit either way (a second SIGINT would abandon the
+        # current step, killing it the steps since its last checkpoint).
+        if proc.poll() is None:
+          proc.send_signal(signal.SIGTERM)
+        while True:
+          try:
+            code = proc.wait()
+            break
+          except interrupts.Interrupted:
+            continue  # it is saving its checkpoint; it exits by itself
+        raise TrainingStopped(code) from None
 
 
 def calibrate(plan: dict, row_dir: str, steps: int) -> dict:
@@ -192,8 +212,8 @@ def run_row(plan: dict, opts: dict, stored: dict | None) -> dict:
     logging.info("%s: calibrating (%d steps)", plan["name"], opts["calibration_steps"])
     try:
       cal = calibrate(plan, row_dir, opts["calibration_steps"])
-    except interrupts.Interrupted as e:
-      raise RowInterrupted(plan["name"], 128 + e.signum) from None
+    except TrainingStopped as e:
+      raise RowInterrupted(plan["name"], e.exit_code) from None
     if cal["exit_code"] in INTERRUPTED_EXIT_CODES:
       raise RowInterrupted(plan["name"], cal["exit_code"])
     record["calibration"] = cal
@@ -221,8 +241,8 @@ def run_row(plan: dict, opts: dict, stored: dict | None) -> dict:
     logging.info("%s: training %d steps", plan["name"], sched["train_steps"])
     try:
       code = train_cli(record["args"], os.path.join(row_dir, LOG_FILE))
-    except interrupts.Interrupted as e:
-      raise RowInterrupted(plan["name"], 128 + e.signum) from None
+    except TrainingStopped as e:
+      raise RowInterrupted(plan["name"], e.exit_code) from None
     if code in INTERRUPTED_EXIT_CODES:
       raise RowInterrupted(plan["name"], code)
   record["wall_seconds"] = round(time.time() - start, 1)
@@ -260,9 +280,8 @@ def prepare(opts: dict) -> tuple[list, dict]:
 def run_table(opts: dict, plans: list, stored: dict, header: dict) -> dict:
   """Runs the rows in turn, rewriting OUT_DIR/tradeoff.{json,md} after each; the payload (the
   `header` fields, the options and "rows", the row records). A failed row does not stop the
-  others; an interrupted one (a signal stopped its training, even one this process does not
-  receive, e.g. a background job's ignored SIGINT) raises `RowInterrupted` with the rows before it
-  reported."""
+  others; an interrupted one (a signal stopped its training, whether this process got it too or
+  not) raises `RowInterrupted` with the rows before it reported."""
   payload = dict(header, budget_minutes=opts["budget_minutes"],
                  calibration_steps=opts["calibration_steps"],
                  base_flagfile=opts["base_flagfile"], smoke=opts["smoke"], rows=[])

@@ -430,10 +430,10 @@ CHANGES = [("model", "committed_rate", 4.0), ("model", "prior", "flow"),
            ("model", "prior_steps", 3), ("train", "kl_schedule", "cyclical"),
            ("train", "kl_cycles", 2), ("train", "kl_cycle_ratio", 0.25),
            ("train", "kl_free_nats_mode", "per_dim"), ("train", "aggressive_steps", 100),
-           ("train", "aggressive_encoder_updates", 10)]
-DEFAULTS = {"flow_receptive_field": "full", "committed_rate": 0.0, "prior": "standard", "prior_steps": 2, "kl_cycles": 4,
-            "kl_cycle_ratio": 0.5, "kl_free_nats_mode": "total", "aggressive_steps": 0,
-            "aggressive_encoder_updates": 5}
+           ("train", "aggressive_encoder_updates", 10), ("model", "decoder_filters", 2)]
+DEFAULTS = {"flow_receptive_field": "full", "committed_rate": 0.0, "prior": "standard",
+            "prior_steps": 2, "kl_cycles": 4, "kl_cycle_ratio": 0.5, "kl_free_nats_mode": "total",
+            "aggressive_steps": 0, "aggressive_encoder_updates": 5, "decoder_filters": 0}
 
 
 def _run_config(model_cfg=TINY, **train_overrides):

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,6 @@ from benchmarks import tradeoff_rows
 from benchmarks import tradeoff_runs
 
 import run_fixtures
-from vapnev_tf import interrupts
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICK = tradeoff_rows.DEFAULT_BASE_FLAGFILE
@@ -315,9 +315,10 @@ _HEADER = {"command": "python -m benchmarks.tradeoff", "date": "today",
            "versions": {"tensorflow": "2.21"}}
 
 
+@pytest.mark.parametrize("how", ["training_only", "table_too"])
 @pytest.mark.parametrize("stopped_in", ["calibration", "training"])
 def test_a_row_stopped_by_a_signal_stops_the_table_and_a_rerun_resumes_it(tmp_path, monkeypatch,
-                                                                         drawn, stopped_in):
+                                                                         drawn, stopped_in, how):
   fake = FakeTrainCli()
   calls = {"n": 0}
 
@@ -325,12 +326,15 @@ def test_a_row_stopped_by_a_signal_stops_the_table_and_a_rerun_resumes_it(tmp_pa
     calls["n"] += 1
     stop_at = 1 if stopped_in == "calibration" else 2  # the second row's first or second call
     if os.path.basename(os.path.dirname(log_path)) == "second" and calls["n"] == 2 + stop_at:
-      return 128 + signal.SIGINT  # what the training CLI exits with after Ctrl-C
+      if how == "training_only":
+        return 128 + signal.SIGINT  # the training CLI after a SIGINT this process ignored
+      raise tradeoff_runs.TrainingStopped(128 + signal.SIGTERM)  # this process got it too
     return fake(args, log_path)
   monkeypatch.setattr(tradeoff_runs, "train_cli", stopped_once)
   plans = [_plan("recipe"), _plan("second"), _plan("third")]
   opts = _opts(tmp_path)
-  with pytest.raises(tradeoff_runs.RowInterrupted, match="'second'.*exit 130.*resume"):
+  code = 130 if how == "training_only" else 143
+  with pytest.raises(tradeoff_runs.RowInterrupted, match=f"'second'.*exit {code}.*resume"):
     tradeoff_runs.run_table(opts, plans, {p["name"]: None for p in plans}, _HEADER)
   assert [row for row, _ in fake.calls] == ["recipe", "recipe"] + (
       ["second"] if stopped_in == "training" else [])  # "third" never started
@@ -349,7 +353,8 @@ def test_a_row_stopped_by_a_signal_stops_the_table_and_a_rerun_resumes_it(tmp_pa
 def test_a_signal_to_the_table_alone_stops_its_training_which_saves_and_exits(monkeypatch,
                                                                            tmp_path):
   """`kill PID` of the table (the training is not in the signal's reach): the training gets a
-  SIGTERM, which makes the training CLI checkpoint and exit, and the table raises."""
+  SIGTERM, which makes the training CLI checkpoint and exit, and the table raises with the
+  training's exit code."""
   script = ("import signal, sys, time\n"
             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(128 + signal.SIGTERM))\n"
             "print('ready', flush=True)\n"
@@ -367,16 +372,26 @@ def test_a_signal_to_the_table_alone_stops_its_training_which_saves_and_exits(mo
 
   def kill_table_when_waiting():
     deadline = time.time() + 60
-    while time.time() < deadline and (signal.getsignal(signal.SIGTERM) is default
-                                      or "ready" not in log.read_text()):
+    while time.time() < deadline:
+      if signal.getsignal(signal.SIGTERM) is not default and "ready" in log.read_text():
+        sigint_while_waiting.append(signal.getsignal(signal.SIGINT))
+        os.kill(os.getpid(), signal.SIGTERM)  # only into the table's handler, never pytest's
+        return
       time.sleep(0.05)
-    os.kill(os.getpid(), signal.SIGTERM)
+    started[0].kill()  # the test then fails below: the handler or the child never came
+  sigint_while_waiting = []
   killer = threading.Thread(target=kill_table_when_waiting, daemon=True)
-  killer.start()
-  with pytest.raises(interrupts.Interrupted):
-    tradeoff_runs.train_cli(["--workdir=unused"], str(log))
-  killer.join()
-  assert started[0].returncode == 128 + signal.SIGTERM
+  previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job
+  try:
+    killer.start()
+    with pytest.raises(tradeoff_runs.TrainingStopped) as stopped:
+      tradeoff_runs.train_cli(["--workdir=unused"], str(log))
+    killer.join()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, previous_sigint)
+  assert stopped.value.exit_code == started[0].returncode == 128 + signal.SIGTERM
+  assert sigint_while_waiting == [signal.SIG_IGN]  # an ignored SIGINT stays ignored
   assert signal.getsignal(signal.SIGTERM) is default  # the table's handler is gone again
 
 
@@ -456,8 +471,8 @@ def test_the_pictures_section_links_each_rows_figures_and_names_a_failed_one():
   assert len(lines) == 6 and tradeoff_pictures.markdown(rows[1:]) == []
 
 
-def test_the_pictures_of_a_run_are_drawn_once_and_a_run_without_weights_is_an_error(tmp_path,
-                                                                                  tiny_run):
+def test_the_pictures_of_a_run_are_drawn_once_and_a_run_it_cannot_load_is_an_error(tmp_path,
+                                                                                   tiny_run):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   row_dir = tmp_path / "row"
@@ -476,6 +491,14 @@ def test_the_pictures_of_a_run_are_drawn_once_and_a_run_without_weights_is_an_er
   empty.mkdir()
   failed = tradeoff_pictures.draw_row_pictures(str(empty), str(tmp_path / "row2"), ("panel",))
   assert failed["panel"].startswith("error: ") and "run directory" in failed["panel"]
+  # A run with its config but without a readable checkpoint.
+  no_weights = tmp_path / "no_weights"
+  no_weights.mkdir()
+  shutil.copy(tiny_run / "config.json", no_weights / "config.json")
+  failed = tradeoff_pictures.draw_row_pictures(str(no_weights), str(tmp_path / "row3"))
+  assert set(failed) == set(tradeoff_pictures.PICTURES)
+  assert all(v.startswith("error: ") and "\n" not in v for v in failed.values()), failed
+  assert not (tmp_path / "row3" / "pictures").exists()
 
 
 # ------------------------------------------------------------------------------ end to end

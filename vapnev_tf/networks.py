@@ -60,10 +60,12 @@ class Encoder(keras.layers.Layer):
 class Decoder(keras.layers.Layer):
   """z `(B, latent_dim)` -> `num_heads` maps `(B, H, W, C)` (e.g. mu_y and raw sigma_y).
 
-  Mirrors the Encoder: a dense projection of z to the encoder's output shape, then per block
-  (from the widest) a stride-2 transposed conv, centre-cropped to the encoder's size at that stage
-  (the `vapnev_tf.sizing` rule, docs/design.md §5), and `layers_per_block - 1` 3x3 convs. Each head is a
-  separate linear 3x3 convolution (Sec. 4.2: "convolutional linear projections").
+  Mirrors the Encoder with `filters` in place of its own (`ModelConfig.decoder_filters`, by
+  default the encoder's): a dense projection of z to the encoder's output resolution with
+  `filters * 2**(blocks - 1)` channels, then per block (from the widest) a stride-2 transposed
+  conv, centre-cropped to the encoder's size at that stage (the `vapnev_tf.sizing` rule,
+  docs/design.md §5), and `layers_per_block - 1` 3x3 convs. Each head is a separate linear 3x3
+  convolution (Sec. 4.2: "convolutional linear projections").
   `compute_dtype="bfloat16"` runs the projection and deconvs in bfloat16; the heads (mu_y, sigma_y)
   stay in the model's dtype.
   """
