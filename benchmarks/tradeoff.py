@@ -2,12 +2,12 @@ r"""The equal-time latent trade-off table: every row trained for the same minute
 (docs/design.md §26).
 
     nice -n 10 python -m benchmarks.tradeoff                      # all rows, 20 minutes each
-    python -m benchmarks.tradeoff --rows=recipe,collapsed --budget_minutes=5
+    python -m benchmarks.tradeoff --rows=recipe,old_quick --budget_minutes=5
     python -m benchmarks.tradeoff --extra_row="cyclical=--kl_schedule=cyclical --kl_cycles=4"
     python -m benchmarks.tradeoff --smoke --rows=recipe,realnvp_same_flow --out_dir=/tmp/t
 
 Each row (benchmarks/tradeoff_rows.py: the latent recipe `recipe` = --base_flagfile itself,
-`recipe_ld64`, the `collapsed` old quick model, the `pixel_logistic` VAE, `fixed_z`,
+`recipe_ld64`, the `old_quick` model (configs/quick.flags before the recipe), the `pixel_logistic` VAE, `fixed_z`,
 `realnvp_same_flow` and the parameter-matched `realnvp_matched`; plus any --extra_row) is trained
 by the library's own CLI, `python -m vapnev_tf.train`, in a subprocess, so it gets the real
 recipe: warm-up, cosine decay, KL annealing, free bits, the final evaluation on all test images

@@ -1,7 +1,7 @@
 """Running the rows of the equal-time trade-off table (`python -m benchmarks.tradeoff`; its
 docstring says what the table is, docs/design.md §26 why).
 
-    opts = make_options(rows="recipe,collapsed")
+    opts = make_options(rows="recipe,old_quick")
     plans, stored = prepare(opts)            # flags checked, row directories checked
     payload = run_table(opts, plans, stored, common.header())
 

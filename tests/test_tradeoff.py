@@ -74,7 +74,7 @@ def test_every_built_in_row_is_accepted_by_the_training_cli_as_the_table_needs_i
         assert data_cfg.eval_take is None and train_cfg.eval_num_samples == 10
       else:
         assert data_cfg.train_take == 256 and data_cfg.eval_take == 48
-      if name in ("fixed_z", "realnvp_same_flow", "collapsed"):
+      if name in ("fixed_z", "realnvp_same_flow", "old_quick"):
         assert train_cfg.kl_free_nats == 0 and train_cfg.kl_free_nats_mode == "total"
       if smoke:
         continue
@@ -83,7 +83,7 @@ def test_every_built_in_row_is_accepted_by_the_training_cli_as_the_table_needs_i
                                                                            "local")
       if name == "recipe_ld64":
         assert model_cfg.latent_dim == 64 and train_cfg.kl_free_nats == 32
-      if name == "collapsed":  # the quick model before the latent recipe
+      if name == "old_quick":  # the quick model before the latent recipe
         assert model_cfg.flow_layout == "" and model_cfg.flow_receptive_field == "full"
         assert (model_cfg.flow_scales, model_cfg.flow_checkerboard, model_cfg.flow_channelwise,
                 model_cfg.encoder_filters) == (2, 2, 2, 16)
@@ -109,9 +109,9 @@ def test_options_and_row_names_are_checked_naming_the_flag(tmp_path):
   opts = tradeoff_runs.make_options(smoke=True, out_dir=str(tmp_path))
   assert (opts["base_flagfile"], opts["calibration_steps"]) == (SMOKE, 6)
   assert opts["rows"] == list(tradeoff_rows.BUILTIN_ROWS)
-  opts = tradeoff_runs.make_options(out_dir=str(tmp_path), rows="collapsed,mine",
+  opts = tradeoff_runs.make_options(out_dir=str(tmp_path), rows="old_quick,mine",
                                     extra_rows=["mine=--latent_dim=16 --kl_free_nats='8'"])
-  assert opts["rows"] == ["collapsed", "mine"] and opts["budget_minutes"] == 20.0
+  assert opts["rows"] == ["old_quick", "mine"] and opts["budget_minutes"] == 20.0
   assert opts["extra_rows"]["mine"] == ("--latent_dim=16", "--kl_free_nats=8")
   for kwargs, says in (({"rows": "recipe,nope"}, "--rows='recipe,nope'"),
                        ({"rows": "recipe,recipe"}, "--rows"),
@@ -430,7 +430,7 @@ def _record(name, status="ok", has_latent=True, exit_code=0):
 
 def test_the_table_has_a_line_per_row_with_dashes_where_a_row_has_no_figure(tmp_path):
   rows = [_record("recipe"), _record("realnvp_same_flow", has_latent=False),
-          _record("collapsed", status="failed", exit_code=1)]
+          _record("old_quick", status="failed", exit_code=1)]
   payload = {"command": "python -m benchmarks.tradeoff", "date": "today",
              "machine": {"nproc": 2, "cpu": "cpu", "load_average": [1.0, 1.0, 1.0]},
              "versions": {"tensorflow": "2.21"}, "budget_minutes": 20.0,
@@ -453,7 +453,7 @@ def test_the_table_has_a_line_per_row_with_dashes_where_a_row_has_no_figure(tmp_
   assert flow[-1] == "`--likelihood=realnvp`"
   assert failed[1] == "failed (exit 1)" and failed[2:11] == ["—"] * 9 and failed[11] == "100"
   text = "\n".join(lines)
-  assert "raw pixels scores 0.840" in text and "- collapsed: failed (exit 1)" in text
+  assert "raw pixels scores 0.840" in text and "- old_quick: failed (exit 1)" in text
   assert "- recipe: 1.500 steps/s over 60 steps -> 100 steps (warm-up 12, KL annealing 31)" in text
   assert "Pictures" not in text  # no row has any
 
