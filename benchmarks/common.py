@@ -257,7 +257,21 @@ def header() -> dict:
   return {"command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, REPO_ROOT)]
                               + ["-m", _module_name()] + sys.argv[1:]),
           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "machine": machine_info(), "versions": versions()}
+          "code": code_version(), "machine": machine_info(), "versions": versions()}
+
+
+def code_version() -> str | None:
+  """The repository's commit (short hash), with " + uncommitted changes" when tracked files
+  differ from it; None outside a git checkout (e.g. an installed copy)."""
+  def git(*args):
+    return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+  try:
+    commit = git("rev-parse", "--short=7", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + (" + uncommitted changes" if dirty else "")
 
 
 def _module_name() -> str:

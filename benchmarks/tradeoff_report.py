@@ -157,6 +157,7 @@ def markdown(payload: dict) -> list[str]:
   rows = payload["rows"]
   lines = ["# Equal-time trade-off table", "",
            f"- command: `{payload['command']}`", f"- date: {payload['date']}",
+           f"- code: {payload.get('code') or 'not a git checkout'}",
            f"- machine: {machine['nproc']} CPU ({machine['cpu']}), load average at the end "
            f"{machine['load_average']}",
            "- versions: " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()),

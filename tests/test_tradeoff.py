@@ -458,6 +458,24 @@ def test_the_table_has_a_line_per_row_with_dashes_where_a_row_has_no_figure(tmp_
   assert "Pictures" not in text  # no row has any
 
 
+def test_the_header_names_the_code_it_ran(tmp_path, monkeypatch):
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=7", "HEAD"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  assert common.code_version().split(" + ")[0] == head
+  assert common.header()["code"] == common.code_version()
+  copy = tmp_path / "not_a_checkout"
+  copy.mkdir()
+  monkeypatch.setattr(common, "REPO_ROOT", copy)
+  assert common.code_version() is None
+  payload = {"command": "c", "date": "d", "code": None, "rows": [], "budget_minutes": 20.0,
+             "machine": {"nproc": 2, "cpu": "cpu", "load_average": [0, 0, 0]},
+             "versions": {}, "calibration_steps": 60, "base_flagfile": QUICK}
+  assert "- code: not a git checkout" in tradeoff_report.markdown(payload)
+  payload["code"] = "abc1234 + uncommitted changes"
+  assert "- code: abc1234 + uncommitted changes" in tradeoff_report.markdown(payload)
+
+
 def test_the_pictures_section_links_each_rows_figures_and_names_a_failed_one():
   rows = [dict(_record("recipe"), pictures={"panel": "pictures/panel.png",
                                             "interpolate": "pictures/interpolate.png",
