@@ -371,7 +371,7 @@ def test_a_signal_to_the_table_alone_stops_its_training_which_saves_and_exits(mo
   log = tmp_path / "train.log"
 
   def kill_table_when_waiting():
-    deadline = time.time() + 60
+    deadline = time.time() + run_fixtures.TRAIN_TIMEOUT  # a hang guard, not a speed bound
     while time.time() < deadline:
       if signal.getsignal(signal.SIGTERM) is not default and "ready" in log.read_text():
         sigint_while_waiting.append(signal.getsignal(signal.SIGINT))
